@@ -74,11 +74,13 @@ export async function migrate(sql: Sql, migrations: Migration[] = loadMigrations
         continue;
       }
       try {
-        await conn.begin(async (tx) => {
-          await tx.unsafe(m.sql);
-          await tx`insert into schema_migrations (id, checksum) values (${m.id}, ${m.checksum})`;
-        });
+        // The advisory lock is held by this session, so the transaction runs on the same reserved connection.
+        await conn.unsafe('begin');
+        await conn.unsafe(m.sql);
+        await conn`insert into schema_migrations (id, checksum) values (${m.id}, ${m.checksum})`;
+        await conn.unsafe('commit');
       } catch (err) {
+        await conn.unsafe('rollback').catch(() => {});
         throw new MigrationError('MIGRATION_FAILED', `migration ${m.id} failed and was rolled back: ${(err as Error).message}`);
       }
       result.applied.push(m.id);

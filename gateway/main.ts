@@ -1,0 +1,95 @@
+// kwx process entry: config → HTTP server (/health 503) → database (embedded or given) →
+// migrations → [demo seed] → /health 200. SIGINT/SIGTERM shut down cleanly.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, type Config } from '../schema/config.js';
+import { connect, redactUrl, startEmbeddedPostgres, type EmbeddedPostgres, type Sql } from '../schema/db.js';
+import { createLogger, type Logger } from '../schema/log.js';
+import { migrate } from '../schema/migrate.js';
+import { PROJECT_ROOT } from '../schema/paths.js';
+import { seedDemo } from '../schema/seed.js';
+import { createMetricsRegistry } from './metrics.js';
+import { startHttpServer, type HttpServer } from './server.js';
+import { UwsUnavailableError } from './uws.js';
+
+const VERSION = (JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+interface Running {
+  server?: HttpServer;
+  sql?: Sql;
+  embedded?: EmbeddedPostgres;
+}
+
+async function start(config: Config, log: Logger, args: Set<string>, running: Running): Promise<void> {
+  const metrics = createMetricsRegistry();
+  running.server = await startHttpServer({ host: config.host, port: config.port, metrics, version: VERSION });
+  log.info('listening', { host: config.host, port: running.server.port });
+
+  let url = config.database_url;
+  if (url === null) {
+    running.embedded = await startEmbeddedPostgres({ dir: config.data_dir, port: config.embedded_pg_port, log });
+    url = running.embedded.url;
+    log.info('embedded postgres started', { data_dir: running.embedded.data_dir, port: config.embedded_pg_port });
+  }
+  running.sql = connect(url, { max: 10 });
+  const result = await migrate(running.sql);
+  log.info('migrations', { database: redactUrl(url), applied: result.applied, already_applied: result.skipped.length });
+
+  if (config.seed_demo || args.has('--seed-demo')) {
+    const seed = await seedDemo(running.sql);
+    log.info('demo seeded', { zone_id: seed.zone_id, intervals: seed.interval_ids.length });
+  }
+  running.server.setHealth('ok', { database: config.database_url === null ? 'embedded' : 'external' });
+  log.info('ready', { version: VERSION });
+}
+
+async function stop(running: Running, log: Logger): Promise<void> {
+  running.server?.setHealth('stopping');
+  running.server?.close();
+  await running.sql?.end({ timeout: 5 }).catch(() => {});
+  if (running.embedded !== undefined) {
+    await running.embedded.stop().catch((err: Error) => log.error('embedded postgres did not stop cleanly', { error: err.message }));
+  }
+}
+
+async function main(): Promise<void> {
+  const args = new Set(process.argv.slice(2));
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`kwx: configuration error: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(config.log_level, 'kwx');
+  const running: Running = {};
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info('shutting down', { signal });
+    stop(running, log).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+
+  try {
+    await start(config, log, args, running);
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    const message = err instanceof UwsUnavailableError ? e.message : `start-up failed: ${e.message}`;
+    process.stderr.write(`kwx: ${message}\n`);
+    log.error('start-up failed', { code: e.code, error: e.message });
+    await stop(running, log);
+    process.exit(1);
+  }
+  if (args.has('--exit-after-seed')) shutdown('--exit-after-seed');
+}
+
+await main();
