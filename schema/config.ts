@@ -1,4 +1,4 @@
-import { availableParallelism, homedir } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 
 /**
@@ -90,7 +90,7 @@ export function loadConfig(env: Env = process.env, cores = defaultCores()): Conf
   if (!(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new ConfigError('LOG_LEVEL', `one of ${LOG_LEVELS.join(', ')}`, level);
   }
-  const dataDirRaw = str(env, 'KWX_DATA_DIR') ?? join(homedir(), '.kwx');
+  const dataDirRaw = str(env, 'KWX_DATA_DIR') ?? join(process.cwd(), '.kwx-data');
   if (dataDirRaw.includes('\0')) throw new ConfigError('KWX_DATA_DIR', 'a directory path', dataDirRaw);
   return {
     database_url: urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']),
