@@ -19,7 +19,7 @@ export class UwsUnavailableError extends Error {
  * publish/subscribe do nothing when no native binary matches this Node. kwx refuses to run on
  * the shim: the native module exports `getParts` and `H3App`, the shim does not.
  */
-export function assertNativeUws(mod: Partial<Uws> & Record<string, unknown>, abi = process.versions.modules, nodeVersion = process.version): void {
+export function assertNativeUws(mod: Record<string, unknown>, abi = process.versions.modules, nodeVersion = process.version): void {
   if (typeof mod.getParts === 'function' && typeof mod.App === 'function' && 'H3App' in mod) return;
   const supported = Object.entries(NATIVE_NODE_ABIS).map(([k, v]) => `${v} (ABI ${k})`).join(', ');
   throw new UwsUnavailableError(
@@ -43,7 +43,7 @@ export function loadUws(): Uws {
   } finally {
     console.warn = previous;
   }
-  assertNativeUws(mod as unknown as Partial<Uws> & Record<string, unknown>);
+  assertNativeUws(mod as unknown as Record<string, unknown>);
   cached = mod;
   return mod;
 }
