@@ -1,0 +1,644 @@
+/**
+ * The ledger's trading flows on top of the core: wallets per user and currency (AVAILABLE, HELD,
+ * ESCROW), platform accounts (FEES, ROUNDING, EXTERNAL), buy-order holds, trade escrow,
+ * settlement with fees and refunds, disputes, deposits and withdrawals, carbon certificates.
+ *
+ * Single writer: one Ledger instance owns the state; every method is synchronous, deterministic
+ * and takes the time as `now_ms`. A method either applies completely or throws a LedgerError and
+ * changes nothing. Every method is idempotent: its transfer ids derive from the order or trade id
+ * (or are given by the caller), so calling it again with the same arguments returns the original
+ * result and changes nothing; the same id with different arguments is DUPLICATE_TRANSFER.
+ */
+import {
+  availableOf, balanceOf, LedgerCore, PLATFORM_ACCOUNT_KINDS, TRANSFER_FLAG_PENDING, TRANSFER_FLAG_POST_PENDING,
+  TRANSFER_FLAG_VOID_PENDING, USER_ACCOUNT_KINDS, type Account, type AccountKind, type CoreRecorder, type PendingState,
+  type Transfer, type TransferInput,
+} from './core.js';
+import { assert, LedgerError } from './errors.js';
+import { buyerMaxMinor, pricingFactors, settlementAmounts, type Pricing, type PricingFactors } from './money.js';
+import {
+  CertificateRegistry, certificateIdForTrade, isRenewable, TRADE_SOURCES, type Certificate, type CertificateEvent, type ChainVerdict,
+  type TradeSource,
+} from './certificates.js';
+
+export interface ZoneConfig extends Pricing {
+  readonly zone_id: number;
+}
+
+export type HoldStatus = 'OPEN' | 'FILLED' | 'CANCELLED' | 'EXPIRED';
+
+export interface OrderHold {
+  readonly order_id: number;
+  readonly user_id: number;
+  readonly zone_id: number;
+  readonly pricing: Pricing;
+  readonly limit_price_ticks: number;
+  readonly qty_wh: number;
+  /** What was held when the order was placed. */
+  readonly held_minor: bigint;
+  remaining_wh: number;
+  /** Still held for the unfilled quantity. */
+  remaining_minor: bigint;
+  status: HoldStatus;
+  /** Released by cancel or expiry (0 until then). */
+  released_on_close_minor: bigint;
+  readonly created_at_ms: number;
+  updated_at_ms: number;
+}
+
+export type EscrowStatus = 'HELD' | 'DISPUTED' | 'SETTLED' | 'CANCELLED';
+
+export interface TradeEscrow {
+  readonly trade_id: number;
+  readonly order_id: number;
+  readonly buyer_id: number;
+  readonly seller_id: number;
+  readonly zone_id: number;
+  readonly interval_id: number;
+  readonly source: TradeSource;
+  readonly price_ticks: number;
+  readonly qty_wh: number;
+  readonly pricing: Pricing;
+  readonly escrow_minor: bigint;
+  /** Released to the buyer at the fill: hold at the limit price minus escrow at the trade price. */
+  readonly released_minor: bigint;
+  status: EscrowStatus;
+  dispute_reason: string | null;
+  readonly created_at_ms: number;
+  updated_at_ms: number;
+}
+
+export type SettlementResolution = 'VERIFIED' | 'DISPUTE_RESOLVED' | 'CANCELLED';
+
+export interface Settlement {
+  readonly trade_id: number;
+  readonly delivered_wh: number;
+  readonly buyer_paid_minor: bigint;
+  readonly seller_net_minor: bigint;
+  readonly fee_minor: bigint;
+  readonly rounding_minor: bigint;
+  readonly refund_minor: bigint;
+  readonly certificate_id: string | null;
+  readonly resolution: SettlementResolution;
+  readonly settled_at_ms: number;
+}
+
+export interface Balances {
+  readonly available_minor: bigint;
+  readonly held_minor: bigint;
+  readonly escrow_minor: bigint;
+  /** Part of the available account reserved by pending withdrawals (already excluded above). */
+  readonly pending_withdrawal_minor: bigint;
+}
+
+export interface HoldRequest { order_id: number; user_id: number; zone_id: number; limit_price_ticks: number; qty_wh: number }
+export interface HoldResult { order_id: number; held_minor: bigint }
+export interface FillRequest {
+  trade_id: number; order_id: number; seller_id: number; price_ticks: number; qty_wh: number; interval_id: number; source: TradeSource;
+}
+export interface FillResult { trade_id: number; escrow_minor: bigint; released_minor: bigint; order_remaining_wh: number }
+export interface ReleaseRequest { order_id: number; reason: 'CANCELLED' | 'EXPIRED' }
+export interface ReleaseResult { order_id: number; released_minor: bigint }
+export interface MoneyRequest { transfer_id: string; user_id: number; currency: string; amount_minor: bigint }
+
+/** What changed since the last takeChanges(): the persistence layer writes it in one batch. */
+export class ChangeSet {
+  readonly accounts: Account[] = [];
+  readonly transfers: Transfer[] = [];
+  readonly touched = new Set<Account>();
+  readonly pendings = new Set<PendingState>();
+  readonly holds = new Set<OrderHold>();
+  readonly escrows = new Set<TradeEscrow>();
+  readonly settlements: Settlement[] = [];
+  readonly certificates = new Set<Certificate>();
+  readonly certificate_events: CertificateEvent[] = [];
+
+  get empty(): boolean {
+    return this.accounts.length === 0 && this.transfers.length === 0 && this.touched.size === 0 && this.pendings.size === 0 &&
+      this.holds.size === 0 && this.escrows.size === 0 && this.settlements.length === 0 && this.certificates.size === 0 &&
+      this.certificate_events.length === 0;
+  }
+}
+
+function recorderOf(c: ChangeSet): CoreRecorder {
+  return {
+    account: (a) => c.accounts.push(a),
+    transfer: (t) => c.transfers.push(t),
+    touched: (a) => c.touched.add(a),
+    pending: (s) => c.pendings.add(s),
+    untransfer: (t) => {
+      assert(c.transfers[c.transfers.length - 1] === t, 'a rolled back transfer is the last one recorded');
+      c.transfers.pop();
+    },
+  };
+}
+
+interface Zone { config: ZoneConfig; factors: PricingFactors }
+
+const SAFE_ID = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
+
+function requireId(name: string, v: unknown): number {
+  if (!SAFE_ID(v)) throw new LedgerError('INVALID_TRANSFER', `${name} must be a positive safe integer, got ${String(v)}`);
+  return v;
+}
+
+function requirePrice(v: unknown): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new LedgerError('INVALID_AMOUNT', `price_ticks must be a safe integer, got ${String(v)}`);
+  if (v < 0) throw new LedgerError('NEGATIVE_PRICE_UNSUPPORTED', `the ledger does not settle negative prices yet (${v} ticks)`);
+  return v;
+}
+
+function requireQty(name: string, v: unknown, allowZero = false): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < (allowZero ? 0 : 1)) {
+    throw new LedgerError('INVALID_AMOUNT', `${name} must be a ${allowZero ? 'non-negative' : 'positive'} safe integer of Wh, got ${String(v)}`);
+  }
+  return v;
+}
+
+function requireAmount(v: unknown): bigint {
+  if (typeof v !== 'bigint' || v <= 0n) throw new LedgerError('INVALID_AMOUNT', `amount_minor must be a positive bigint`);
+  return v;
+}
+
+export class Ledger {
+  readonly core = new LedgerCore();
+  readonly certificates = new CertificateRegistry();
+  readonly holds = new Map<number, OrderHold>();
+  readonly escrows = new Map<number, TradeEscrow>();
+  readonly settlements = new Map<number, Settlement>();
+  /** Σ delivered Wh of settled renewable trades: certificates never exceed it. */
+  settled_renewable_wh = 0;
+  private readonly zones = new Map<number, Zone>();
+  private readonly factorsCache = new Map<string, PricingFactors>();
+  /** Users with accounts (certificates can only go to them). */
+  readonly users = new Set<number>();
+  private changes: ChangeSet | null = null;
+
+  constructor(options: { record_changes?: boolean } = {}) {
+    if (options.record_changes === true) this.installChangeSet();
+    this.certificates.onEvent = (e, c) => {
+      if (this.changes !== null) {
+        this.changes.certificate_events.push(e);
+        this.changes.certificates.add(c);
+      }
+    };
+  }
+
+  private installChangeSet(): ChangeSet {
+    const c = new ChangeSet();
+    this.changes = c;
+    this.core.recorder = recorderOf(c);
+    return c;
+  }
+
+  /** Hands over everything changed since the last call (for the persistence layer). */
+  takeChanges(): ChangeSet {
+    const c = this.changes;
+    if (c === null) throw new Error('this ledger was created without record_changes');
+    this.installChangeSet();
+    return c;
+  }
+
+  get recording(): boolean {
+    return this.changes !== null;
+  }
+
+  // ---- configuration and accounts ----------------------------------------------------------
+
+  /** Sets (or replaces) a zone's currency, tick and fee; opens the currency's platform accounts. */
+  configureZone(zone: ZoneConfig, now_ms: number): void {
+    requireId('zone_id', zone.zone_id);
+    const factors = pricingFactors(zone);
+    this.zones.set(zone.zone_id, { config: { ...zone }, factors });
+    this.openCurrency(zone.currency, now_ms);
+  }
+
+  zone(zone_id: number): ZoneConfig {
+    const z = this.zones.get(zone_id);
+    if (z === undefined) throw new LedgerError('UNKNOWN_ZONE', `zone ${zone_id} is not configured in the ledger`);
+    return z.config;
+  }
+
+  openCurrency(currency: string, now_ms: number): void {
+    if (!/^[A-Z]{3}$/.test(currency)) throw new LedgerError('INVALID_ZONE', `currency "${currency}" is not three capital letters`);
+    for (const kind of PLATFORM_ACCOUNT_KINDS) this.core.openAccount(null, currency, kind, now_ms);
+  }
+
+  /** Opens a user's AVAILABLE, HELD and ESCROW accounts in a currency (idempotent). */
+  openUserAccounts(user_id: number, currency: string, now_ms: number): { available: number; held: number; escrow: number } {
+    requireId('user_id', user_id);
+    this.openCurrency(currency, now_ms);
+    const ids = USER_ACCOUNT_KINDS.map((k) => this.core.openAccount(user_id, currency, k, now_ms).id);
+    this.users.add(user_id);
+    return { available: ids[0], held: ids[1], escrow: ids[2] };
+  }
+
+  /** The id of an account, for the low-level transfer API. Throws ACCOUNT_NOT_FOUND. */
+  accountId(user_id: number | null, currency: string, kind: AccountKind): number {
+    return this.core.account(user_id, currency, kind).id;
+  }
+
+  account(id: number): Account {
+    const a = this.core.accounts[id];
+    if (a === undefined || id === 0) throw new LedgerError('ACCOUNT_NOT_FOUND', `account ${id} does not exist`);
+    return a;
+  }
+
+  balances(user_id: number, currency: string): Balances {
+    const available = this.core.account(user_id, currency, 'AVAILABLE');
+    return {
+      available_minor: availableOf(available),
+      held_minor: balanceOf(this.core.account(user_id, currency, 'HELD')),
+      escrow_minor: balanceOf(this.core.account(user_id, currency, 'ESCROW')),
+      pending_withdrawal_minor: available.debits_pending,
+    };
+  }
+
+  /** Platform balances of a currency; external is minus the money deposited and not withdrawn. */
+  platformBalances(currency: string): { fees_minor: bigint; rounding_minor: bigint; external_minor: bigint } {
+    return {
+      fees_minor: balanceOf(this.core.account(null, currency, 'FEES')),
+      rounding_minor: balanceOf(this.core.account(null, currency, 'ROUNDING')),
+      external_minor: balanceOf(this.core.account(null, currency, 'EXTERNAL')),
+    };
+  }
+
+  // ---- low-level transfers -------------------------------------------------------------------
+
+  /** Creates transfers as one linked chain (all or none). See core.ts for the rules. */
+  createTransfers(inputs: readonly TransferInput[], now_ms: number): Transfer[] {
+    return this.core.createLinked(inputs, now_ms).map((r) => r.transfer);
+  }
+
+  transfer(id: string): Transfer | undefined {
+    return this.core.transfers.get(id);
+  }
+
+  // ---- deposits and withdrawals (operators) ------------------------------------------------
+
+  deposit(req: MoneyRequest, now_ms: number): Transfer {
+    return this.core.createTransfer({
+      id: req.transfer_id,
+      debit_account_id: this.accountId(null, req.currency, 'EXTERNAL'),
+      credit_account_id: this.userAccount(req.user_id, req.currency, 'AVAILABLE'),
+      amount: requireAmount(req.amount_minor),
+      code: 'DEPOSIT',
+    }, now_ms).transfer;
+  }
+
+  /** Withdraws from AVAILABLE only: held and escrowed money can never be withdrawn. */
+  withdraw(req: MoneyRequest, now_ms: number): Transfer {
+    return this.core.createTransfer(this.withdrawalInput(req, 0), now_ms).transfer;
+  }
+
+  /** Two-phase withdrawal: reserves the amount (pending) until completed or cancelled. */
+  beginWithdrawal(req: MoneyRequest, now_ms: number): Transfer {
+    return this.core.createTransfer(this.withdrawalInput(req, TRANSFER_FLAG_PENDING), now_ms).transfer;
+  }
+
+  /** Posts a pending withdrawal, all of it or part (the rest returns to available). */
+  completeWithdrawal(req: { transfer_id: string; pending_id: string; amount_minor?: bigint }, now_ms: number): Transfer {
+    return this.resolveWithdrawal(req.transfer_id, req.pending_id, TRANSFER_FLAG_POST_PENDING, req.amount_minor, now_ms);
+  }
+
+  cancelWithdrawal(req: { transfer_id: string; pending_id: string }, now_ms: number): Transfer {
+    return this.resolveWithdrawal(req.transfer_id, req.pending_id, TRANSFER_FLAG_VOID_PENDING, 0n, now_ms);
+  }
+
+  private resolveWithdrawal(id: string, pending_id: string, flags: number, amount: bigint | undefined, now_ms: number): Transfer {
+    const state = this.core.pendings.get(pending_id);
+    if (state === undefined || state.transfer.code !== 'WITHDRAW') throw new LedgerError('PENDING_TRANSFER_NOT_FOUND', `no pending withdrawal "${pending_id}"`);
+    const p = state.transfer;
+    return this.core.createTransfer({
+      id, debit_account_id: p.debit_account_id, credit_account_id: p.credit_account_id, amount: amount ?? p.amount, code: 'WITHDRAW', flags, pending_id,
+    }, now_ms).transfer;
+  }
+
+  private withdrawalInput(req: MoneyRequest, flags: number): TransferInput {
+    return {
+      id: req.transfer_id,
+      debit_account_id: this.userAccount(req.user_id, req.currency, 'AVAILABLE'),
+      credit_account_id: this.accountId(null, req.currency, 'EXTERNAL'),
+      amount: requireAmount(req.amount_minor),
+      code: 'WITHDRAW',
+      flags,
+    };
+  }
+
+  private userAccount(user_id: number, currency: string, kind: AccountKind): number {
+    return this.core.account(requireId('user_id', user_id), currency, kind).id;
+  }
+
+  // ---- buy orders: hold, fill, release ------------------------------------------------------
+
+  private factors(p: Pricing): PricingFactors {
+    const key = `${p.currency}|${p.minor_units}|${p.tick_size}|${p.fee_bps}|${p.fee_per_kwh_minor}`;
+    let f = this.factorsCache.get(key);
+    if (f === undefined) {
+      f = pricingFactors(p);
+      this.factorsCache.set(key, f);
+    }
+    return f;
+  }
+
+  /**
+   * Holds price × quantity plus the maximum fee for a buy order, at the order's limit price, with
+   * the zone's current pricing (snapshotted on the hold). INSUFFICIENT_FUNDS: the order must not
+   * reach the book.
+   */
+  holdBuyOrder(req: HoldRequest, now_ms: number): HoldResult {
+    const order_id = requireId('order_id', req.order_id);
+    const prior = this.holds.get(order_id);
+    if (prior !== undefined) {
+      if (prior.user_id === req.user_id && prior.zone_id === req.zone_id && prior.limit_price_ticks === req.limit_price_ticks && prior.qty_wh === req.qty_wh) {
+        return { order_id, held_minor: prior.held_minor };
+      }
+      throw new LedgerError('DUPLICATE_TRANSFER', `order ${order_id} already has a hold with a different body`);
+    }
+    const user_id = requireId('user_id', req.user_id);
+    const limit = requirePrice(req.limit_price_ticks);
+    const qty = requireQty('qty_wh', req.qty_wh);
+    const zone = this.zones.get(req.zone_id);
+    if (zone === undefined) throw new LedgerError('UNKNOWN_ZONE', `zone ${req.zone_id} is not configured in the ledger`);
+    const f = zone.factors;
+    const currency = zone.config.currency;
+    const available = this.core.account(user_id, currency, 'AVAILABLE');
+    const held = this.core.account(user_id, currency, 'HELD');
+    const amount = buyerMaxMinor(f, limit, qty);
+    if (amount > 0n) {
+      this.core.createTransfer({ id: `o${order_id}:hold`, debit_account_id: available.id, credit_account_id: held.id, amount, code: 'HOLD', order_id }, now_ms);
+    }
+    const hold: OrderHold = {
+      order_id, user_id, zone_id: req.zone_id, pricing: zone.config, limit_price_ticks: limit, qty_wh: qty, held_minor: amount,
+      remaining_wh: qty, remaining_minor: amount, status: 'OPEN', released_on_close_minor: 0n, created_at_ms: now_ms, updated_at_ms: now_ms,
+    };
+    this.holds.set(order_id, hold);
+    this.changes?.holds.add(hold);
+    return { order_id, held_minor: amount };
+  }
+
+  /**
+   * A fill of a buy order: moves the trade's amount (notional + maximum buyer fee at the trade
+   * price) from HELD to the buyer's ESCROW and releases what the hold kept beyond that for this
+   * quantity (price improvement and rounding slack) to AVAILABLE. After the fill the hold keeps
+   * exactly what the rest of the order can cost at its limit price.
+   */
+  fillBuyOrder(req: FillRequest, now_ms: number): FillResult {
+    const trade_id = requireId('trade_id', req.trade_id);
+    const prior = this.escrows.get(trade_id);
+    if (prior !== undefined) {
+      if (prior.order_id === req.order_id && prior.seller_id === req.seller_id && prior.price_ticks === req.price_ticks &&
+        prior.qty_wh === req.qty_wh && prior.interval_id === req.interval_id && prior.source === req.source) {
+        return { trade_id, escrow_minor: prior.escrow_minor, released_minor: prior.released_minor, order_remaining_wh: this.holds.get(prior.order_id)!.remaining_wh };
+      }
+      throw new LedgerError('DUPLICATE_TRANSFER', `trade ${trade_id} was already recorded with a different body`);
+    }
+    const hold = this.holds.get(req.order_id);
+    if (hold === undefined) throw new LedgerError('HOLD_NOT_FOUND', `order ${req.order_id} has no hold`);
+    if (hold.status !== 'OPEN') throw new LedgerError('ORDER_NOT_OPEN', `order ${req.order_id} is ${hold.status.toLowerCase()}`);
+    const price = requirePrice(req.price_ticks);
+    const qty = requireQty('qty_wh', req.qty_wh);
+    const seller_id = requireId('seller_id', req.seller_id);
+    const interval_id = requireId('interval_id', req.interval_id);
+    if (!(TRADE_SOURCES as readonly string[]).includes(req.source)) throw new LedgerError('INVALID_TRANSFER', `unknown source "${req.source}"`);
+    if (price > hold.limit_price_ticks) throw new LedgerError('PRICE_ABOVE_LIMIT', `trade price ${price} is above the order's limit ${hold.limit_price_ticks}`);
+    if (qty > hold.remaining_wh) throw new LedgerError('QTY_EXCEEDS_REMAINING', `fill of ${qty} Wh exceeds the order's remaining ${hold.remaining_wh} Wh`);
+    if (seller_id === hold.user_id) throw new LedgerError('SELF_TRADE', `user ${seller_id} cannot sell to itself`);
+    const currency = hold.pricing.currency;
+    // Checked now so that settlement can never fail for want of the seller's account.
+    this.core.account(seller_id, currency, 'AVAILABLE');
+    const f = this.factors(hold.pricing);
+    const escrow_minor = buyerMaxMinor(f, price, qty);
+    const remaining_wh = hold.remaining_wh - qty;
+    const still_needed = buyerMaxMinor(f, hold.limit_price_ticks, remaining_wh);
+    const released_minor = hold.remaining_minor - escrow_minor - still_needed;
+    assert(released_minor >= 0n, `fill of order ${hold.order_id} needs more than its hold`);
+    const held = this.accountId(hold.user_id, currency, 'HELD');
+    const chain: TransferInput[] = [];
+    if (escrow_minor > 0n) {
+      chain.push({ id: `t${trade_id}:escrow`, debit_account_id: held, credit_account_id: this.accountId(hold.user_id, currency, 'ESCROW'), amount: escrow_minor, code: 'ESCROW', order_id: hold.order_id, trade_id });
+    }
+    if (released_minor > 0n) {
+      chain.push({ id: `t${trade_id}:improve`, debit_account_id: held, credit_account_id: this.accountId(hold.user_id, currency, 'AVAILABLE'), amount: released_minor, code: 'RELEASE', order_id: hold.order_id, trade_id });
+    }
+    this.core.createLinked(chain, now_ms);
+    hold.remaining_wh = remaining_wh;
+    hold.remaining_minor = still_needed;
+    hold.updated_at_ms = now_ms;
+    if (remaining_wh === 0) hold.status = 'FILLED';
+    const escrow: TradeEscrow = {
+      trade_id, order_id: hold.order_id, buyer_id: hold.user_id, seller_id, zone_id: hold.zone_id, interval_id, source: req.source, price_ticks: price,
+      qty_wh: qty, pricing: hold.pricing, escrow_minor, released_minor, status: 'HELD', dispute_reason: null, created_at_ms: now_ms, updated_at_ms: now_ms,
+    };
+    this.escrows.set(trade_id, escrow);
+    this.changes?.holds.add(hold);
+    this.changes?.escrows.add(escrow);
+    return { trade_id, escrow_minor, released_minor, order_remaining_wh: remaining_wh };
+  }
+
+  /** Cancel or expiry: releases what the order still holds. */
+  releaseBuyOrder(req: ReleaseRequest, now_ms: number): ReleaseResult {
+    const hold = this.holds.get(req.order_id);
+    if (hold === undefined) throw new LedgerError('HOLD_NOT_FOUND', `order ${req.order_id} has no hold`);
+    if (req.reason !== 'CANCELLED' && req.reason !== 'EXPIRED') throw new LedgerError('INVALID_TRANSFER', `release reason must be CANCELLED or EXPIRED`);
+    if (hold.status === req.reason) return { order_id: hold.order_id, released_minor: hold.released_on_close_minor };
+    if (hold.status !== 'OPEN') throw new LedgerError('ORDER_NOT_OPEN', `order ${req.order_id} is ${hold.status.toLowerCase()}`);
+    const amount = hold.remaining_minor;
+    if (amount > 0n) {
+      const currency = hold.pricing.currency;
+      this.core.createTransfer({
+        id: `o${hold.order_id}:release`, debit_account_id: this.accountId(hold.user_id, currency, 'HELD'),
+        credit_account_id: this.accountId(hold.user_id, currency, 'AVAILABLE'), amount, code: 'RELEASE', order_id: hold.order_id,
+      }, now_ms);
+    }
+    hold.status = req.reason;
+    hold.remaining_minor = 0n;
+    hold.released_on_close_minor = amount;
+    hold.updated_at_ms = now_ms;
+    this.changes?.holds.add(hold);
+    return { order_id: hold.order_id, released_minor: amount };
+  }
+
+  // ---- trades: settle, dispute, resolve, cancel ----------------------------------------------
+
+  private escrowOf(trade_id: number): TradeEscrow {
+    const e = this.escrows.get(trade_id);
+    if (e === undefined) throw new LedgerError('TRADE_NOT_FOUND', `trade ${trade_id} has no escrow`);
+    return e;
+  }
+
+  private priorSettlement(e: TradeEscrow, delivered_wh: number, resolution: SettlementResolution): Settlement | null {
+    const s = this.settlements.get(e.trade_id);
+    // Closed another way (e.g. cancelled, then settled): the status checks answer TRADE_NOT_OPEN.
+    if (s === undefined || s.resolution !== resolution) return null;
+    if (s.delivered_wh === delivered_wh) return s;
+    throw new LedgerError('DUPLICATE_TRANSFER', `trade ${e.trade_id} was already closed (${s.resolution}, ${s.delivered_wh} Wh delivered)`);
+  }
+
+  /**
+   * Settles a trade for its verified delivered Wh (0 ≤ delivered ≤ traded): pays the seller the
+   * delivered notional minus the seller fee, charges the buyer the delivered notional plus the
+   * buyer fee, books both fees and the rounding remainder, refunds the rest of the escrow to the
+   * buyer, and issues a certificate to the buyer for delivered renewable Wh.
+   */
+  settleTrade(req: { trade_id: number; delivered_wh: number }, now_ms: number): Settlement {
+    const e = this.escrowOf(req.trade_id);
+    const prior = this.priorSettlement(e, req.delivered_wh, 'VERIFIED');
+    if (prior !== null) return prior;
+    if (e.status === 'DISPUTED') throw new LedgerError('TRADE_DISPUTED', `trade ${e.trade_id} is disputed; an operator must resolve it`);
+    if (e.status !== 'HELD') throw new LedgerError('TRADE_NOT_OPEN', `trade ${e.trade_id} is ${e.status.toLowerCase()}`);
+    return this.close(e, req.delivered_wh, 'VERIFIED', now_ms);
+  }
+
+  /** Missing or contradictory meter data: the escrow stays until an operator resolves it. */
+  disputeTrade(req: { trade_id: number; reason: string }, now_ms: number): TradeEscrow {
+    const e = this.escrowOf(req.trade_id);
+    if (e.status === 'DISPUTED') return e;
+    if (e.status !== 'HELD') throw new LedgerError('TRADE_NOT_OPEN', `trade ${e.trade_id} is ${e.status.toLowerCase()}`);
+    e.status = 'DISPUTED';
+    e.dispute_reason = String(req.reason).slice(0, 500);
+    e.updated_at_ms = now_ms;
+    this.changes?.escrows.add(e);
+    return e;
+  }
+
+  /** An operator's decision on a disputed trade: settle it for the Wh found delivered. */
+  resolveDispute(req: { trade_id: number; delivered_wh: number }, now_ms: number): Settlement {
+    const e = this.escrowOf(req.trade_id);
+    const prior = this.priorSettlement(e, req.delivered_wh, 'DISPUTE_RESOLVED');
+    if (prior !== null) return prior;
+    if (e.status !== 'DISPUTED') throw new LedgerError('TRADE_NOT_DISPUTED', `trade ${e.trade_id} is ${e.status.toLowerCase()}, not disputed`);
+    return this.close(e, req.delivered_wh, 'DISPUTE_RESOLVED', now_ms);
+  }
+
+  /** Cancels a trade (held or disputed): the whole escrow returns to the buyer. */
+  cancelTrade(req: { trade_id: number }, now_ms: number): Settlement {
+    const e = this.escrowOf(req.trade_id);
+    const prior = this.priorSettlement(e, 0, 'CANCELLED');
+    if (prior !== null) return prior;
+    if (e.status !== 'HELD' && e.status !== 'DISPUTED') throw new LedgerError('TRADE_NOT_OPEN', `trade ${e.trade_id} is ${e.status.toLowerCase()}`);
+    return this.close(e, 0, 'CANCELLED', now_ms);
+  }
+
+  private close(e: TradeEscrow, delivered: unknown, resolution: SettlementResolution, now_ms: number): Settlement {
+    const delivered_wh = requireQty('delivered_wh', delivered, true);
+    if (delivered_wh > e.qty_wh) throw new LedgerError('DELIVERED_EXCEEDS_TRADE', `delivered ${delivered_wh} Wh exceeds the traded ${e.qty_wh} Wh`);
+    const a = settlementAmounts(this.factors(e.pricing), e.price_ticks, delivered_wh, e.escrow_minor);
+    const cur = e.pricing.currency;
+    const from = this.accountId(e.buyer_id, cur, 'ESCROW');
+    const base = { debit_account_id: from, order_id: e.order_id, trade_id: e.trade_id };
+    const chain: TransferInput[] = [];
+    const t = e.trade_id;
+    if (a.seller_net_minor > 0n) chain.push({ ...base, id: `t${t}:pay`, credit_account_id: this.accountId(e.seller_id, cur, 'AVAILABLE'), amount: a.seller_net_minor, code: 'SETTLE' });
+    if (a.fee_minor > 0n) chain.push({ ...base, id: `t${t}:fee`, credit_account_id: this.accountId(null, cur, 'FEES'), amount: a.fee_minor, code: 'FEE' });
+    if (a.rounding_minor > 0n) chain.push({ ...base, id: `t${t}:round`, credit_account_id: this.accountId(null, cur, 'ROUNDING'), amount: a.rounding_minor, code: 'ROUNDING' });
+    if (a.refund_minor > 0n) chain.push({ ...base, id: `t${t}:refund`, credit_account_id: this.accountId(e.buyer_id, cur, 'AVAILABLE'), amount: a.refund_minor, code: 'REFUND' });
+    this.core.createLinked(chain, now_ms);
+    let certificate_id: string | null = null;
+    if (resolution !== 'CANCELLED' && isRenewable(e.source) && delivered_wh > 0) {
+      this.settled_renewable_wh += delivered_wh;
+      certificate_id = certificateIdForTrade(t);
+      this.certificates.issue({
+        id: certificate_id, trade_id: t, zone_id: e.zone_id, interval_id: e.interval_id, source: e.source, producer_id: e.seller_id,
+        energy_wh: delivered_wh, issued_at_ms: now_ms,
+      }, e.buyer_id);
+    }
+    const s: Settlement = { trade_id: t, delivered_wh, ...a, certificate_id, resolution, settled_at_ms: now_ms };
+    this.settlements.set(t, s);
+    e.status = resolution === 'CANCELLED' ? 'CANCELLED' : 'SETTLED';
+    e.updated_at_ms = now_ms;
+    this.changes?.settlements.push(s);
+    this.changes?.escrows.add(e);
+    return s;
+  }
+
+  // ---- certificates --------------------------------------------------------------------------
+
+  certificate(id: string): Certificate | undefined {
+    return this.certificates.byId.get(id);
+  }
+
+  certificatesOf(user_id: number): Certificate[] {
+    return [...this.certificates.byId.values()].filter((c) => c.owner_id === user_id);
+  }
+
+  transferCertificate(req: { event_id: string; certificate_id: string; from_user_id: number; to_user_id: number }, now_ms: number): CertificateEvent {
+    if (!this.users.has(req.to_user_id)) throw new LedgerError('ACCOUNT_NOT_FOUND', `user ${req.to_user_id} has no accounts in the ledger`);
+    if (req.to_user_id === req.from_user_id) throw new LedgerError('ACCOUNTS_MUST_BE_DIFFERENT', `a certificate transfer needs two different users`);
+    return this.certificates.transfer(req.event_id, req.certificate_id, req.from_user_id, req.to_user_id, now_ms);
+  }
+
+  /** Retirement is final: the certificate can no longer move. */
+  retireCertificate(req: { event_id: string; certificate_id: string; user_id: number }, now_ms: number): CertificateEvent {
+    return this.certificates.retire(req.event_id, req.certificate_id, req.user_id, now_ms);
+  }
+
+  verifyCertificates(): ChainVerdict {
+    return this.certificates.verifyChain();
+  }
+
+  // ---- checks and snapshots ------------------------------------------------------------------
+
+  /**
+   * Full consistency check, O(state): the core's sums and limits, every user's HELD balance equals
+   * the sum of its open holds, every ESCROW balance equals the sum of its open trades' escrow,
+   * certificate Wh ≤ settled renewable Wh, and the certificate chain verifies.
+   */
+  checkInvariants(): void {
+    this.core.checkInvariants();
+    const held = new Map<number, bigint>();
+    const escrowed = new Map<number, bigint>();
+    for (const h of this.holds.values()) {
+      if (h.status !== 'OPEN' && h.remaining_minor !== 0n) throw new Error(`invariant: closed order ${h.order_id} still holds ${h.remaining_minor}`);
+      const k = this.accountId(h.user_id, h.pricing.currency, 'HELD');
+      held.set(k, (held.get(k) ?? 0n) + h.remaining_minor);
+    }
+    for (const e of this.escrows.values()) {
+      if (e.status !== 'HELD' && e.status !== 'DISPUTED') continue;
+      const k = this.accountId(e.buyer_id, e.pricing.currency, 'ESCROW');
+      escrowed.set(k, (escrowed.get(k) ?? 0n) + e.escrow_minor);
+    }
+    for (let i = 1; i < this.core.accounts.length; i++) {
+      const a = this.core.accounts[i]!;
+      if (a.kind === 'HELD' && balanceOf(a) !== (held.get(a.id) ?? 0n)) throw new Error(`invariant: HELD account ${a.id} holds ${balanceOf(a)}, its open orders ${held.get(a.id) ?? 0n}`);
+      if (a.kind === 'ESCROW' && balanceOf(a) !== (escrowed.get(a.id) ?? 0n)) throw new Error(`invariant: ESCROW account ${a.id} holds ${balanceOf(a)}, its open trades ${escrowed.get(a.id) ?? 0n}`);
+    }
+    if (this.certificates.issued_wh_total > this.settled_renewable_wh) {
+      throw new Error(`invariant: ${this.certificates.issued_wh_total} certificate Wh exceed ${this.settled_renewable_wh} settled renewable Wh`);
+    }
+    const verdict = this.certificates.verifyChain();
+    if (!verdict.ok) throw new Error(`invariant: certificate chain broken at event ${verdict.seq}: ${verdict.reason}`);
+  }
+
+  /** A plain, comparable picture of the whole state (used by the restart test). */
+  snapshot(): LedgerSnapshot {
+    const str = (o: object): Record<string, unknown> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, typeof v === 'bigint' ? v.toString() : v]));
+    return {
+      accounts: this.core.accounts.slice(1).map((a) => str(a!)),
+      transfer_count: this.core.transfer_count,
+      pendings: [...this.core.pendings.values()].map((p) => ({ id: p.transfer.id, status: p.status, resolved_by: p.resolved_by, posted_amount: p.posted_amount.toString() })),
+      holds: [...this.holds.values()].map((h) => str({ ...h, pricing: JSON.stringify(h.pricing, bigintJson) })),
+      escrows: [...this.escrows.values()].map((e) => str({ ...e, pricing: JSON.stringify(e.pricing, bigintJson) })),
+      settlements: [...this.settlements.values()].map(str),
+      certificates: [...this.certificates.byId.values()].map((c) => str(c)),
+      certificate_events: this.certificates.events.map((e) => str(e)),
+      settled_renewable_wh: this.settled_renewable_wh,
+    };
+  }
+}
+
+export interface LedgerSnapshot {
+  accounts: Record<string, unknown>[];
+  transfer_count: number;
+  pendings: Record<string, unknown>[];
+  holds: Record<string, unknown>[];
+  escrows: Record<string, unknown>[];
+  settlements: Record<string, unknown>[];
+  certificates: Record<string, unknown>[];
+  certificate_events: Record<string, unknown>[];
+  settled_renewable_wh: number;
+}
+
+function bigintJson(_k: string, v: unknown): unknown {
+  return typeof v === 'bigint' ? v.toString() : v;
+}
