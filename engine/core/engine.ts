@@ -1,0 +1,1847 @@
+// The matching engine of one zone: a pure, deterministic state machine. Commands in, events out;
+// no I/O, no clock (time is each command's ts_ms), no randomness. Rules: MARKET-RULES.md.
+//
+// Data layout (docs/engine.md has the picture):
+// - orders live in pooled slots of typed arrays (struct of arrays); a free list recycles slots;
+// - every resting order sits on four intrusive doubly-linked lists: its price level's FIFO, its
+//   user's orders (seq order), the zone's orders (seq order) and nothing else, so cancel by id is
+//   O(1) after one hash lookup (IntMap order_id -> slot);
+// - a book is one delivery interval; each book has one sub-book per (side, source): buys for ANY,
+//   SOLAR, WIND, BATTERY, HYDRO and sells of the four sources. A sub-book is a sorted array of
+//   price levels, best at the end (so taking or removing the best level is O(1)); a level is a slot
+//   in the level pool holding its FIFO head/tail, total Wh and count;
+// - events are written into a reused Float64Array (EVENT_WIDTH cells each) and decoded to plain
+//   objects on request (events.ts), so the matching loop allocates nothing.
+
+import {
+  ANY,
+  BUY,
+  C_AMEND,
+  C_HALT,
+  C_MASS_CANCEL,
+  C_SELF_TRADE,
+  C_UNFILLED,
+  C_USER,
+  E_ACCEPTED,
+  E_AMENDED,
+  E_BOOK_LEVEL,
+  E_CANCELLED,
+  E_EXPIRED,
+  E_FILL,
+  E_GATE_CLOSED,
+  E_INTERVAL_OPENED,
+  E_REJECTED,
+  E_SELLER_LIMIT_SET,
+  E_ZONE_CONFIGURED,
+  E_ZONE_STATUS,
+  EVENT_WIDTH,
+  K_AMEND,
+  K_CANCEL,
+  K_CONFIGURE_ZONE,
+  K_EXPIRE_DUE,
+  K_GATE_CLOSE,
+  K_HALT,
+  K_MAINTENANCE,
+  K_MASS_CANCEL,
+  K_OPEN_INTERVAL,
+  K_PLACE,
+  K_RESUME,
+  K_SET_SELLER_LIMIT,
+  K_UNKNOWN,
+  ORDER_TYPES,
+  R_BAD_LOT,
+  R_BAD_TICK,
+  R_DUPLICATE_CLIENT_ORDER_ID,
+  R_FOK_NOT_FILLABLE,
+  R_INTERVAL_CLOSED,
+  R_INTERVAL_EXISTS,
+  R_INVALID_COMMAND,
+  R_INVALID_ORDER,
+  R_POST_ONLY_WOULD_MATCH,
+  R_PRICE_OUT_OF_BAND,
+  R_QTY_OUT_OF_RANGE,
+  R_SELLER_CAPACITY_EXCEEDED,
+  R_TOO_MANY_OPEN_ORDERS,
+  R_UNKNOWN_INTERVAL,
+  R_UNKNOWN_ORDER,
+  R_UNKNOWN_ZONE,
+  R_ZONE_HALTED,
+  SELL,
+  SIDES,
+  SOURCES,
+  ST_ACTIVE,
+  STP_BOTH,
+  STP_MODES,
+  STP_OLDEST,
+  T_FOK,
+  T_LIMIT,
+  T_POST_ONLY,
+  X_GATE_CLOSE,
+  X_GOOD_TILL_TIME,
+  ZONE_STATUSES,
+  isNonNegativeInt,
+  isPositiveInt,
+  isSafeInt,
+  orderTypeCode,
+  policyCode,
+  sourceCode,
+  statusCode,
+  stpCode,
+} from './codes.js';
+import { decodeEvent } from './events.js';
+import { hashString } from './hash.js';
+import { IntMap } from './int-map.js';
+import type {
+  AmendCommand,
+  CancelCommand,
+  Command,
+  ConfigureZoneCommand,
+  EngineEvent,
+  EngineSnapshot,
+  EventType,
+  GateCloseCommand,
+  HaltCommand,
+  IntervalView,
+  L2Level,
+  L2Snapshot,
+  L3Snapshot,
+  MaintenanceCommand,
+  MassCancelCommand,
+  OpenIntervalCommand,
+  OrderView,
+  PlaceCommand,
+  SellerView,
+  SetSellerLimitCommand,
+  Side,
+  Source,
+  ZoneConfig,
+} from './types.js';
+
+/** Limits (TigerBeetle style: everything has one, and it is tested). */
+export const MAX_OPEN_ORDERS_PER_ZONE = 1 << 24;
+export const MAX_CLIENT_ORDER_ID_LENGTH = 64;
+/** Books per engine; the seller key packs the book index into 20 bits. */
+export const MAX_INTERVALS_PER_ZONE = 1 << 20;
+
+const SUBS_PER_BOOK = 10; // side * 5 + source; (SELL, ANY) unused
+const NONE = -1;
+
+class SubBook {
+  /** Priority key per level, ascending; the best level is at index n - 1. BUY: price, SELL: -price. */
+  keys = new Float64Array(8);
+  lvls = new Int32Array(8);
+  n = 0;
+}
+
+function growF64(a: Float64Array, n: number): Float64Array<ArrayBuffer> {
+  const b = new Float64Array(n);
+  b.set(a);
+  return b;
+}
+function growI32(a: Int32Array, n: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(n);
+  b.set(a);
+  return b;
+}
+function growU8(a: Uint8Array, n: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(n);
+  b.set(a);
+  return b;
+}
+function num(x: unknown): number {
+  return typeof x === 'number' && Number.isSafeInteger(x) ? x : 0;
+}
+function str(x: unknown): string {
+  return typeof x === 'string' ? x : '';
+}
+
+export interface ZoneEngineOptions {
+  /** Initial pool sizes (they grow by doubling). */
+  initial_order_slots?: number;
+  initial_event_slots?: number;
+}
+
+export class ZoneEngine {
+  readonly zoneId: number;
+
+  // zone configuration
+  private configured = false;
+  private stepTicks = 1;
+  private lotWh = 1;
+  private bandMin = 0;
+  private bandMax = 0;
+  private minQty = 1;
+  private maxQty = 1;
+  private maxOpenPerUser = 0;
+  private status = ST_ACTIVE;
+
+  // counters
+  private nextSeq = 1;
+  private eventSeq = 0;
+  private tradeSeq = 0;
+  private lastTs = 0;
+
+  // orders (struct of arrays)
+  private oCap: number;
+  private oId: Float64Array;
+  private oUser: Float64Array;
+  private oPrice: Float64Array;
+  private oLeft: Float64Array;
+  private oFilled: Float64Array;
+  private oTotal: Float64Array;
+  private oSeq: Float64Array;
+  private oExpire: Float64Array;
+  private oNext: Int32Array;
+  private oPrev: Int32Array;
+  private oLevel: Int32Array;
+  private oBook: Int32Array;
+  private oUslot: Int32Array;
+  private oUNext: Int32Array;
+  private oUPrev: Int32Array;
+  private oZNext: Int32Array;
+  private oZPrev: Int32Array;
+  private oSeller: Int32Array;
+  private oSide: Uint8Array;
+  private oSource: Uint8Array;
+  private oType: Uint8Array;
+  private oStp: Uint8Array;
+  private oCoid: string[] = [];
+  private orderFree = NONE;
+  private orderTop = 0;
+  private openCount = 0;
+  private orderIndex = new IntMap(1 << 12);
+  private zHead = NONE;
+  private zTail = NONE;
+
+  // price levels
+  private lvCap = 1024;
+  private lvPrice = new Float64Array(1024);
+  private lvQty = new Float64Array(1024);
+  private lvCount = new Int32Array(1024);
+  private lvHead = new Int32Array(1024);
+  private lvTail = new Int32Array(1024);
+  private lvSub = new Int32Array(1024);
+  private lvTouch = new Int32Array(1024);
+  private lvFree = NONE;
+  private lvTop = 0;
+
+  // books (one per delivery interval)
+  private bookCapN = 16;
+  private bookN = 0;
+  private bookInterval = new Float64Array(16);
+  private bookCapacity = new Float64Array(16);
+  private bookMatched = new Float64Array(16);
+  private bookClosed = new Uint8Array(16);
+  private bookOpen = new Int32Array(16);
+  private intervalIndex = new IntMap(64);
+  private subs: (SubBook | null)[] = [];
+
+  // users
+  private uCap = 256;
+  private userN = 0;
+  private uId = new Float64Array(256);
+  private uOpen = new Int32Array(256);
+  private uHead = new Int32Array(256);
+  private uTail = new Int32Array(256);
+  private uCoid: (Map<string, number> | undefined)[] = [];
+  private userIndex = new IntMap(256);
+
+  // sellers: per (user, book) limit, sold and open sell Wh
+  private sCap = 256;
+  private sellerN = 0;
+  private sUser = new Float64Array(256);
+  private sBook = new Int32Array(256);
+  private sLimit = new Float64Array(256); // -1 = no limit
+  private sSold = new Float64Array(256);
+  private sOpen = new Float64Array(256);
+  private sellerIndex = new IntMap(256);
+
+  // good-till-time expiry: a min-heap on expiry with lazy deletion (stale entries are skipped)
+  private hCap = 64;
+  private hN = 0;
+  private hExp = new Float64Array(64);
+  private hId = new Float64Array(64);
+  private hSlot = new Int32Array(64);
+  private liveGtd = 0;
+  private nextDueMs = Infinity;
+  private due: number[] = [];
+
+  // events of the current command
+  private evCap: number;
+  private ev: Float64Array;
+  private evStr: string[] = [];
+  private evN = 0;
+  private evCmd = K_UNKNOWN;
+
+  // levels touched by the current command (emitted as BOOK_LEVEL at its end)
+  private epoch = 1;
+  private touched = new Int32Array(64);
+  private touchedN = 0;
+  private pendingFree = new Int32Array(64);
+  private pendingN = 0;
+
+  // scratch: candidate sub-books and FOK cursors
+  private cand: SubBook[] = [new SubBook(), new SubBook(), new SubBook(), new SubBook()];
+  private curPos = new Int32Array(4);
+  private curSlot = new Int32Array(4);
+
+  // the incoming (taker) order
+  private tkId = 0;
+  private tkUser = 0;
+  private tkUslot = NONE;
+  private tkCoid = '';
+  private tkSide = BUY;
+  private tkSource = ANY;
+  private tkType = T_LIMIT;
+  private tkStp = 0;
+  private tkPrice = 0;
+  private tkLeft = 0;
+  private tkFilled = 0;
+  private tkTotal = 0;
+  private tkSeq = 0;
+  private tkExpire = 0;
+  private tkBook = 0;
+  private tkSlot = NONE;
+  private tkSeller = NONE;
+
+  constructor(zone_id: number, options: ZoneEngineOptions = {}) {
+    if (!isPositiveInt(zone_id)) throw new RangeError(`zone_id must be a positive safe integer, got ${zone_id}`);
+    this.zoneId = zone_id;
+    const n = Math.max(16, options.initial_order_slots ?? 1024);
+    this.oCap = n;
+    this.oId = new Float64Array(n);
+    this.oUser = new Float64Array(n);
+    this.oPrice = new Float64Array(n);
+    this.oLeft = new Float64Array(n);
+    this.oFilled = new Float64Array(n);
+    this.oTotal = new Float64Array(n);
+    this.oSeq = new Float64Array(n);
+    this.oExpire = new Float64Array(n);
+    this.oNext = new Int32Array(n);
+    this.oPrev = new Int32Array(n);
+    this.oLevel = new Int32Array(n);
+    this.oBook = new Int32Array(n);
+    this.oUslot = new Int32Array(n);
+    this.oUNext = new Int32Array(n);
+    this.oUPrev = new Int32Array(n);
+    this.oZNext = new Int32Array(n);
+    this.oZPrev = new Int32Array(n);
+    this.oSeller = new Int32Array(n);
+    this.oSide = new Uint8Array(n);
+    this.oSource = new Uint8Array(n);
+    this.oType = new Uint8Array(n);
+    this.oStp = new Uint8Array(n);
+    this.evCap = Math.max(64, options.initial_event_slots ?? 1024);
+    this.ev = new Float64Array(this.evCap * EVENT_WIDTH);
+  }
+
+  // ===========================================================================================
+  // Commands
+
+  /**
+   * Runs one command. Returns how many events it produced; they stay readable (events(),
+   * eventTypeAt()) until the next execute. Never throws on bad input: bad commands are REJECTED.
+   */
+  execute(cmd: Command): number {
+    this.evN = 0;
+    this.epoch = (this.epoch + 1) | 0;
+    const ts = cmd.ts_ms;
+    const kind = commandKind(cmd.type);
+    this.evCmd = kind;
+    if (!isSafeInt(ts)) {
+      this.rejectCommand(cmd, kind === K_PLACE || kind === K_CANCEL || kind === K_AMEND ? R_INVALID_ORDER : R_INVALID_COMMAND);
+      return this.evN;
+    }
+    this.lastTs = ts;
+    // Good-till-time orders expire before anything else the command does once its ts reaches them.
+    if (ts >= this.nextDueMs) this.expireDue(ts);
+    switch (kind) {
+      case K_PLACE:
+        this.place(cmd as PlaceCommand, ts);
+        break;
+      case K_CANCEL:
+        this.cancel(cmd as CancelCommand);
+        break;
+      case K_AMEND:
+        this.amend(cmd as AmendCommand);
+        break;
+      case K_MASS_CANCEL:
+        this.massCancel(cmd as MassCancelCommand);
+        break;
+      case K_EXPIRE_DUE:
+        break; // expiry already ran above
+      case K_CONFIGURE_ZONE:
+        this.configure(cmd as ConfigureZoneCommand);
+        break;
+      case K_OPEN_INTERVAL:
+        this.openInterval(cmd as OpenIntervalCommand);
+        break;
+      case K_GATE_CLOSE:
+        this.gateClose(cmd as GateCloseCommand);
+        break;
+      case K_HALT:
+        this.halt((cmd as HaltCommand).policy, 1, true);
+        break;
+      case K_MAINTENANCE:
+        this.halt((cmd as MaintenanceCommand).policy ?? 'KEEP_RESTING', 2, true);
+        break;
+      case K_RESUME:
+        this.halt('KEEP_RESTING', ST_ACTIVE, false);
+        break;
+      case K_SET_SELLER_LIMIT:
+        this.setSellerLimit(cmd as SetSellerLimitCommand);
+        break;
+      default:
+        this.rejectCommand(cmd, R_INVALID_COMMAND);
+    }
+    if (this.touchedN > 0) this.flushLevels();
+    return this.evN;
+  }
+
+  /** Runs one command and returns its events as plain objects. */
+  apply(cmd: Command): EngineEvent[] {
+    this.execute(cmd);
+    return this.events();
+  }
+
+  /** The events of the last command, decoded to plain objects. */
+  events(): EngineEvent[] {
+    const out: EngineEvent[] = new Array(this.evN);
+    for (let i = 0; i < this.evN; i++) out[i] = this.event(i);
+    return out;
+  }
+
+  event(i: number): EngineEvent {
+    if (i < 0 || i >= this.evN) throw new RangeError(`event ${i} out of range (0..${this.evN - 1})`);
+    return decodeEvent(this.ev, i * EVENT_WIDTH, this.evStr[i], this.zoneId, this.lastTs);
+  }
+
+  get eventCount(): number {
+    return this.evN;
+  }
+
+  /** The type of event i of the last command, without decoding it. */
+  eventTypeAt(i: number): EventType {
+    return EVENT_NAMES[this.ev[i * EVENT_WIDTH]];
+  }
+
+  /** Raw cell of event i (for consumers that read the buffer without decoding; layout in events.ts). */
+  eventCell(i: number, cell: number): number {
+    return this.ev[i * EVENT_WIDTH + cell];
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // PLACE
+
+  private place(c: PlaceCommand, ts: number): void {
+    const oid = c.order_id;
+    const uid = c.user_id;
+    const coid = c.client_order_id;
+    const side = c.side === 'BUY' ? BUY : c.side === 'SELL' ? SELL : NONE;
+    const src = sourceCode(c.source);
+    const type = orderTypeCode(c.order_type);
+    const stp = stpCode(c.stp);
+    const price = c.price_ticks;
+    const qty = c.qty_wh;
+    const exp = c.expire_at_ms === undefined ? 0 : c.expire_at_ms;
+    const canRest = type === T_LIMIT || type === T_POST_ONLY;
+    if (
+      !isPositiveInt(oid) ||
+      !isPositiveInt(uid) ||
+      typeof coid !== 'string' ||
+      coid.length === 0 ||
+      coid.length > MAX_CLIENT_ORDER_ID_LENGTH ||
+      !isPositiveInt(c.zone_id) ||
+      !isPositiveInt(c.interval_id) ||
+      side === NONE ||
+      src === NONE ||
+      type === NONE ||
+      stp === NONE ||
+      (side === SELL && src === ANY) ||
+      !isPositiveInt(qty) ||
+      !isSafeInt(price) ||
+      (exp !== 0 && !(canRest && isPositiveInt(exp) && exp > ts)) ||
+      this.orderIndex.get(oid) !== NONE // an open order already has this id
+    ) {
+      return this.rejectOrder(c, R_INVALID_ORDER);
+    }
+    if (!this.configured || c.zone_id !== this.zoneId) return this.rejectOrder(c, R_UNKNOWN_ZONE);
+    const book = this.intervalIndex.get(c.interval_id);
+    if (book === NONE) return this.rejectOrder(c, R_UNKNOWN_INTERVAL);
+    if (this.status !== ST_ACTIVE) return this.rejectOrder(c, R_ZONE_HALTED);
+    if (this.bookClosed[book] !== 0) return this.rejectOrder(c, R_INTERVAL_CLOSED);
+    let us = this.userIndex.get(uid);
+    if (us !== NONE) {
+      const m = this.uCoid[us];
+      if (m !== undefined && m.has(coid)) return this.rejectOrder(c, R_DUPLICATE_CLIENT_ORDER_ID);
+    }
+    if (price < this.bandMin || price > this.bandMax) return this.rejectOrder(c, R_PRICE_OUT_OF_BAND);
+    if (price % this.stepTicks !== 0) return this.rejectOrder(c, R_BAD_TICK);
+    if (qty < this.minQty || qty > this.maxQty) return this.rejectOrder(c, R_QTY_OUT_OF_RANGE);
+    if (qty % this.lotWh !== 0) return this.rejectOrder(c, R_BAD_LOT);
+    if (canRest && ((us === NONE ? 0 : this.uOpen[us]) >= this.maxOpenPerUser || this.openCount >= MAX_OPEN_ORDERS_PER_ZONE)) {
+      return this.rejectOrder(c, R_TOO_MANY_OPEN_ORDERS);
+    }
+    let seller = NONE;
+    if (side === SELL && us !== NONE) {
+      seller = this.sellerIndex.get(sellerKey(us, book));
+      if (seller !== NONE) {
+        const limit = this.sLimit[seller];
+        if (limit >= 0 && this.sOpen[seller] + this.sSold[seller] + qty > limit) {
+          return this.rejectOrder(c, R_SELLER_CAPACITY_EXCEEDED);
+        }
+      }
+    }
+    // The taker state is needed by the POST_ONLY and FOK checks.
+    this.tkSide = side;
+    this.tkSource = src;
+    this.tkBook = book;
+    this.tkPrice = price;
+    this.tkUslot = us;
+    this.tkStp = stp;
+    if (type === T_POST_ONLY && this.crosses()) return this.rejectOrder(c, R_POST_ONLY_WOULD_MATCH);
+    if (type === T_FOK && !this.fokFillable(qty)) return this.rejectOrder(c, R_FOK_NOT_FILLABLE);
+
+    // Accepted.
+    if (us === NONE) us = this.newUser(uid);
+    if (side === SELL && seller === NONE) seller = this.newSeller(us, book);
+    this.tkId = oid;
+    this.tkUser = uid;
+    this.tkUslot = us;
+    this.tkCoid = coid;
+    this.tkType = type;
+    this.tkLeft = qty;
+    this.tkFilled = 0;
+    this.tkTotal = qty;
+    this.tkSeq = this.nextSeq++;
+    this.tkExpire = exp;
+    this.tkSlot = NONE;
+    this.tkSeller = seller;
+    this.emitAccepted();
+    const killed = type === T_POST_ONLY ? false : this.match();
+    this.finishTaker(killed);
+  }
+
+  /** After matching: rest, cancel or release the incoming order (MARKET-RULES "Matching"). */
+  private finishTaker(killed: boolean): void {
+    const slot = this.tkSlot;
+    if (killed || this.tkLeft === 0) {
+      if (slot !== NONE) this.releaseOrder(slot);
+      return;
+    }
+    if (this.tkType === T_LIMIT || this.tkType === T_POST_ONLY) {
+      this.rest();
+      return;
+    }
+    // IOC, MARKET (FOK never gets here with a remainder): the remainder is cancelled, whatever stopped it.
+    this.emitTakerCancel(C_UNFILLED);
+    if (slot !== NONE) this.releaseOrder(slot);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Matching
+
+  /** Fills the compatible sub-books of the other side into this.cand; returns how many. */
+  private candidates(): number {
+    const subs = this.subs;
+    const base = this.tkBook * SUBS_PER_BOOK;
+    const cand = this.cand;
+    let cn = 0;
+    if (this.tkSide === BUY) {
+      // A BUY for X matches SELLs of X; a BUY for ANY matches every SELL.
+      if (this.tkSource === ANY) {
+        for (let s = 1; s <= 4; s++) {
+          const sb = subs[base + 5 + s];
+          if (sb != null && sb.n > 0) cand[cn++] = sb;
+        }
+      } else {
+        const sb = subs[base + 5 + this.tkSource];
+        if (sb != null && sb.n > 0) cand[cn++] = sb;
+      }
+    } else {
+      // A SELL of X matches BUYs for X and BUYs for ANY.
+      const sb = subs[base + this.tkSource];
+      if (sb != null && sb.n > 0) cand[cn++] = sb;
+      const sa = subs[base + ANY];
+      if (sa != null && sa.n > 0) cand[cn++] = sa;
+    }
+    return cn;
+  }
+
+  /** The lowest priority key the taker accepts: BUY at P takes asks with -ask >= -P; SELL at P takes bids >= P. */
+  private minKey(): number {
+    return this.tkSide === BUY ? -this.tkPrice : this.tkPrice;
+  }
+
+  /** POST_ONLY: does any compatible resting order cross the price? (owner and capacity do not matter) */
+  private crosses(): boolean {
+    const cn = this.candidates();
+    const minKey = this.minKey();
+    for (let i = 0; i < cn; i++) {
+      const sb = this.cand[i];
+      if (sb.keys[sb.n - 1] >= minKey) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The matching loop (MARKET-RULES "One matching step"). Returns true when self-trade prevention
+   * cancelled the incoming remainder.
+   */
+  private match(): boolean {
+    const cn = this.candidates();
+    if (cn === 0) return false;
+    const cand = this.cand;
+    const minKey = this.minKey();
+    const book = this.tkBook;
+    const lvHead = this.lvHead;
+    const oSeq = this.oSeq;
+    for (;;) {
+      if (this.tkLeft <= 0) return false;
+      let bestKey = -Infinity;
+      let bestSlot = NONE;
+      let bestSeq = 0;
+      for (let i = 0; i < cn; i++) {
+        const sb = cand[i];
+        const n = sb.n;
+        if (n === 0) continue;
+        const k = sb.keys[n - 1];
+        if (k < minKey || k < bestKey) continue;
+        const slot = lvHead[sb.lvls[n - 1]];
+        if (k > bestKey || oSeq[slot] < bestSeq) {
+          bestKey = k;
+          bestSlot = slot;
+          bestSeq = oSeq[slot];
+        }
+      }
+      if (bestSlot === NONE) return false;
+      const capLeft = this.bookCapacity[book] - this.bookMatched[book];
+      // No capacity left: stop before self-trade prevention is considered.
+      if (capLeft <= 0) return false;
+      if (this.oUslot[bestSlot] === this.tkUslot) {
+        if (this.tkStp === STP_OLDEST) {
+          this.closeResting(bestSlot, E_CANCELLED, C_SELF_TRADE);
+          continue;
+        }
+        if (this.tkStp === STP_BOTH) this.closeResting(bestSlot, E_CANCELLED, C_SELF_TRADE);
+        // CANCEL_NEWEST / CANCEL_BOTH: the incoming remainder is cancelled, for every order type.
+        this.emitTakerCancel(C_SELF_TRADE);
+        this.tkLeft = 0;
+        return true;
+      }
+      this.fill(bestSlot, capLeft);
+    }
+  }
+
+  /** Fills min(incoming left, resting left, capacity left) at the resting order's price. */
+  private fill(slot: number, capLeft: number): void {
+    const makerLeft = this.oLeft[slot];
+    let q = this.tkLeft < makerLeft ? this.tkLeft : makerLeft;
+    if (capLeft < q) q = capLeft;
+    const lvl = this.oLevel[slot];
+    this.oLeft[slot] = makerLeft - q;
+    this.oFilled[slot] += q;
+    this.lvQty[lvl] -= q;
+    this.touch(lvl);
+    this.tkLeft -= q;
+    this.tkFilled += q;
+    this.bookMatched[this.tkBook] += q;
+    if (this.tkSide === BUY) {
+      const s = this.oSeller[slot];
+      this.sOpen[s] -= q;
+      this.sSold[s] += q;
+    } else {
+      this.sSold[this.tkSeller] += q;
+    }
+    // FILL event
+    const f = this.emit(E_FILL, this.bookInterval[this.tkBook]);
+    const ev = this.ev;
+    ev[f + 3] = ++this.tradeSeq;
+    ev[f + 4] = this.oId[slot];
+    ev[f + 5] = this.oUser[slot];
+    ev[f + 6] = this.tkId;
+    ev[f + 7] = this.tkUser;
+    ev[f + 8] = this.oPrice[slot];
+    ev[f + 9] = q;
+    ev[f + 10] = this.tkSide === BUY ? this.oSource[slot] : this.tkSource;
+    ev[f + 11] = this.tkSide;
+    ev[f + 12] = makerLeft - q;
+    ev[f + 13] = this.tkLeft;
+    if (makerLeft === q) {
+      this.unlinkFromLevel(slot);
+      this.releaseOrder(slot);
+    }
+  }
+
+  /**
+   * FOK dry run: the same loop as match(), self-trade prevention and capacity included, without
+   * changing anything. True when the whole quantity would fill.
+   */
+  private fokFillable(qty: number): boolean {
+    const cn = this.candidates();
+    const cand = this.cand;
+    const pos = this.curPos;
+    const cur = this.curSlot;
+    for (let i = 0; i < cn; i++) {
+      pos[i] = cand[i].n - 1;
+      cur[i] = this.lvHead[cand[i].lvls[pos[i]]];
+    }
+    const minKey = this.minKey();
+    let cap = this.bookCapacity[this.tkBook] - this.bookMatched[this.tkBook];
+    let left = qty;
+    for (;;) {
+      if (left <= 0) return true;
+      let best = NONE;
+      let bestKey = -Infinity;
+      let bestSeq = 0;
+      for (let i = 0; i < cn; i++) {
+        if (cur[i] === NONE) continue;
+        const k = cand[i].keys[pos[i]];
+        if (k < minKey || k < bestKey) continue;
+        const s = this.oSeq[cur[i]];
+        if (k > bestKey || s < bestSeq) {
+          best = i;
+          bestKey = k;
+          bestSeq = s;
+        }
+      }
+      if (best === NONE) return false;
+      if (cap <= 0) return false;
+      const slot = cur[best];
+      if (this.oUslot[slot] === this.tkUslot) {
+        if (this.tkStp !== STP_OLDEST) return false; // the incoming remainder would be cancelled
+      } else {
+        let q = left < this.oLeft[slot] ? left : this.oLeft[slot];
+        if (cap < q) q = cap;
+        left -= q;
+        cap -= q;
+      }
+      // advance the cursor
+      const next = this.oNext[slot];
+      if (next !== NONE) cur[best] = next;
+      else {
+        const p = --pos[best];
+        cur[best] = p >= 0 ? this.lvHead[cand[best].lvls[p]] : NONE;
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Resting orders
+
+  /** Puts the incoming order's remainder on the book (new slot, or its own slot after an amend). */
+  private rest(): void {
+    let slot = this.tkSlot;
+    if (slot === NONE) {
+      slot = this.allocOrder();
+      const us = this.tkUslot;
+      this.oId[slot] = this.tkId;
+      this.oUser[slot] = this.tkUser;
+      this.oUslot[slot] = us;
+      this.oCoid[slot] = this.tkCoid;
+      this.oSide[slot] = this.tkSide;
+      this.oSource[slot] = this.tkSource;
+      this.oType[slot] = this.tkType;
+      this.oStp[slot] = this.tkStp;
+      this.oBook[slot] = this.tkBook;
+      this.oSeller[slot] = this.tkSeller;
+      this.oExpire[slot] = this.tkExpire;
+      this.oSeq[slot] = this.tkSeq;
+      this.oTotal[slot] = this.tkTotal;
+      this.orderIndex.set(this.tkId, slot);
+      let m = this.uCoid[us];
+      if (m === undefined) this.uCoid[us] = m = new Map();
+      m.set(this.tkCoid, slot);
+      this.uOpen[us]++;
+      this.openCount++;
+      this.bookOpen[this.tkBook]++;
+      this.linkUserTail(slot);
+      this.linkZoneTail(slot);
+      if (this.tkExpire !== 0) {
+        this.liveGtd++;
+        this.heapPush(this.tkExpire, this.tkId, slot);
+      }
+    }
+    this.oPrice[slot] = this.tkPrice;
+    this.oLeft[slot] = this.tkLeft;
+    this.oFilled[slot] = this.tkFilled;
+    if (this.tkSide === SELL) this.sOpen[this.tkSeller] += this.tkLeft;
+    this.linkToLevel(slot);
+  }
+
+  /** Cancels (E_CANCELLED) or expires (E_EXPIRED) a resting order with the given reason/cause. */
+  private closeResting(slot: number, evType: number, why: number): void {
+    const f = this.emit(evType, this.bookInterval[this.oBook[slot]]);
+    const ev = this.ev;
+    ev[f + 3] = this.oId[slot];
+    ev[f + 4] = this.oUser[slot];
+    ev[f + 5] = why;
+    ev[f + 6] = this.oLeft[slot];
+    ev[f + 7] = this.oFilled[slot];
+    this.evStr[this.evN - 1] = this.oCoid[slot];
+    if (this.oSide[slot] === SELL) this.sOpen[this.oSeller[slot]] -= this.oLeft[slot];
+    this.unlinkFromLevel(slot);
+    this.releaseOrder(slot);
+  }
+
+  private allocOrder(): number {
+    let slot = this.orderFree;
+    if (slot !== NONE) {
+      this.orderFree = this.oNext[slot];
+      return slot;
+    }
+    if (this.orderTop === this.oCap) this.growOrders();
+    return this.orderTop++;
+  }
+
+  /** Forgets a closed order: lists, indexes, counts. It must already be off its level. */
+  private releaseOrder(slot: number): void {
+    const us = this.oUslot[slot];
+    // user list
+    const un = this.oUNext[slot];
+    const up = this.oUPrev[slot];
+    if (up !== NONE) this.oUNext[up] = un;
+    else this.uHead[us] = un;
+    if (un !== NONE) this.oUPrev[un] = up;
+    else this.uTail[us] = up;
+    // zone list
+    const zn = this.oZNext[slot];
+    const zp = this.oZPrev[slot];
+    if (zp !== NONE) this.oZNext[zp] = zn;
+    else this.zHead = zn;
+    if (zn !== NONE) this.oZPrev[zn] = zp;
+    else this.zTail = zp;
+    this.orderIndex.delete(this.oId[slot]);
+    (this.uCoid[us] as Map<string, number>).delete(this.oCoid[slot]);
+    this.uOpen[us]--;
+    this.openCount--;
+    this.bookOpen[this.oBook[slot]]--;
+    if (this.oExpire[slot] !== 0) this.liveGtd--;
+    this.oId[slot] = 0;
+    this.oCoid[slot] = '';
+    this.oNext[slot] = this.orderFree;
+    this.orderFree = slot;
+  }
+
+  private linkUserTail(slot: number): void {
+    const us = this.oUslot[slot];
+    const t = this.uTail[us];
+    this.oUPrev[slot] = t;
+    this.oUNext[slot] = NONE;
+    if (t !== NONE) this.oUNext[t] = slot;
+    else this.uHead[us] = slot;
+    this.uTail[us] = slot;
+  }
+
+  private linkZoneTail(slot: number): void {
+    const t = this.zTail;
+    this.oZPrev[slot] = t;
+    this.oZNext[slot] = NONE;
+    if (t !== NONE) this.oZNext[t] = slot;
+    else this.zHead = slot;
+    this.zTail = slot;
+  }
+
+  /** Moves an order to the tail of its user's and the zone's lists (it took a new, highest seq). */
+  private moveToTails(slot: number): void {
+    const us = this.oUslot[slot];
+    const un = this.oUNext[slot];
+    const up = this.oUPrev[slot];
+    if (up !== NONE) this.oUNext[up] = un;
+    else this.uHead[us] = un;
+    if (un !== NONE) this.oUPrev[un] = up;
+    else this.uTail[us] = up;
+    this.linkUserTail(slot);
+    const zn = this.oZNext[slot];
+    const zp = this.oZPrev[slot];
+    if (zp !== NONE) this.oZNext[zp] = zn;
+    else this.zHead = zn;
+    if (zn !== NONE) this.oZPrev[zn] = zp;
+    else this.zTail = zp;
+    this.linkZoneTail(slot);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Price levels
+
+  private subBook(idx: number): SubBook {
+    let sb = this.subs[idx];
+    if (sb == null) {
+      sb = new SubBook();
+      this.subs[idx] = sb;
+    }
+    return sb;
+  }
+
+  /** Appends the order to the FIFO of its (book, side, source, price) level, creating the level. */
+  private linkToLevel(slot: number): void {
+    const side = this.oSide[slot];
+    const subIdx = this.oBook[slot] * SUBS_PER_BOOK + side * 5 + this.oSource[slot];
+    const sb = this.subBook(subIdx);
+    const price = this.oPrice[slot];
+    const key = side === BUY ? price : -price;
+    let lvl: number;
+    const n = sb.n;
+    if (n > 0 && sb.keys[n - 1] === key) lvl = sb.lvls[n - 1];
+    else {
+      // lowest index with keys[i] >= key
+      const keys = sb.keys;
+      let lo = 0;
+      let hi = n;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (keys[mid] < key) lo = mid + 1;
+        else hi = mid;
+      }
+      if (lo < n && keys[lo] === key) lvl = sb.lvls[lo];
+      else {
+        lvl = this.allocLevel(subIdx, price);
+        if (n === keys.length) {
+          sb.keys = growF64(sb.keys, n * 2);
+          sb.lvls = growI32(sb.lvls, n * 2);
+        }
+        if (lo < n) {
+          sb.keys.copyWithin(lo + 1, lo, n);
+          sb.lvls.copyWithin(lo + 1, lo, n);
+        }
+        sb.keys[lo] = key;
+        sb.lvls[lo] = lvl;
+        sb.n = n + 1;
+      }
+    }
+    const t = this.lvTail[lvl];
+    this.oLevel[slot] = lvl;
+    this.oPrev[slot] = t;
+    this.oNext[slot] = NONE;
+    if (t !== NONE) this.oNext[t] = slot;
+    else this.lvHead[lvl] = slot;
+    this.lvTail[lvl] = slot;
+    this.lvQty[lvl] += this.oLeft[slot];
+    this.lvCount[lvl]++;
+    this.touch(lvl);
+  }
+
+  /** Takes the order off its level's FIFO (its remaining Wh leave the level); drops an emptied level. */
+  private unlinkFromLevel(slot: number): void {
+    const lvl = this.oLevel[slot];
+    const p = this.oPrev[slot];
+    const n = this.oNext[slot];
+    if (p !== NONE) this.oNext[p] = n;
+    else this.lvHead[lvl] = n;
+    if (n !== NONE) this.oPrev[n] = p;
+    else this.lvTail[lvl] = p;
+    this.lvQty[lvl] -= this.oLeft[slot];
+    this.touch(lvl);
+    if (--this.lvCount[lvl] === 0) this.removeLevel(lvl);
+  }
+
+  private removeLevel(lvl: number): void {
+    const sb = this.subs[this.lvSub[lvl]] as SubBook;
+    const n = sb.n;
+    if (sb.lvls[n - 1] === lvl) sb.n = n - 1;
+    else {
+      const price = this.lvPrice[lvl];
+      const key = this.lvSub[lvl] % SUBS_PER_BOOK < 5 ? price : -price;
+      const keys = sb.keys;
+      let lo = 0;
+      let hi = n;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (keys[mid] < key) lo = mid + 1;
+        else hi = mid;
+      }
+      sb.keys.copyWithin(lo, lo + 1, n);
+      sb.lvls.copyWithin(lo, lo + 1, n);
+      sb.n = n - 1;
+    }
+    // The slot is recycled only after this command's BOOK_LEVEL events are written.
+    if (this.pendingN === this.pendingFree.length) this.pendingFree = growI32(this.pendingFree, this.pendingN * 2);
+    this.pendingFree[this.pendingN++] = lvl;
+  }
+
+  private allocLevel(subIdx: number, price: number): number {
+    let lvl = this.lvFree;
+    if (lvl !== NONE) this.lvFree = this.lvHead[lvl];
+    else {
+      if (this.lvTop === this.lvCap) this.growLevels();
+      lvl = this.lvTop++;
+    }
+    this.lvPrice[lvl] = price;
+    this.lvQty[lvl] = 0;
+    this.lvCount[lvl] = 0;
+    this.lvHead[lvl] = NONE;
+    this.lvTail[lvl] = NONE;
+    this.lvSub[lvl] = subIdx;
+    this.lvTouch[lvl] = this.epoch - 1;
+    return lvl;
+  }
+
+  private touch(lvl: number): void {
+    if (this.lvTouch[lvl] === this.epoch) return;
+    this.lvTouch[lvl] = this.epoch;
+    if (this.touchedN === this.touched.length) this.touched = growI32(this.touched, this.touchedN * 2);
+    this.touched[this.touchedN++] = lvl;
+  }
+
+  /** Level (index into the level pool) of a sub-book at a price, or NONE. */
+  private findLevel(subIdx: number, price: number): number {
+    const sb = this.subs[subIdx];
+    if (sb == null || sb.n === 0) return NONE;
+    const key = subIdx % SUBS_PER_BOOK < 5 ? price : -price;
+    const keys = sb.keys;
+    let lo = 0;
+    let hi = sb.n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (keys[mid] < key) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < sb.n && keys[lo] === key ? sb.lvls[lo] : NONE;
+  }
+
+  /** One BOOK_LEVEL event per level the command touched, with the level's final totals. */
+  private flushLevels(): void {
+    const touched = this.touched;
+    for (let i = 0; i < this.touchedN; i++) {
+      const lvl = touched[i];
+      const subIdx = this.lvSub[lvl];
+      const book = (subIdx / SUBS_PER_BOOK) | 0;
+      const within = subIdx - book * SUBS_PER_BOOK;
+      const side = within < 5 ? BUY : SELL;
+      const source = within - side * 5;
+      const price = this.lvPrice[lvl];
+      let live = lvl;
+      if (this.lvCount[lvl] === 0) live = this.findLevel(subIdx, price); // re-created in the same command?
+      const srcQty = live === NONE ? 0 : this.lvQty[live];
+      const srcCount = live === NONE ? 0 : this.lvCount[live];
+      let total = srcQty;
+      const base = book * SUBS_PER_BOOK + side * 5;
+      for (let s = side === BUY ? 0 : 1; s <= 4; s++) {
+        if (s === source) continue;
+        const other = this.findLevel(base + s, price);
+        if (other !== NONE) total += this.lvQty[other];
+      }
+      const f = this.emit(E_BOOK_LEVEL, this.bookInterval[book]);
+      const ev = this.ev;
+      ev[f + 3] = side;
+      ev[f + 4] = source;
+      ev[f + 5] = price;
+      ev[f + 6] = total;
+      ev[f + 7] = srcQty;
+      ev[f + 8] = srcCount;
+    }
+    this.touchedN = 0;
+    for (let i = 0; i < this.pendingN; i++) {
+      const lvl = this.pendingFree[i];
+      this.lvHead[lvl] = this.lvFree;
+      this.lvFree = lvl;
+    }
+    this.pendingN = 0;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // CANCEL, AMEND, MASS_CANCEL
+
+  private cancel(c: CancelCommand): void {
+    if (!isPositiveInt(c.order_id) || !isPositiveInt(c.user_id)) return this.rejectOrder(c, R_INVALID_ORDER);
+    const slot = this.orderIndex.get(c.order_id);
+    // Another user's order answers exactly like a finished one: no hint that it exists.
+    if (slot === NONE || this.oUser[slot] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
+    this.closeResting(slot, E_CANCELLED, C_USER);
+  }
+
+  private amend(c: AmendCommand): void {
+    const newPrice = c.price_ticks;
+    const newQty = c.qty_wh;
+    if (
+      !isPositiveInt(c.order_id) ||
+      !isPositiveInt(c.user_id) ||
+      (newPrice === undefined && newQty === undefined) ||
+      (newPrice !== undefined && !isSafeInt(newPrice)) ||
+      (newQty !== undefined && !isNonNegativeInt(newQty))
+    ) {
+      return this.rejectOrder(c, R_INVALID_ORDER);
+    }
+    const slot = this.orderIndex.get(c.order_id);
+    if (slot === NONE || this.oUser[slot] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
+    if (this.status !== ST_ACTIVE) return this.rejectOrder(c, R_ZONE_HALTED); // reductions too
+    const oldPrice = this.oPrice[slot];
+    const oldTotal = this.oTotal[slot];
+    const filled = this.oFilled[slot];
+    const price = newPrice === undefined ? oldPrice : newPrice;
+    const total = newQty === undefined ? oldTotal : newQty;
+    // A new total at or below the filled quantity cancels the remainder.
+    if (total <= filled) return this.closeResting(slot, E_CANCELLED, C_AMEND);
+    if (newPrice !== undefined) {
+      if (price < this.bandMin || price > this.bandMax) return this.rejectOrder(c, R_PRICE_OUT_OF_BAND);
+      if (price % this.stepTicks !== 0) return this.rejectOrder(c, R_BAD_TICK);
+    }
+    if (newQty !== undefined) {
+      if (total < this.minQty || total > this.maxQty) return this.rejectOrder(c, R_QTY_OUT_OF_RANGE);
+      if (total % this.lotWh !== 0) return this.rejectOrder(c, R_BAD_LOT);
+    }
+    const side = this.oSide[slot];
+    const seller = this.oSeller[slot];
+    const increase = total - oldTotal;
+    if (side === SELL && increase > 0) {
+      const limit = this.sLimit[seller];
+      if (limit >= 0 && this.sOpen[seller] + this.sSold[seller] + increase > limit) {
+        return this.rejectOrder(c, R_SELLER_CAPACITY_EXCEEDED);
+      }
+    }
+    const keep = price === oldPrice && total <= oldTotal;
+    const type = this.oType[slot];
+    if (!keep && type === T_POST_ONLY) {
+      this.tkSide = side;
+      this.tkSource = this.oSource[slot];
+      this.tkBook = this.oBook[slot];
+      this.tkPrice = price;
+      if (this.crosses()) return this.rejectOrder(c, R_POST_ONLY_WOULD_MATCH); // left unchanged
+    }
+    const newLeft = total - filled;
+    if (keep) {
+      // Same price, total not above the old one: priority kept.
+      const delta = this.oLeft[slot] - newLeft;
+      const lvl = this.oLevel[slot];
+      this.oTotal[slot] = total;
+      this.oLeft[slot] = newLeft;
+      this.lvQty[lvl] -= delta;
+      this.touch(lvl);
+      if (side === SELL) this.sOpen[seller] -= delta;
+      this.emitAmended(slot, true);
+      return;
+    }
+    // Priority lost: off the book, new seq, then it matches again as an incoming order of its type.
+    if (side === SELL) this.sOpen[seller] -= this.oLeft[slot];
+    this.unlinkFromLevel(slot);
+    this.oTotal[slot] = total;
+    this.oPrice[slot] = price;
+    this.oLeft[slot] = newLeft;
+    this.oSeq[slot] = this.nextSeq++;
+    this.moveToTails(slot);
+    this.emitAmended(slot, false);
+    this.tkId = this.oId[slot];
+    this.tkUser = this.oUser[slot];
+    this.tkUslot = this.oUslot[slot];
+    this.tkCoid = this.oCoid[slot];
+    this.tkSide = side;
+    this.tkSource = this.oSource[slot];
+    this.tkType = type;
+    this.tkStp = this.oStp[slot];
+    this.tkPrice = price;
+    this.tkLeft = newLeft;
+    this.tkFilled = filled;
+    this.tkTotal = total;
+    this.tkSeq = this.oSeq[slot];
+    this.tkExpire = this.oExpire[slot];
+    this.tkBook = this.oBook[slot];
+    this.tkSlot = slot;
+    this.tkSeller = seller;
+    const killed = type === T_POST_ONLY ? false : this.match();
+    this.finishTaker(killed);
+  }
+
+  private massCancel(c: MassCancelCommand): void {
+    const scope = c.scope;
+    if (scope === 'USER' || scope === 'USER_ZONE') {
+      if (!isPositiveInt(c.user_id)) return this.rejectCommand(c, R_INVALID_COMMAND);
+      if (scope === 'USER_ZONE' && c.zone_id !== this.zoneId) return this.rejectCommand(c, R_UNKNOWN_ZONE);
+      const us = this.userIndex.get(c.user_id);
+      if (us === NONE) return;
+      // The user's list is in seq order.
+      for (let s = this.uHead[us]; s !== NONE; ) {
+        const next = this.oUNext[s];
+        this.closeResting(s, E_CANCELLED, C_MASS_CANCEL);
+        s = next;
+      }
+      return;
+    }
+    if (scope === 'INTERVAL') {
+      if (!isPositiveInt(c.interval_id)) return this.rejectCommand(c, R_INVALID_COMMAND);
+      if (c.zone_id !== undefined && c.zone_id !== this.zoneId) return this.rejectCommand(c, R_UNKNOWN_ZONE);
+      const book = this.intervalIndex.get(c.interval_id);
+      if (book === NONE) return this.rejectCommand(c, R_UNKNOWN_INTERVAL);
+      this.closeBookOrders(book, E_CANCELLED, C_MASS_CANCEL);
+      return;
+    }
+    this.rejectCommand(c, R_INVALID_COMMAND);
+  }
+
+  /** Closes every open order of one book (or all books when book is NONE), in seq order. */
+  private closeBookOrders(book: number, evType: number, why: number): void {
+    for (let s = this.zHead; s !== NONE; ) {
+      const next = this.oZNext[s];
+      if (book === NONE || this.oBook[s] === book) this.closeResting(s, evType, why);
+      s = next;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Good-till-time expiry
+
+  /** Expires every good-till-time order whose expiry <= ts, in (expiry, seq) order. */
+  private expireDue(ts: number): void {
+    const due = this.due;
+    due.length = 0;
+    while (this.hN > 0 && this.hExp[0] <= ts) {
+      const exp = this.hExp[0];
+      const id = this.hId[0];
+      const slot = this.hSlot[0];
+      this.heapPop();
+      // Stale entries (order closed, slot reused) are skipped.
+      if (this.oId[slot] === id && this.oExpire[slot] === exp) due.push(slot);
+    }
+    if (due.length > 1) {
+      const oExpire = this.oExpire;
+      const oSeq = this.oSeq;
+      due.sort((a, b) => oExpire[a] - oExpire[b] || oSeq[a] - oSeq[b]);
+    }
+    for (let i = 0; i < due.length; i++) {
+      const slot = due[i];
+      if (this.oId[slot] !== 0) this.closeResting(slot, E_EXPIRED, X_GOOD_TILL_TIME);
+    }
+    this.nextDueMs = this.hN > 0 ? this.hExp[0] : Infinity;
+  }
+
+  private heapPush(exp: number, id: number, slot: number): void {
+    if (this.hN > 2 * this.liveGtd + 1024) this.heapRebuild(); // drop stale entries
+    if (this.hN === this.hCap) {
+      this.hCap *= 2;
+      this.hExp = growF64(this.hExp, this.hCap);
+      this.hId = growF64(this.hId, this.hCap);
+      this.hSlot = growI32(this.hSlot, this.hCap);
+    }
+    let i = this.hN++;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (this.hExp[p] <= exp) break;
+      this.hExp[i] = this.hExp[p];
+      this.hId[i] = this.hId[p];
+      this.hSlot[i] = this.hSlot[p];
+      i = p;
+    }
+    this.hExp[i] = exp;
+    this.hId[i] = id;
+    this.hSlot[i] = slot;
+    if (exp < this.nextDueMs) this.nextDueMs = exp;
+  }
+
+  private heapPop(): void {
+    const n = --this.hN;
+    if (n === 0) return;
+    const exp = this.hExp[n];
+    const id = this.hId[n];
+    const slot = this.hSlot[n];
+    let i = 0;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && this.hExp[c + 1] < this.hExp[c]) c++;
+      if (this.hExp[c] >= exp) break;
+      this.hExp[i] = this.hExp[c];
+      this.hId[i] = this.hId[c];
+      this.hSlot[i] = this.hSlot[c];
+      i = c;
+    }
+    this.hExp[i] = exp;
+    this.hId[i] = id;
+    this.hSlot[i] = slot;
+  }
+
+  private heapRebuild(): void {
+    this.hN = 0;
+    this.nextDueMs = Infinity;
+    const live = this.liveGtd;
+    this.liveGtd = -1_000_000_000; // no recursive rebuild while re-pushing
+    for (let s = this.zHead; s !== NONE; s = this.oZNext[s]) {
+      if (this.oExpire[s] !== 0) this.heapPush(this.oExpire[s], this.oId[s], s);
+    }
+    this.liveGtd = live;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Operator commands
+
+  private configure(c: ConfigureZoneCommand): void {
+    if (c.zone_id !== this.zoneId) return this.rejectCommand(c, R_UNKNOWN_ZONE);
+    const status = c.status === undefined ? this.status : statusCode(c.status);
+    if (
+      !isPositiveInt(c.price_step_ticks) ||
+      !isPositiveInt(c.lot_wh) ||
+      !isSafeInt(c.band_min_ticks) ||
+      !isSafeInt(c.band_max_ticks) ||
+      c.band_min_ticks > c.band_max_ticks ||
+      !isPositiveInt(c.min_qty_wh) ||
+      !isPositiveInt(c.max_qty_wh) ||
+      c.min_qty_wh > c.max_qty_wh ||
+      !isNonNegativeInt(c.max_open_orders_per_user) ||
+      status < 0
+    ) {
+      return this.rejectCommand(c, R_INVALID_COMMAND);
+    }
+    this.configured = true;
+    this.stepTicks = c.price_step_ticks;
+    this.lotWh = c.lot_wh;
+    this.bandMin = c.band_min_ticks;
+    this.bandMax = c.band_max_ticks;
+    this.minQty = c.min_qty_wh;
+    this.maxQty = c.max_qty_wh;
+    this.maxOpenPerUser = c.max_open_orders_per_user;
+    this.status = status;
+    const f = this.emit(E_ZONE_CONFIGURED, 0);
+    const ev = this.ev;
+    ev[f + 3] = this.stepTicks;
+    ev[f + 4] = this.lotWh;
+    ev[f + 5] = this.bandMin;
+    ev[f + 6] = this.bandMax;
+    ev[f + 7] = this.minQty;
+    ev[f + 8] = this.maxQty;
+    ev[f + 9] = this.maxOpenPerUser;
+    ev[f + 10] = this.status;
+  }
+
+  private openInterval(c: OpenIntervalCommand): void {
+    if (!this.configured) return this.rejectCommand(c, R_UNKNOWN_ZONE);
+    if (!isPositiveInt(c.interval_id) || !isNonNegativeInt(c.capacity_wh)) return this.rejectCommand(c, R_INVALID_COMMAND);
+    if (this.intervalIndex.get(c.interval_id) !== NONE) return this.rejectCommand(c, R_INTERVAL_EXISTS);
+    if (this.bookN >= MAX_INTERVALS_PER_ZONE) return this.rejectCommand(c, R_INVALID_COMMAND);
+    this.addBook(c.interval_id, c.capacity_wh, 0, false);
+    const f = this.emit(E_INTERVAL_OPENED, c.interval_id);
+    this.ev[f + 3] = c.capacity_wh;
+  }
+
+  private addBook(intervalId: number, capacityWh: number, matchedWh: number, closed: boolean): number {
+    if (this.bookN === this.bookCapN) {
+      const n = this.bookCapN * 2;
+      this.bookInterval = growF64(this.bookInterval, n);
+      this.bookCapacity = growF64(this.bookCapacity, n);
+      this.bookMatched = growF64(this.bookMatched, n);
+      this.bookClosed = growU8(this.bookClosed, n);
+      this.bookOpen = growI32(this.bookOpen, n);
+      this.bookCapN = n;
+    }
+    const book = this.bookN++;
+    this.bookInterval[book] = intervalId;
+    this.bookCapacity[book] = capacityWh;
+    this.bookMatched[book] = matchedWh;
+    this.bookClosed[book] = closed ? 1 : 0;
+    this.bookOpen[book] = 0;
+    for (let i = 0; i < SUBS_PER_BOOK; i++) this.subs.push(null);
+    this.intervalIndex.set(intervalId, book);
+    return book;
+  }
+
+  /** Gate closure: every open order of the book EXPIRES; later orders for it are INTERVAL_CLOSED. Final. */
+  private gateClose(c: GateCloseCommand): void {
+    if (!isPositiveInt(c.interval_id)) return this.rejectCommand(c, R_INVALID_COMMAND);
+    const book = this.intervalIndex.get(c.interval_id);
+    if (book === NONE) return this.rejectCommand(c, R_UNKNOWN_INTERVAL);
+    if (this.bookClosed[book] !== 0) return this.rejectCommand(c, R_INTERVAL_CLOSED);
+    this.bookClosed[book] = 1;
+    const f = this.emit(E_GATE_CLOSED, c.interval_id);
+    this.ev[f + 3] = this.bookOpen[book];
+    this.closeBookOrders(book, E_EXPIRED, X_GATE_CLOSE);
+  }
+
+  /** HALT / MAINTENANCE / RESUME. CANCEL_RESTING cancels every open order of the zone in seq order. */
+  private halt(policy: unknown, status: number, cancels: boolean): void {
+    const p = policyCode(policy);
+    if (!this.configured) return this.rejectCommand({} as Command, R_UNKNOWN_ZONE);
+    if (p < 0) return this.rejectCommand({} as Command, R_INVALID_COMMAND);
+    this.status = status;
+    const f = this.emit(E_ZONE_STATUS, 0);
+    this.ev[f + 3] = status;
+    this.ev[f + 4] = p;
+    if (cancels && p === 0) this.closeBookOrders(NONE, E_CANCELLED, C_HALT);
+  }
+
+  private setSellerLimit(c: SetSellerLimitCommand): void {
+    const limit = c.limit_wh;
+    if (!isPositiveInt(c.user_id) || !isPositiveInt(c.interval_id) || !(limit === null || isNonNegativeInt(limit))) {
+      return this.rejectCommand(c, R_INVALID_COMMAND);
+    }
+    const book = this.intervalIndex.get(c.interval_id);
+    if (book === NONE) return this.rejectCommand(c, R_UNKNOWN_INTERVAL);
+    let us = this.userIndex.get(c.user_id);
+    if (us === NONE) us = this.newUser(c.user_id);
+    let s = this.sellerIndex.get(sellerKey(us, book));
+    if (s === NONE) s = this.newSeller(us, book);
+    this.sLimit[s] = limit === null ? -1 : limit;
+    const f = this.emit(E_SELLER_LIMIT_SET, c.interval_id);
+    this.ev[f + 3] = c.user_id;
+    this.ev[f + 4] = limit === null ? -1 : limit;
+  }
+
+  private newUser(uid: number): number {
+    if (this.userN === this.uCap) {
+      const n = this.uCap * 2;
+      this.uId = growF64(this.uId, n);
+      this.uOpen = growI32(this.uOpen, n);
+      this.uHead = growI32(this.uHead, n);
+      this.uTail = growI32(this.uTail, n);
+      this.uCap = n;
+    }
+    const us = this.userN++;
+    this.uId[us] = uid;
+    this.uOpen[us] = 0;
+    this.uHead[us] = NONE;
+    this.uTail[us] = NONE;
+    this.uCoid[us] = undefined;
+    this.userIndex.set(uid, us);
+    return us;
+  }
+
+  private newSeller(us: number, book: number): number {
+    if (this.sellerN === this.sCap) {
+      const n = this.sCap * 2;
+      this.sUser = growF64(this.sUser, n);
+      this.sBook = growI32(this.sBook, n);
+      this.sLimit = growF64(this.sLimit, n);
+      this.sSold = growF64(this.sSold, n);
+      this.sOpen = growF64(this.sOpen, n);
+      this.sCap = n;
+    }
+    const s = this.sellerN++;
+    this.sUser[s] = this.uId[us];
+    this.sBook[s] = book;
+    this.sLimit[s] = -1;
+    this.sSold[s] = 0;
+    this.sOpen[s] = 0;
+    this.sellerIndex.set(sellerKey(us, book), s);
+    return s;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Event writing
+
+  private emit(type: number, intervalId: number): number {
+    if (this.evN === this.evCap) {
+      this.evCap *= 2;
+      this.ev = growF64(this.ev, this.evCap * EVENT_WIDTH);
+    }
+    const f = this.evN++ * EVENT_WIDTH;
+    this.ev[f] = type;
+    this.ev[f + 1] = ++this.eventSeq;
+    this.ev[f + 2] = intervalId;
+    return f;
+  }
+
+  private emitAccepted(): void {
+    const f = this.emit(E_ACCEPTED, this.bookInterval[this.tkBook]);
+    const ev = this.ev;
+    ev[f + 3] = this.tkId;
+    ev[f + 4] = this.tkUser;
+    ev[f + 5] = this.tkSide;
+    ev[f + 6] = this.tkSource;
+    ev[f + 7] = this.tkType;
+    ev[f + 8] = this.tkStp;
+    ev[f + 9] = this.tkPrice;
+    ev[f + 10] = this.tkTotal;
+    ev[f + 11] = this.tkSeq;
+    ev[f + 12] = this.tkExpire;
+    this.evStr[this.evN - 1] = this.tkCoid;
+  }
+
+  private emitTakerCancel(reason: number): void {
+    const f = this.emit(E_CANCELLED, this.bookInterval[this.tkBook]);
+    const ev = this.ev;
+    ev[f + 3] = this.tkId;
+    ev[f + 4] = this.tkUser;
+    ev[f + 5] = reason;
+    ev[f + 6] = this.tkLeft;
+    ev[f + 7] = this.tkFilled;
+    this.evStr[this.evN - 1] = this.tkCoid;
+  }
+
+  private emitAmended(slot: number, kept: boolean): void {
+    const f = this.emit(E_AMENDED, this.bookInterval[this.oBook[slot]]);
+    const ev = this.ev;
+    ev[f + 3] = this.oId[slot];
+    ev[f + 4] = this.oUser[slot];
+    ev[f + 5] = this.oPrice[slot];
+    ev[f + 6] = this.oTotal[slot];
+    ev[f + 7] = this.oLeft[slot];
+    ev[f + 8] = this.oSeq[slot];
+    ev[f + 9] = kept ? 1 : 0;
+    ev[f + 10] = this.oFilled[slot];
+    this.evStr[this.evN - 1] = this.oCoid[slot];
+  }
+
+  private rejectOrder(c: PlaceCommand | CancelCommand | AmendCommand, reason: number): void {
+    const place = c as Partial<PlaceCommand>;
+    const f = this.emit(E_REJECTED, num(place.interval_id));
+    const ev = this.ev;
+    ev[f + 3] = num(c.order_id);
+    ev[f + 4] = num(c.user_id);
+    ev[f + 5] = reason;
+    ev[f + 6] = this.evCmd;
+    this.evStr[this.evN - 1] = str(place.client_order_id);
+  }
+
+  private rejectCommand(c: Command, reason: number): void {
+    const any = c as unknown as Record<string, unknown>;
+    const f = this.emit(E_REJECTED, num(any.interval_id));
+    const ev = this.ev;
+    ev[f + 3] = num(any.order_id);
+    ev[f + 4] = num(any.user_id);
+    ev[f + 5] = reason;
+    ev[f + 6] = this.evCmd;
+    this.evStr[this.evN - 1] = str(any.client_order_id);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Growth
+
+  private growOrders(): void {
+    const n = this.oCap * 2;
+    this.oId = growF64(this.oId, n);
+    this.oUser = growF64(this.oUser, n);
+    this.oPrice = growF64(this.oPrice, n);
+    this.oLeft = growF64(this.oLeft, n);
+    this.oFilled = growF64(this.oFilled, n);
+    this.oTotal = growF64(this.oTotal, n);
+    this.oSeq = growF64(this.oSeq, n);
+    this.oExpire = growF64(this.oExpire, n);
+    this.oNext = growI32(this.oNext, n);
+    this.oPrev = growI32(this.oPrev, n);
+    this.oLevel = growI32(this.oLevel, n);
+    this.oBook = growI32(this.oBook, n);
+    this.oUslot = growI32(this.oUslot, n);
+    this.oUNext = growI32(this.oUNext, n);
+    this.oUPrev = growI32(this.oUPrev, n);
+    this.oZNext = growI32(this.oZNext, n);
+    this.oZPrev = growI32(this.oZPrev, n);
+    this.oSeller = growI32(this.oSeller, n);
+    this.oSide = growU8(this.oSide, n);
+    this.oSource = growU8(this.oSource, n);
+    this.oType = growU8(this.oType, n);
+    this.oStp = growU8(this.oStp, n);
+    this.oCap = n;
+  }
+
+  private growLevels(): void {
+    const n = this.lvCap * 2;
+    this.lvPrice = growF64(this.lvPrice, n);
+    this.lvQty = growF64(this.lvQty, n);
+    this.lvCount = growI32(this.lvCount, n);
+    this.lvHead = growI32(this.lvHead, n);
+    this.lvTail = growI32(this.lvTail, n);
+    this.lvSub = growI32(this.lvSub, n);
+    this.lvTouch = growI32(this.lvTouch, n);
+    this.lvCap = n;
+  }
+
+  // ===========================================================================================
+  // Queries (not on the hot path; they allocate)
+
+  config(): ZoneConfig | null {
+    if (!this.configured) return null;
+    return {
+      zone_id: this.zoneId,
+      price_step_ticks: this.stepTicks,
+      lot_wh: this.lotWh,
+      band_min_ticks: this.bandMin,
+      band_max_ticks: this.bandMax,
+      min_qty_wh: this.minQty,
+      max_qty_wh: this.maxQty,
+      max_open_orders_per_user: this.maxOpenPerUser,
+      status: ZONE_STATUSES[this.status],
+    };
+  }
+
+  /** Open orders in this zone. */
+  get openOrderCount(): number {
+    return this.openCount;
+  }
+
+  /** The open order with this id, or undefined (finished orders are forgotten). */
+  order(order_id: number): OrderView | undefined {
+    const slot = this.orderIndex.get(order_id);
+    return slot === NONE ? undefined : this.view(slot);
+  }
+
+  /** A user's open orders in this zone, in seq order. */
+  openOrdersOfUser(user_id: number): OrderView[] {
+    const us = this.userIndex.get(user_id);
+    const out: OrderView[] = [];
+    if (us === NONE) return out;
+    for (let s = this.uHead[us]; s !== NONE; s = this.oUNext[s]) out.push(this.view(s));
+    return out;
+  }
+
+  /**
+   * The open order of user_id with this client order id in this zone, or undefined. Client order ids
+   * are unique per user across all zones; the engine enforces it within its zone, and the runtime
+   * asks every zone engine of the user (or keeps its own index) before routing a PLACE.
+   */
+  orderIdByClientOrderId(user_id: number, client_order_id: string): number | undefined {
+    const us = this.userIndex.get(user_id);
+    if (us === NONE) return undefined;
+    const slot = this.uCoid[us]?.get(client_order_id);
+    return slot === undefined ? undefined : this.oId[slot];
+  }
+
+  /** Every open order of the zone in seq order. */
+  openOrders(): OrderView[] {
+    const out: OrderView[] = [];
+    for (let s = this.zHead; s !== NONE; s = this.oZNext[s]) out.push(this.view(s));
+    return out;
+  }
+
+  interval(interval_id: number): IntervalView | undefined {
+    const book = this.intervalIndex.get(interval_id);
+    return book === NONE ? undefined : this.intervalView(book);
+  }
+
+  intervals(): IntervalView[] {
+    const out: IntervalView[] = [];
+    for (let b = 0; b < this.bookN; b++) out.push(this.intervalView(b));
+    return out.sort((a, b) => a.interval_id - b.interval_id);
+  }
+
+  seller(user_id: number, interval_id: number): SellerView | undefined {
+    const us = this.userIndex.get(user_id);
+    const book = this.intervalIndex.get(interval_id);
+    if (us === NONE || book === NONE) return undefined;
+    const s = this.sellerIndex.get(sellerKey(us, book));
+    return s === NONE ? undefined : this.sellerView(s);
+  }
+
+  /** L2: aggregated levels per side, best first; with `source`, only orders naming that source. */
+  l2(interval_id: number, options: { source?: Source; depth?: number } = {}): L2Snapshot {
+    const book = this.intervalIndex.get(interval_id);
+    const out: L2Snapshot = { interval_id, bids: [], asks: [] };
+    if (book === NONE) return out;
+    const only = options.source === undefined ? NONE : sourceCode(options.source);
+    const depth = options.depth ?? Infinity;
+    for (let side = BUY; side <= SELL; side++) {
+      const agg = new Map<number, L2Level>();
+      for (let s = side === BUY ? 0 : 1; s <= 4; s++) {
+        if (only !== NONE && s !== only) continue;
+        const sb = this.subs[book * SUBS_PER_BOOK + side * 5 + s];
+        if (sb == null) continue;
+        for (let i = 0; i < sb.n; i++) {
+          const lvl = sb.lvls[i];
+          const price = this.lvPrice[lvl];
+          const cur = agg.get(price);
+          if (cur === undefined) agg.set(price, { price_ticks: price, qty_wh: this.lvQty[lvl], order_count: this.lvCount[lvl] });
+          else {
+            cur.qty_wh += this.lvQty[lvl];
+            cur.order_count += this.lvCount[lvl];
+          }
+        }
+      }
+      const levels = [...agg.values()].sort((a, b) => (side === BUY ? b.price_ticks - a.price_ticks : a.price_ticks - b.price_ticks));
+      if (levels.length > depth) levels.length = depth;
+      if (side === BUY) out.bids = levels;
+      else out.asks = levels;
+    }
+    return out;
+  }
+
+  /** L3: every resting order per side in priority order (best price, then earliest seq, across sources). */
+  l3(interval_id: number): L3Snapshot {
+    const book = this.intervalIndex.get(interval_id);
+    const out: L3Snapshot = { interval_id, bids: [], asks: [] };
+    if (book === NONE) return out;
+    for (let side = BUY; side <= SELL; side++) {
+      const orders: OrderView[] = [];
+      for (let s = side === BUY ? 0 : 1; s <= 4; s++) {
+        const sb = this.subs[book * SUBS_PER_BOOK + side * 5 + s];
+        if (sb == null) continue;
+        for (let i = sb.n - 1; i >= 0; i--) {
+          for (let o = this.lvHead[sb.lvls[i]]; o !== NONE; o = this.oNext[o]) orders.push(this.view(o));
+        }
+      }
+      orders.sort((a, b) => (side === BUY ? b.price_ticks - a.price_ticks : a.price_ticks - b.price_ticks) || a.seq - b.seq);
+      if (side === BUY) out.bids = orders;
+      else out.asks = orders;
+    }
+    return out;
+  }
+
+  private view(slot: number): OrderView {
+    return {
+      order_id: this.oId[slot],
+      user_id: this.oUser[slot],
+      client_order_id: this.oCoid[slot],
+      interval_id: this.bookInterval[this.oBook[slot]],
+      side: SIDES[this.oSide[slot]],
+      source: SOURCES[this.oSource[slot]],
+      order_type: ORDER_TYPES[this.oType[slot]],
+      stp: STP_MODES[this.oStp[slot]],
+      price_ticks: this.oPrice[slot],
+      qty_wh: this.oTotal[slot],
+      remaining_wh: this.oLeft[slot],
+      filled_wh: this.oFilled[slot],
+      seq: this.oSeq[slot],
+      expire_at_ms: this.oExpire[slot],
+    };
+  }
+
+  private intervalView(book: number): IntervalView {
+    return {
+      interval_id: this.bookInterval[book],
+      capacity_wh: this.bookCapacity[book],
+      matched_wh: this.bookMatched[book],
+      closed: this.bookClosed[book] !== 0,
+      open_orders: this.bookOpen[book],
+    };
+  }
+
+  private sellerView(s: number): SellerView {
+    return {
+      user_id: this.sUser[s],
+      interval_id: this.bookInterval[this.sBook[s]],
+      limit_wh: this.sLimit[s] < 0 ? null : this.sLimit[s],
+      sold_wh: this.sSold[s],
+      open_sell_wh: this.sOpen[s],
+    };
+  }
+
+  // ===========================================================================================
+  // Snapshot, restore, hash
+
+  /**
+   * The whole state as plain JSON-safe data, canonical: intervals by id, sellers by (interval,
+   * user), orders by seq. Internal layout (slots, pools, stale heap entries) is not part of it.
+   */
+  serialize(): EngineSnapshot {
+    const sellers: SellerView[] = [];
+    for (let s = 0; s < this.sellerN; s++) {
+      if (this.sLimit[s] >= 0 || this.sSold[s] !== 0 || this.sOpen[s] !== 0) sellers.push(this.sellerView(s));
+    }
+    sellers.sort((a, b) => a.interval_id - b.interval_id || a.user_id - b.user_id);
+    return {
+      version: 1,
+      zone_id: this.zoneId,
+      config: this.config(),
+      next_seq: this.nextSeq,
+      event_seq: this.eventSeq,
+      trade_seq: this.tradeSeq,
+      last_ts_ms: this.lastTs,
+      intervals: this.intervals(),
+      sellers,
+      orders: this.openOrders(),
+    };
+  }
+
+  /** Rebuilds an engine from serialize()'s output; it continues exactly as the original would. */
+  static restore(snap: EngineSnapshot, options: ZoneEngineOptions = {}): ZoneEngine {
+    if (snap.version !== 1) throw new Error(`unsupported engine snapshot version ${String(snap.version)}`);
+    const e = new ZoneEngine(snap.zone_id, { initial_order_slots: Math.max(1024, snap.orders.length), ...options });
+    if (snap.config !== null) {
+      const c = snap.config;
+      e.configured = true;
+      e.stepTicks = c.price_step_ticks;
+      e.lotWh = c.lot_wh;
+      e.bandMin = c.band_min_ticks;
+      e.bandMax = c.band_max_ticks;
+      e.minQty = c.min_qty_wh;
+      e.maxQty = c.max_qty_wh;
+      e.maxOpenPerUser = c.max_open_orders_per_user;
+      e.status = statusCode(c.status);
+    }
+    e.nextSeq = snap.next_seq;
+    e.eventSeq = snap.event_seq;
+    e.tradeSeq = snap.trade_seq;
+    e.lastTs = snap.last_ts_ms;
+    for (const iv of snap.intervals) e.addBook(iv.interval_id, iv.capacity_wh, iv.matched_wh, iv.closed);
+    for (const sv of snap.sellers) {
+      const book = e.intervalIndex.get(sv.interval_id);
+      let us = e.userIndex.get(sv.user_id);
+      if (us === NONE) us = e.newUser(sv.user_id);
+      const s = e.newSeller(us, book);
+      e.sLimit[s] = sv.limit_wh === null ? -1 : sv.limit_wh;
+      e.sSold[s] = sv.sold_wh;
+    }
+    // Orders in seq order: appending each to its level's FIFO rebuilds time priority exactly.
+    for (const o of snap.orders) {
+      const book = e.intervalIndex.get(o.interval_id);
+      let us = e.userIndex.get(o.user_id);
+      if (us === NONE) us = e.newUser(o.user_id);
+      const side = o.side === 'BUY' ? BUY : SELL;
+      let seller = NONE;
+      if (side === SELL) {
+        seller = e.sellerIndex.get(sellerKey(us, book));
+        if (seller === NONE) seller = e.newSeller(us, book);
+      }
+      e.tkId = o.order_id;
+      e.tkUser = o.user_id;
+      e.tkUslot = us;
+      e.tkCoid = o.client_order_id;
+      e.tkSide = side;
+      e.tkSource = sourceCode(o.source);
+      e.tkType = orderTypeCode(o.order_type);
+      e.tkStp = stpCode(o.stp);
+      e.tkPrice = o.price_ticks;
+      e.tkLeft = o.remaining_wh;
+      e.tkFilled = o.filled_wh;
+      e.tkTotal = o.qty_wh;
+      e.tkSeq = o.seq;
+      e.tkExpire = o.expire_at_ms;
+      e.tkBook = book;
+      e.tkSlot = NONE;
+      e.tkSeller = seller;
+      e.rest();
+    }
+    e.touchedN = 0;
+    return e;
+  }
+
+  /** A stable 64-bit FNV-1a hash (16 hex digits) of the canonical state (serialize()). */
+  stateHash(): string {
+    return hashString(JSON.stringify(this.serialize()));
+  }
+}
+
+function sellerKey(us: number, book: number): number {
+  return us * MAX_INTERVALS_PER_ZONE + book + 1;
+}
+
+function commandKind(type: unknown): number {
+  switch (type) {
+    case 'PLACE':
+      return K_PLACE;
+    case 'CANCEL':
+      return K_CANCEL;
+    case 'AMEND':
+      return K_AMEND;
+    case 'MASS_CANCEL':
+      return K_MASS_CANCEL;
+    case 'EXPIRE_DUE':
+      return K_EXPIRE_DUE;
+    case 'CONFIGURE_ZONE':
+      return K_CONFIGURE_ZONE;
+    case 'OPEN_INTERVAL':
+      return K_OPEN_INTERVAL;
+    case 'GATE_CLOSE':
+      return K_GATE_CLOSE;
+    case 'HALT':
+      return K_HALT;
+    case 'MAINTENANCE':
+      return K_MAINTENANCE;
+    case 'RESUME':
+      return K_RESUME;
+    case 'SET_SELLER_LIMIT':
+      return K_SET_SELLER_LIMIT;
+    default:
+      return K_UNKNOWN;
+  }
+}
+
+const EVENT_NAMES: EventType[] = [
+  'ACCEPTED', // 0 unused
+  'ACCEPTED',
+  'REJECTED',
+  'FILL',
+  'CANCELLED',
+  'EXPIRED',
+  'AMENDED',
+  'BOOK_LEVEL',
+  'ZONE_STATUS',
+  'ZONE_CONFIGURED',
+  'INTERVAL_OPENED',
+  'GATE_CLOSED',
+  'SELLER_LIMIT_SET',
+];

@@ -1,0 +1,22 @@
+// The runtime's view of the engine core: the three things it needs from a zone engine. Kept
+// narrow so the runtime does not depend on the core's internals (engine/core/engine.ts).
+import { ZoneEngine } from '../core/engine.js';
+import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
+
+export interface RuntimeZoneEngine {
+  /** Runs one command; returns how many events it produced (readable with events() until the next call). */
+  execute(cmd: Command): number;
+  /** The events of the last command as plain objects. */
+  events(): EngineEvent[];
+  stateHash(): string;
+  serialize(): EngineSnapshot;
+  intervals(): IntervalView[];
+}
+
+export function createZoneEngine(zone_id: number): RuntimeZoneEngine {
+  return new ZoneEngine(zone_id);
+}
+
+export function restoreZoneEngine(snapshot: EngineSnapshot): RuntimeZoneEngine {
+  return ZoneEngine.restore(snapshot);
+}

@@ -1,0 +1,52 @@
+// PostgreSQL connections for the runtime. postgres.js writes a COPY's CopyDone in a separate
+// packet; over TCP with Nagle on, each small COPY then stalls ~40–90 ms on delayed ACK (measured
+// here: 1,000-row COPYs 20 k rows/s with Nagle, 143 k rows/s without). So TCP sockets are opened
+// with noDelay. A unix-socket URL (?host=/var/run/postgresql) is left to postgres.js.
+import { connect as netConnect, type Socket } from 'node:net';
+import postgres from 'postgres';
+import type { Sql } from '../../schema/db.js';
+
+export interface PgOptions {
+  max?: number;
+  application?: string;
+  /** Seconds; a connection attempt fails after this. */
+  connect_timeout_s?: number;
+}
+
+export function connectNoDelay(url: string, options: PgOptions = {}): Sql {
+  const u = new URL(url);
+  const hostParam = u.searchParams.get('host');
+  const unix = hostParam !== null && hostParam.startsWith('/');
+  const host = u.hostname === '' ? '127.0.0.1' : u.hostname.replace(/^\[|\]$/g, '');
+  const port = u.port === '' ? 5432 : Number(u.port);
+  const timeout_ms = (options.connect_timeout_s ?? 5) * 1000;
+  return postgres(url, {
+    max: options.max ?? 1,
+    onnotice: () => {},
+    idle_timeout: 0,
+    max_lifetime: null,
+    connect_timeout: options.connect_timeout_s ?? 5,
+    connection: { application_name: options.application ?? 'kwx-runtime' },
+    ...(unix
+      ? {}
+      : {
+          socket: () =>
+            new Promise<Socket>((resolve, reject) => {
+              const s = netConnect({ host, port, noDelay: true });
+              const timer = setTimeout(() => {
+                s.destroy();
+                reject(new Error(`connect to ${host}:${port} timed out`));
+              }, timeout_ms);
+              s.once('connect', () => {
+                clearTimeout(timer);
+                s.removeListener('error', reject);
+                resolve(s);
+              });
+              s.once('error', (err) => {
+                clearTimeout(timer);
+                reject(err);
+              });
+            }),
+        }),
+  }) as unknown as Sql;
+}

@@ -1,0 +1,54 @@
+// Messages between the runtime (main thread) and its zone workers (worker.ts).
+// Commands go in batches (one postMessage per batch, structured clone); results come back as one
+// transferred buffer of binary COPY tuples for the journal plus the events per command.
+import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
+
+/** A checkpoint is sequenced like a command but is not an engine command: it records the state hash. */
+export interface CheckpointItem {
+  type: 'CHECKPOINT';
+  ts_ms: number;
+}
+
+export type WorkItem = Command | CheckpointItem;
+
+export type ToWorker =
+  /** Flat triples: zone_id, seq, item. */
+  | { t: 'batch'; items: (number | WorkItem)[] }
+  | { t: 'recover'; req: number; zone_id: number; url: string; from_scratch: boolean }
+  | { t: 'dump'; req: number; zone_id: number }
+  | { t: 'crash' };
+
+export interface SnapshotOut {
+  zone_id: number;
+  seq: number;
+  state: Uint8Array;
+  state_hash: string;
+}
+
+export type FromWorker =
+  | {
+      t: 'result';
+      /** Binary COPY tuples of every row of the batch. */
+      bytes: Uint8Array;
+      rows: number;
+      first_zone_id: number;
+      first_seq: number;
+      /** Flat triples: zone_id, seq, events (empty for a checkpoint). */
+      results: (number | EngineEvent[])[];
+      snapshots: SnapshotOut[];
+    }
+  | {
+      t: 'recovered';
+      req: number;
+      zone_id: number;
+      last_seq: number;
+      last_ts_ms: number;
+      snapshot_seq: number;
+      replayed_rows: number;
+      checkpoints_verified: number;
+      state_hash: string;
+      intervals: IntervalView[];
+      duration_ms: number;
+    }
+  | { t: 'dumped'; req: number; zone_id: number; state: EngineSnapshot; state_hash: string }
+  | { t: 'failed'; req: number; zone_id: number; code: string; message: string };

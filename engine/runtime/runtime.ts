@@ -1,0 +1,667 @@
+// The engine runtime: sequencer, zone workers, journal, lifecycle clock and subscriptions.
+//
+//   submit(zone, cmd) ─▶ sequencer (seq, ts, order_id) ─▶ worker outbox ─▶ zone worker (engine)
+//        ▲                                                                    │ COPY tuples + events
+//        └── ack after commit ◀── journal writer (group commit) ◀────────────┘
+//
+// One writer per zone: a zone lives in exactly one worker, its commands are sequenced here in
+// one place, and its results come back in seq order. Outputs (acks, subscriptions, lifecycle
+// callbacks) are released only from the journal's commit callback.
+import { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { connect, type Sql } from '../../schema/db.js';
+import { PROJECT_ROOT } from '../../schema/paths.js';
+import type { Logger } from '../../schema/log.js';
+import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
+import { JournalWriter, type JournalState } from './journal.js';
+import { connectNoDelay } from './pg.js';
+import type { FromWorker, ToWorker, WorkItem } from './protocol.js';
+import type {
+  ClosedInterval,
+  CommittedEvents,
+  RuntimeStatus,
+  SubmitCommand,
+  SubmitError,
+  SubmitResult,
+  ZoneStatusView,
+} from './types.js';
+
+/** Order ids and trade ids are zone_id × 2^36 + a per-zone number, unique exchange-wide. */
+export const ZONE_ID_SHIFT = 2 ** 36;
+export const MAX_ZONE_ID = Math.floor(Number.MAX_SAFE_INTEGER / ZONE_ID_SHIFT) - 1;
+/** Commands per worker message; more are sent in the next message. */
+export const WORKER_BATCH_MAX = 2048;
+/** Advisory lock held by the one runtime that writes the journal of a database. */
+export const RUNTIME_LOCK_KEY = 0x6b77782d72756e74n; // "kwx-runt"
+
+export function orderIdFor(zone_id: number, seq: number): number {
+  return zone_id * ZONE_ID_SHIFT + seq;
+}
+export function tradeIdFor(zone_id: number, trade_id: number): number {
+  return zone_id * ZONE_ID_SHIFT + trade_id;
+}
+
+/** The compiled worker entry (workers run JavaScript: `npm run build` first, also under vitest). */
+export function workerEntry(): string {
+  return join(PROJECT_ROOT, 'dist', 'engine', 'runtime', 'worker.js');
+}
+
+export interface RuntimeOptions {
+  database_url: string;
+  /** Worker threads (zones are spread round-robin); default 2. */
+  workers?: number;
+  journal_batch_max?: number;
+  journal_batch_wait_ms?: number;
+  /** Uncommitted journal rows beyond which new commands get EXCHANGE_UNAVAILABLE. Default 16 × batch max. */
+  backlog_max_rows?: number;
+  /** A commit slower than this makes the exchange unavailable until it ends. Default 1000. */
+  slow_commit_ms?: number;
+  /** A commit slower than this is abandoned and retried on a new connection. Default 5000. */
+  commit_timeout_ms?: number;
+  /** Commands between checkpoints (state hash in the journal + snapshot) per zone. Default 100,000. */
+  snapshot_every?: number;
+  /** Zones to run (default: every row of grid_zones). */
+  zones?: number[];
+  /** Drive delivery intervals from the clock (gate opening and closure). Default true. */
+  lifecycle?: boolean;
+  clock_tick_ms?: number;
+  /** An idle zone with good-till-time orders gets EXPIRE_DUE this often. Default 1000. */
+  expire_every_ms?: number;
+  /** Wall clock, ms; injectable for tests. */
+  now?: () => number;
+  log?: Logger;
+  onIntervalClosed?: (closed: ClosedInterval) => void;
+}
+
+interface Waiter {
+  resolve: (r: SubmitResult) => void;
+  order_id: number;
+}
+
+interface IntervalRow {
+  id: number;
+  gate_opens_at_ms: number;
+  gate_closes_at_ms: number;
+  capacity_wh: number;
+  status: string;
+}
+
+interface ZoneSlot {
+  zone_id: number;
+  worker: number;
+  status: 'RECOVERING' | 'READY' | 'FAILED';
+  next_seq: number;
+  last_ts_ms: number;
+  /** Highest seq whose result came back from the worker. */
+  last_result_seq: number;
+  since_checkpoint: number;
+  last_command_ms: number;
+  has_gtt: boolean;
+  waiters: Map<number, Waiter>;
+  engine_intervals: Map<number, { closed: boolean }>;
+  intervals: Map<number, IntervalRow>;
+  /** Lifecycle commands sent and not yet committed, by interval (avoids sending twice). */
+  lifecycle_pending: Set<string>;
+  config: Command | null;
+}
+
+interface WorkerSlot {
+  index: number;
+  worker: Worker;
+  alive: boolean;
+  outbox: (number | WorkItem)[];
+  scheduled: boolean;
+  requests: Map<number, (m: FromWorker) => void>;
+}
+
+type Listener = (c: CommittedEvents) => void;
+
+export interface Runtime {
+  /** Sequences, matches and journals one command; resolves after it is durable (or with an error). */
+  submit(zone_id: number, cmd: SubmitCommand): Promise<SubmitResult>;
+  /** Committed events of one zone, every command, in seq order. Returns an unsubscribe function. */
+  subscribeZone(zone_id: number, fn: Listener): () => void;
+  /** Committed events that concern one user (its orders, both sides of its fills), in seq order per zone. */
+  subscribeUser(user_id: number, fn: Listener): () => void;
+  /** Every committed command of every zone. */
+  subscribeAll(fn: Listener): () => void;
+  /** Writes a checkpoint (state hash in the journal) and a snapshot now; resolves after both are durable. */
+  checkpoint(zone_id: number): Promise<{ seq: number; state_hash: string }>;
+  /** The zone's engine state and hash as its worker holds them (tests, operators). */
+  dump(zone_id: number): Promise<{ state: EngineSnapshot; state_hash: string }>;
+  status(): RuntimeStatus;
+  /** Test hook: makes a worker die as if it had a bug. */
+  crashWorker(index: number): void;
+  /** Stops accepting, waits for the journal, stops workers. */
+  stop(): Promise<void>;
+}
+
+export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
+  const rt = new RuntimeImpl(opts);
+  await rt.start();
+  return rt;
+}
+
+const fail = (code: SubmitError['code'], message: string): SubmitResult => ({ ok: false, code, message });
+
+class RuntimeImpl implements Runtime {
+  private readonly sql: Sql;
+  private lockSql: Sql | null = null;
+  private readonly journal: JournalWriter;
+  private readonly workers: WorkerSlot[] = [];
+  private readonly zones = new Map<number, ZoneSlot>();
+  private readonly zoneSubs = new Map<number, Set<Listener>>();
+  private readonly userSubs = new Map<number, Set<Listener>>();
+  private readonly allSubs = new Set<Listener>();
+  private inflight = 0;
+  private readonly inflightMax: number;
+  private stopping = false;
+  private nextReq = 1;
+  private workerRestarts = 0;
+  private clock: NodeJS.Timeout | null = null;
+  private intervalsRefreshedAt = 0;
+  private readonly now: () => number;
+  private readonly snapshotEvery: number;
+  private readonly checkpointWaiters = new Map<string, (c: { seq: number; state_hash: string }) => void>();
+
+  constructor(private readonly opts: RuntimeOptions) {
+    this.now = opts.now ?? Date.now;
+    this.snapshotEvery = opts.snapshot_every ?? 100_000;
+    this.sql = connectNoDelay(opts.database_url, { max: 3, application: 'kwx-runtime' });
+    const batchMax = opts.journal_batch_max ?? 4096;
+    const backlog = opts.backlog_max_rows ?? batchMax * 16;
+    this.inflightMax = backlog;
+    this.journal = new JournalWriter({
+      url: opts.database_url,
+      batch_max_rows: batchMax,
+      batch_wait_ms: opts.journal_batch_wait_ms ?? 1,
+      backlog_max_rows: backlog,
+      slow_commit_ms: opts.slow_commit_ms ?? 1000,
+      commit_timeout_ms: opts.commit_timeout_ms ?? 5000,
+      log: opts.log,
+      onStateChange: (s: JournalState, reason: string) => this.opts.log?.info('journal state', { state: s, reason }),
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Start-up
+
+  async start(): Promise<void> {
+    if (!existsSync(workerEntry())) throw new Error(`${workerEntry()} is missing: run \`npm run build\` first (workers run compiled JavaScript)`);
+    await this.acquireLock();
+    const zoneRows = await this.loadZones();
+    const n = Math.max(1, this.opts.workers ?? 2);
+    for (let i = 0; i < n; i++) this.workers.push(this.spawnWorker(i));
+    zoneRows.forEach((z, i) => {
+      if (z.zone_id > MAX_ZONE_ID) throw new Error(`zone id ${z.zone_id} is above ${MAX_ZONE_ID} (order ids are zone_id × 2^36 + seq)`);
+      this.zones.set(z.zone_id, {
+        zone_id: z.zone_id,
+        worker: i % n,
+        status: 'RECOVERING',
+        next_seq: 1,
+        last_ts_ms: 0,
+        last_result_seq: 0,
+        since_checkpoint: 0,
+        last_command_ms: 0,
+        has_gtt: false,
+        waiters: new Map(),
+        engine_intervals: new Map(),
+        intervals: new Map(),
+        lifecycle_pending: new Set(),
+        config: z.config,
+      });
+    });
+    await Promise.all([...this.zones.values()].map((z) => this.recoverZone(z)));
+    if (this.opts.lifecycle !== false) {
+      await this.refreshIntervals();
+      this.clock = setInterval(() => void this.tick(), this.opts.clock_tick_ms ?? 200);
+      this.clock.unref();
+    }
+  }
+
+  /** One runtime per database writes the journal; a second one waits for the first to go. */
+  private async acquireLock(): Promise<void> {
+    this.lockSql = connectNoDelay(this.opts.database_url, { max: 1, application: 'kwx-runtime-lock' });
+    for (let i = 0; ; i++) {
+      const [r] = await this.lockSql<{ ok: boolean }[]>`select pg_try_advisory_lock(${RUNTIME_LOCK_KEY.toString()}::bigint) as ok`;
+      if (r.ok) return;
+      if (i >= 100) throw new Error('another kwx runtime holds the journal lock of this database');
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  }
+
+  private async loadZones(): Promise<{ zone_id: number; config: Command }[]> {
+    const rows = await this.sql<
+      {
+        id: string;
+        status: 'ACTIVE' | 'HALTED' | 'MAINTENANCE';
+        lot_wh: string;
+        price_band_min_ticks: string;
+        price_band_max_ticks: string;
+        min_order_wh: string;
+        max_order_wh: string;
+        max_open_orders_per_user: number;
+      }[]
+    >`select id, status, lot_wh, price_band_min_ticks, price_band_max_ticks, min_order_wh, max_order_wh, max_open_orders_per_user
+      from grid_zones order by id`;
+    const wanted = this.opts.zones === undefined ? null : new Set(this.opts.zones);
+    return rows
+      .filter((r) => wanted === null || wanted.has(Number(r.id)))
+      .map((r) => ({
+        zone_id: Number(r.id),
+        // A zone's first journal row configures its engine from grid_zones. Prices are in ticks
+        // already (tick_size is the currency value of one tick), so the price step is 1 tick.
+        config: {
+          type: 'CONFIGURE_ZONE',
+          ts_ms: 0,
+          zone_id: Number(r.id),
+          price_step_ticks: 1,
+          lot_wh: Number(r.lot_wh),
+          band_min_ticks: Number(r.price_band_min_ticks),
+          band_max_ticks: Number(r.price_band_max_ticks),
+          min_qty_wh: Number(r.min_order_wh),
+          max_qty_wh: Number(r.max_order_wh),
+          max_open_orders_per_user: r.max_open_orders_per_user,
+          status: r.status,
+        },
+      }));
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Workers
+
+  private spawnWorker(index: number): WorkerSlot {
+    const worker = new Worker(workerEntry());
+    const slot: WorkerSlot = { index, worker, alive: true, outbox: [], scheduled: false, requests: new Map() };
+    worker.on('message', (m: FromWorker) => this.onWorkerMessage(slot, m));
+    worker.on('error', (err) => this.opts.log?.error('zone worker failed', { worker: index, error: err.message }));
+    worker.on('exit', (code) => {
+      if (!slot.alive) return;
+      slot.alive = false;
+      if (!this.stopping) void this.restartWorker(slot, code);
+    });
+    return slot;
+  }
+
+  private request(slot: WorkerSlot, msg: ToWorker & { req: number }): Promise<FromWorker> {
+    return new Promise((resolve) => {
+      slot.requests.set(msg.req, resolve);
+      slot.worker.postMessage(msg);
+    });
+  }
+
+  private async recoverZone(z: ZoneSlot): Promise<void> {
+    z.status = 'RECOVERING';
+    const slot = this.workers[z.worker];
+    const m = await this.request(slot, { t: 'recover', req: this.nextReq++, zone_id: z.zone_id, url: this.opts.database_url, from_scratch: false });
+    if (m.t !== 'recovered') {
+      z.status = 'FAILED';
+      const msg = m.t === 'failed' ? `${m.code}: ${m.message}` : 'unexpected reply';
+      this.opts.log?.error('zone recovery failed', { zone_id: z.zone_id, error: msg });
+      throw new Error(`zone ${z.zone_id} recovery failed: ${msg}`);
+    }
+    z.next_seq = m.last_seq + 1;
+    z.last_result_seq = m.last_seq;
+    z.last_ts_ms = m.last_ts_ms;
+    z.since_checkpoint = m.replayed_rows;
+    z.engine_intervals = new Map(m.intervals.map((iv: IntervalView) => [iv.interval_id, { closed: iv.closed }]));
+    z.has_gtt = true; // conservative after a restart: idle expiry runs until proven unneeded
+    z.status = 'READY';
+    this.opts.log?.info('zone recovered', {
+      zone_id: z.zone_id,
+      last_seq: m.last_seq,
+      snapshot_seq: m.snapshot_seq,
+      replayed_rows: m.replayed_rows,
+      duration_ms: Math.round(m.duration_ms),
+    });
+    if (m.last_seq === 0 && z.config !== null) {
+      const r = await this.sequence(z, z.config as SubmitCommand, true);
+      if (!r.ok) throw new Error(`zone ${z.zone_id}: configuring failed: ${r.message}`);
+    }
+  }
+
+  /** A worker died: fail its zones' pending commands, let the journal settle, restart from it. */
+  private async restartWorker(dead: WorkerSlot, code: number): Promise<void> {
+    this.workerRestarts++;
+    const mine = [...this.zones.values()].filter((z) => z.worker === dead.index);
+    this.opts.log?.error('zone worker died; restarting its zones from the journal', { worker: dead.index, exit_code: code, zones: mine.map((z) => z.zone_id) });
+    dead.outbox.length = 0;
+    for (const r of dead.requests.values()) r({ t: 'failed', req: 0, zone_id: 0, code: 'WORKER_DIED', message: 'worker died' });
+    dead.requests.clear();
+    for (const z of mine) {
+      z.status = 'RECOVERING';
+      for (const [seq, w] of z.waiters) {
+        if (seq <= z.last_result_seq) continue; // its result is in the journal queue: it will commit
+        z.waiters.delete(seq);
+        this.inflight--;
+        w.resolve(fail('ZONE_UNAVAILABLE', `zone ${z.zone_id} is restarting after its worker failed; the command was not executed`));
+      }
+      z.lifecycle_pending.clear();
+    }
+    await this.journal.drain();
+    if (this.stopping) return;
+    this.workers[dead.index] = this.spawnWorker(dead.index);
+    for (const z of mine) {
+      try {
+        await this.recoverZone(z);
+      } catch (err) {
+        this.opts.log?.error('zone restart failed', { zone_id: z.zone_id, error: (err as Error).message });
+      }
+    }
+  }
+
+  private onWorkerMessage(slot: WorkerSlot, m: FromWorker): void {
+    if (m.t === 'result') {
+      for (let i = 0; i < m.results.length; i += 3) {
+        const z = this.zones.get(m.results[i] as number);
+        if (z !== undefined) z.last_result_seq = m.results[i + 1] as number;
+      }
+      this.journal.append({ bytes: m.bytes, rows: m.rows, zone_id: m.first_zone_id, first_seq: m.first_seq }, () => this.release(m));
+      return;
+    }
+    const r = slot.requests.get(m.req);
+    if (r !== undefined) {
+      slot.requests.delete(m.req);
+      r(m);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Sequencer
+
+  submit(zone_id: number, cmd: SubmitCommand): Promise<SubmitResult> {
+    if (this.stopping) return Promise.resolve(fail('SHUTTING_DOWN', 'the exchange is shutting down'));
+    const z = this.zones.get(zone_id);
+    if (z === undefined) return Promise.resolve(fail('UNKNOWN_ZONE', `zone ${zone_id} is not run here`));
+    if ((cmd as { type: string }).type === 'CHECKPOINT') return Promise.resolve(fail('INVALID_COMMAND', 'CHECKPOINT is internal'));
+    if ('zone_id' in cmd && cmd.zone_id !== undefined && cmd.zone_id !== zone_id) {
+      return Promise.resolve(fail('INVALID_COMMAND', `command names zone ${String(cmd.zone_id)} but was sent to zone ${zone_id}`));
+    }
+    return this.sequence(z, cmd, false);
+  }
+
+  private sequence(z: ZoneSlot, cmd: SubmitCommand | { type: 'CHECKPOINT' }, _system: boolean): Promise<SubmitResult> {
+    if (z.status !== 'READY') {
+      return Promise.resolve(fail('ZONE_UNAVAILABLE', `zone ${z.zone_id} is ${z.status === 'FAILED' ? 'failed' : 'restarting'}; retry shortly`));
+    }
+    if (!this.journal.canAccept() || this.inflight >= this.inflightMax) {
+      const why = this.journal.state !== 'AVAILABLE' ? 'the journal database is unreachable or slow' : 'the journal backlog is full';
+      return Promise.resolve(fail('EXCHANGE_UNAVAILABLE', `exchange unavailable: ${why}; nothing was executed, retry later`));
+    }
+    const seq = z.next_seq++;
+    // Time never goes backwards within a zone (the engine's expiry depends on it).
+    const ts_ms = Math.max(z.last_ts_ms, this.now());
+    z.last_ts_ms = ts_ms;
+    z.last_command_ms = ts_ms;
+    let item: WorkItem;
+    let order_id = 0;
+    if (cmd.type === 'PLACE') {
+      order_id = orderIdFor(z.zone_id, seq);
+      item = { ...cmd, ts_ms, order_id } as Command;
+      if (cmd.expire_at_ms !== undefined) z.has_gtt = true;
+    } else {
+      item = { ...cmd, ts_ms } as WorkItem;
+    }
+    const slot = this.workers[z.worker];
+    slot.outbox.push(z.zone_id, seq, item);
+    this.inflight++;
+    const p = new Promise<SubmitResult>((resolve) => z.waiters.set(seq, { resolve, order_id }));
+    if (++z.since_checkpoint >= this.snapshotEvery && cmd.type !== 'CHECKPOINT') {
+      z.since_checkpoint = 0;
+      void this.sequence(z, { type: 'CHECKPOINT' }, true);
+    }
+    if (slot.outbox.length >= WORKER_BATCH_MAX * 3) this.flush(slot);
+    else if (!slot.scheduled) {
+      slot.scheduled = true;
+      setImmediate(() => this.flush(slot));
+    }
+    return p;
+  }
+
+  private flush(slot: WorkerSlot): void {
+    slot.scheduled = false;
+    if (slot.outbox.length === 0 || !slot.alive) return;
+    const items = slot.outbox;
+    slot.outbox = [];
+    slot.worker.postMessage({ t: 'batch', items } satisfies ToWorker);
+  }
+
+  /** Runs after the batch holding these results has committed: acks, subscriptions, snapshots. */
+  private release(m: Extract<FromWorker, { t: 'result' }>): void {
+    const res = m.results;
+    for (let i = 0; i < res.length; i += 3) {
+      const zone_id = res[i] as number;
+      const seq = res[i + 1] as number;
+      const events = res[i + 2] as EngineEvent[];
+      const z = this.zones.get(zone_id);
+      if (z === undefined) continue;
+      const w = z.waiters.get(seq);
+      const ts_ms = events.length > 0 ? events[0].ts_ms : z.last_ts_ms;
+      if (w !== undefined) {
+        z.waiters.delete(seq);
+        this.inflight--;
+        const ack: SubmitResult = w.order_id > 0 ? { ok: true, zone_id, seq, ts_ms, order_id: w.order_id, events } : { ok: true, zone_id, seq, ts_ms, events };
+        w.resolve(ack);
+      }
+      if (events.length > 0) this.publish(z, { zone_id, seq, ts_ms, events });
+    }
+    for (const s of m.snapshots) {
+      void this.saveSnapshot(s.zone_id, s.seq, s.state, s.state_hash).then(() => {
+        const key = `${s.zone_id}:${s.seq}`;
+        const w = this.checkpointWaiters.get(key);
+        this.checkpointWaiters.delete(key);
+        w?.({ seq: s.seq, state_hash: s.state_hash });
+      });
+    }
+  }
+
+  private publish(z: ZoneSlot, c: CommittedEvents): void {
+    for (const ev of c.events) this.observeLifecycle(z, c, ev);
+    for (const fn of this.allSubs) fn(c);
+    const zs = this.zoneSubs.get(c.zone_id);
+    if (zs !== undefined) for (const fn of zs) fn(c);
+    if (this.userSubs.size > 0) {
+      const byUser = new Map<number, EngineEvent[]>();
+      for (const ev of c.events) {
+        for (const u of usersOf(ev)) {
+          let list = byUser.get(u);
+          if (list === undefined) byUser.set(u, (list = []));
+          list.push(ev);
+        }
+      }
+      for (const [u, events] of byUser) {
+        const subs = this.userSubs.get(u);
+        if (subs !== undefined) for (const fn of subs) fn({ zone_id: c.zone_id, seq: c.seq, ts_ms: c.ts_ms, events });
+      }
+    }
+  }
+
+  private async saveSnapshot(zone_id: number, seq: number, state: Uint8Array, state_hash: string): Promise<void> {
+    try {
+      await this.sql`insert into engine_snapshots (zone_id, seq, state, state_hash) values (${zone_id}, ${seq}, ${Buffer.from(state.buffer, state.byteOffset, state.byteLength)}, ${state_hash})
+        on conflict do nothing`;
+      // Keep the two latest snapshots of the zone.
+      await this.sql`delete from engine_snapshots where zone_id = ${zone_id} and seq < (
+        select min(seq) from (select seq from engine_snapshots where zone_id = ${zone_id} order by seq desc limit 2) s)`;
+    } catch (err) {
+      this.opts.log?.warn('snapshot not saved (recovery will replay more journal)', { zone_id, seq, error: (err as Error).message });
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Delivery-interval lifecycle, driven by the sequencer's clock
+
+  private async refreshIntervals(): Promise<void> {
+    this.intervalsRefreshedAt = this.now();
+    const ids = [...this.zones.keys()];
+    const rows = await this.sql<{ id: string; zone_id: string; gate_opens_at: Date; gate_closes_at: Date; capacity_wh: string; status: string }[]>`
+      select id, zone_id, gate_opens_at, gate_closes_at, capacity_wh, status from delivery_intervals
+      where zone_id = any(${ids}::bigint[]) and status in ('SCHEDULED', 'OPEN')`;
+    for (const r of rows) {
+      const z = this.zones.get(Number(r.zone_id));
+      if (z === undefined) continue;
+      z.intervals.set(Number(r.id), {
+        id: Number(r.id),
+        gate_opens_at_ms: r.gate_opens_at.getTime(),
+        gate_closes_at_ms: r.gate_closes_at.getTime(),
+        capacity_wh: Number(r.capacity_wh),
+        status: r.status,
+      });
+    }
+  }
+
+  private ticking = false;
+  private async tick(): Promise<void> {
+    if (this.ticking || this.stopping) return;
+    this.ticking = true;
+    try {
+      const now = this.now();
+      if (now - this.intervalsRefreshedAt >= 5000) await this.refreshIntervals();
+      for (const z of this.zones.values()) {
+        if (z.status !== 'READY') continue;
+        for (const iv of z.intervals.values()) this.driveInterval(z, iv, now);
+        if (z.has_gtt && now - z.last_command_ms >= (this.opts.expire_every_ms ?? 1000)) {
+          void this.sequence(z, { type: 'EXPIRE_DUE' }, true);
+        }
+      }
+    } catch (err) {
+      this.opts.log?.warn('lifecycle tick failed', { error: (err as Error).message });
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private driveInterval(z: ZoneSlot, iv: IntervalRow, now: number): void {
+    const inEngine = z.engine_intervals.get(iv.id);
+    if (inEngine === undefined && now >= iv.gate_opens_at_ms && !z.lifecycle_pending.has(`o${iv.id}`)) {
+      // Opened even when the gate is already past: the next tick closes it, which hands it off.
+      z.lifecycle_pending.add(`o${iv.id}`);
+      void this.sequence(z, { type: 'OPEN_INTERVAL', interval_id: iv.id, capacity_wh: iv.capacity_wh }, true).then((r) => {
+        z.lifecycle_pending.delete(`o${iv.id}`);
+        if (r.ok && r.events.some((e) => e.type === 'REJECTED')) z.engine_intervals.set(iv.id, { closed: false });
+      });
+    } else if (inEngine !== undefined && !inEngine.closed && now >= iv.gate_closes_at_ms && !z.lifecycle_pending.has(`c${iv.id}`)) {
+      z.lifecycle_pending.add(`c${iv.id}`);
+      void this.sequence(z, { type: 'GATE_CLOSE', interval_id: iv.id }, true).then(() => z.lifecycle_pending.delete(`c${iv.id}`));
+    } else if (inEngine !== undefined && inEngine.closed) {
+      z.intervals.delete(iv.id);
+      if (iv.status !== 'CLOSED') void this.setIntervalStatus(iv.id, 'CLOSED');
+    } else if (inEngine !== undefined && iv.status === 'SCHEDULED') {
+      iv.status = 'OPEN';
+      void this.setIntervalStatus(iv.id, 'OPEN');
+    }
+  }
+
+  /** Keeps the engine's view of intervals current from committed events and hands off closures. */
+  private observeLifecycle(z: ZoneSlot, c: CommittedEvents, ev: EngineEvent): void {
+    if (ev.type === 'INTERVAL_OPENED') {
+      z.engine_intervals.set(ev.interval_id, { closed: false });
+    } else if (ev.type === 'GATE_CLOSED') {
+      z.engine_intervals.set(ev.interval_id, { closed: true });
+      const closed: ClosedInterval = { zone_id: z.zone_id, interval_id: ev.interval_id, seq: c.seq, closed_at_ms: c.ts_ms, expired_count: ev.expired_count };
+      void this.setIntervalStatus(ev.interval_id, 'CLOSED');
+      try {
+        this.opts.onIntervalClosed?.(closed);
+      } catch (err) {
+        this.opts.log?.error('interval hand-off callback failed', { ...closed, error: (err as Error).message });
+      }
+    }
+  }
+
+  private async setIntervalStatus(id: number, status: 'OPEN' | 'CLOSED'): Promise<void> {
+    try {
+      await this.sql`update delivery_intervals set status = ${status}
+        where id = ${id} and status in ${status === 'OPEN' ? this.sql(['SCHEDULED']) : this.sql(['SCHEDULED', 'OPEN'])}`;
+    } catch (err) {
+      this.opts.log?.warn('interval status not updated (retried on the next tick)', { interval_id: id, error: (err as Error).message });
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Subscriptions, status, control
+
+  subscribeZone(zone_id: number, fn: Listener): () => void {
+    return addSub(this.zoneSubs, zone_id, fn);
+  }
+
+  subscribeUser(user_id: number, fn: Listener): () => void {
+    return addSub(this.userSubs, user_id, fn);
+  }
+
+  subscribeAll(fn: Listener): () => void {
+    this.allSubs.add(fn);
+    return () => this.allSubs.delete(fn);
+  }
+
+  async checkpoint(zone_id: number): Promise<{ seq: number; state_hash: string }> {
+    const z = this.zones.get(zone_id);
+    if (z === undefined) throw new Error(`zone ${zone_id} is not run here`);
+    const key = `${zone_id}:${z.next_seq}`;
+    const saved = new Promise<{ seq: number; state_hash: string }>((resolve) => this.checkpointWaiters.set(key, resolve));
+    const r = await this.sequence(z, { type: 'CHECKPOINT' }, true);
+    if (!r.ok) {
+      this.checkpointWaiters.delete(key);
+      throw new Error(`${r.code}: ${r.message}`);
+    }
+    z.since_checkpoint = 0;
+    return saved;
+  }
+
+  async dump(zone_id: number): Promise<{ state: EngineSnapshot; state_hash: string }> {
+    const z = this.zones.get(zone_id);
+    if (z === undefined) throw new Error(`zone ${zone_id} is not run here`);
+    const m = await this.request(this.workers[z.worker], { t: 'dump', req: this.nextReq++, zone_id });
+    if (m.t !== 'dumped') throw new Error(`dump of zone ${zone_id} failed`);
+    return { state: m.state, state_hash: m.state_hash };
+  }
+
+  status(): RuntimeStatus {
+    const zones: ZoneStatusView[] = [...this.zones.values()].map((z) => ({ zone_id: z.zone_id, status: z.status, last_seq: z.next_seq - 1, worker: z.worker }));
+    return {
+      available: this.journal.canAccept() && !this.stopping,
+      journal: this.journal.state,
+      backlog_rows: this.journal.backlogRows,
+      inflight_commands: this.inflight,
+      zones,
+      worker_restarts: this.workerRestarts,
+    };
+  }
+
+  crashWorker(index: number): void {
+    this.workers[index]?.worker.postMessage({ t: 'crash' } satisfies ToWorker);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.clock) clearInterval(this.clock);
+    for (const w of this.workers) this.flush(w);
+    // Wait until every sequenced command has come back and committed.
+    for (let i = 0; i < 500 && this.inflight > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    await this.journal.close();
+    for (const w of this.workers) {
+      w.alive = false;
+      await w.worker.terminate();
+    }
+    await this.sql.end({ timeout: 2 });
+    await this.lockSql?.end({ timeout: 2 });
+  }
+}
+
+function addSub(map: Map<number, Set<Listener>>, key: number, fn: Listener): () => void {
+  let set = map.get(key);
+  if (set === undefined) map.set(key, (set = new Set()));
+  set.add(fn);
+  return () => {
+    set.delete(fn);
+    if (set.size === 0) map.delete(key);
+  };
+}
+
+/** Users an event concerns (both sides of a fill). */
+function usersOf(ev: EngineEvent): number[] {
+  if (ev.type === 'FILL') return ev.maker_user_id === ev.taker_user_id ? [ev.maker_user_id] : [ev.maker_user_id, ev.taker_user_id];
+  if ('user_id' in ev && typeof ev.user_id === 'number' && ev.user_id > 0) return [ev.user_id];
+  return [];
+}
