@@ -96,7 +96,7 @@ export interface HoldResult { order_id: number; held_minor: bigint }
 export interface FillRequest {
   trade_id: number; order_id: number; seller_id: number; price_ticks: number; qty_wh: number; interval_id: number; source: TradeSource;
 }
-export interface FillResult { trade_id: number; escrow_minor: bigint; released_minor: bigint; order_remaining_wh: number }
+export interface FillResult { trade_id: number; escrow_minor: bigint; released_minor: bigint }
 export interface ReleaseRequest { order_id: number; reason: 'CANCELLED' | 'EXPIRED' }
 export interface ReleaseResult { order_id: number; released_minor: bigint }
 export interface MoneyRequest { transfer_id: string; user_id: number; currency: string; amount_minor: bigint }
@@ -134,6 +134,9 @@ function recorderOf(c: ChangeSet): CoreRecorder {
 }
 
 interface Zone { config: ZoneConfig; factors: PricingFactors }
+
+/** Dispute reasons are cut to this length. */
+export const MAX_DISPUTE_REASON_LENGTH = 500;
 
 const SAFE_ID = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0;
 
@@ -389,7 +392,7 @@ export class Ledger {
     if (prior !== undefined) {
       if (prior.order_id === req.order_id && prior.seller_id === req.seller_id && prior.price_ticks === req.price_ticks &&
         prior.qty_wh === req.qty_wh && prior.interval_id === req.interval_id && prior.source === req.source) {
-        return { trade_id, escrow_minor: prior.escrow_minor, released_minor: prior.released_minor, order_remaining_wh: this.holds.get(prior.order_id)!.remaining_wh };
+        return { trade_id, escrow_minor: prior.escrow_minor, released_minor: prior.released_minor };
       }
       throw new LedgerError('DUPLICATE_TRANSFER', `trade ${trade_id} was already recorded with a different body`);
     }
@@ -433,7 +436,7 @@ export class Ledger {
     this.escrows.set(trade_id, escrow);
     this.changes?.holds.add(hold);
     this.changes?.escrows.add(escrow);
-    return { trade_id, escrow_minor, released_minor, order_remaining_wh: remaining_wh };
+    return { trade_id, escrow_minor, released_minor };
   }
 
   /** Cancel or expiry: releases what the order still holds. */
@@ -491,15 +494,20 @@ export class Ledger {
   }
 
   /** Missing or contradictory meter data: the escrow stays until an operator resolves it. */
-  disputeTrade(req: { trade_id: number; reason: string }, now_ms: number): TradeEscrow {
+  disputeTrade(req: { trade_id: number; reason: string }, now_ms: number): { trade_id: number; dispute_reason: string } {
     const e = this.escrowOf(req.trade_id);
-    if (e.status === 'DISPUTED') return e;
+    const reason = String(req.reason).slice(0, MAX_DISPUTE_REASON_LENGTH);
+    // A retry (same reason) is a no-op even after the dispute was resolved.
+    if (e.dispute_reason !== null) {
+      if (e.dispute_reason === reason) return { trade_id: e.trade_id, dispute_reason: reason };
+      if (e.status === 'DISPUTED') throw new LedgerError('DUPLICATE_TRANSFER', `trade ${e.trade_id} is already disputed for another reason`);
+    }
     if (e.status !== 'HELD') throw new LedgerError('TRADE_NOT_OPEN', `trade ${e.trade_id} is ${e.status.toLowerCase()}`);
     e.status = 'DISPUTED';
-    e.dispute_reason = String(req.reason).slice(0, 500);
+    e.dispute_reason = reason;
     e.updated_at_ms = now_ms;
     this.changes?.escrows.add(e);
-    return e;
+    return { trade_id: e.trade_id, dispute_reason: reason };
   }
 
   /** An operator's decision on a disputed trade: settle it for the Wh found delivered. */

@@ -32,7 +32,7 @@ describe('buy order holds, fills and releases', () => {
   it('a fill moves the trade amount to escrow and releases the price improvement', () => {
     const l = funded();
     l.holdBuyOrder({ order_id: 1, user_id: BUYER, zone_id: 1, limit_price_ticks: 2500, qty_wh: 10_000 }, T0);
-    expect(l.fillBuyOrder(fill, T0)).toEqual({ trade_id: 10, escrow_minor: 211n, released_minor: 50n, order_remaining_wh: 0 });
+    expect(l.fillBuyOrder(fill, T0)).toEqual({ trade_id: 10, escrow_minor: 211n, released_minor: 50n });
     expect(bal(l, BUYER)).toEqual([789n, 0n, 211n]);
     expect(l.holds.get(1)!.status).toBe('FILLED');
     l.checkInvariants();
@@ -41,7 +41,7 @@ describe('buy order holds, fills and releases', () => {
   it('a partial fill keeps exactly the rest of the order’s cost held, and cancel releases it', () => {
     const l = funded();
     l.holdBuyOrder({ order_id: 1, user_id: BUYER, zone_id: 1, limit_price_ticks: 2500, qty_wh: 10_000 }, T0);
-    expect(l.fillBuyOrder({ ...fill, price_ticks: 2500, qty_wh: 4_000 }, T0)).toEqual({ trade_id: 10, escrow_minor: 104n, released_minor: 1n, order_remaining_wh: 6_000 });
+    expect(l.fillBuyOrder({ ...fill, price_ticks: 2500, qty_wh: 4_000 }, T0)).toEqual({ trade_id: 10, escrow_minor: 104n, released_minor: 1n });
     expect(bal(l, BUYER)).toEqual([740n, 156n, 104n]);
     expect(l.releaseBuyOrder({ order_id: 1, reason: 'CANCELLED' }, T0)).toEqual({ order_id: 1, released_minor: 156n });
     expect(bal(l, BUYER)).toEqual([896n, 0n, 104n]);
