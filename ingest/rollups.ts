@@ -1,0 +1,131 @@
+// The roll-up applier: folds reading_rollup_outbox rows (written atomically with their readings)
+// into reading_rollups — hour, day and month buckets per meter, zone and community — and deletes
+// them, in one statement. A late reading lands in the bucket of its own interval, so late data
+// updates the right bucket. One applier at a time (advisory lock) keeps bucket updates free of
+// deadlocks across processes.
+import type { Sql } from '../schema/db.js';
+
+const APPLIER_LOCK_KEY = 0x6b77782d726f6c6cn; // "kwx-roll"
+
+export interface AppliedBatch {
+  batch_seq: number;
+  readings: number;
+}
+
+export class RollupApplier {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<number> | null = null;
+  private again = false;
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly maxRows: number,
+    private readonly intervalMs: number,
+    private readonly onApplied: (batches: AppliedBatch[]) => void,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  start(): void {
+    if (this.timer !== null) return;
+    this.timer = setInterval(() => this.kick(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  /** Asks for a run soon (coalesced with one in progress). */
+  kick(): void {
+    if (this.running !== null) {
+      this.again = true;
+      return;
+    }
+    this.running = this.applyUntilEmpty()
+      .catch((err) => {
+        this.onError(err);
+        return 0;
+      })
+      .finally(() => {
+        this.running = null;
+        if (this.again) {
+          this.again = false;
+          this.kick();
+        }
+      });
+  }
+
+  /** Applies everything in the outbox now; resolves with the number of outbox rows folded. */
+  async drain(): Promise<number> {
+    while (this.running !== null) await this.running;
+    return this.applyUntilEmpty();
+  }
+
+  private async applyUntilEmpty(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await this.applyOnce();
+      total += n;
+      if (n < this.maxRows) return total;
+    }
+  }
+
+  /** One transaction: at most maxRows outbox rows. Returns rows folded (0 when another process holds the lock). */
+  async applyOnce(): Promise<number> {
+    let folded = 0;
+    const applied: AppliedBatch[] = [];
+    await this.sql.begin(async (tx) => {
+      const [lock] = await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${APPLIER_LOCK_KEY.toString()}::int8) as ok`;
+      if (!lock.ok) return;
+      const rows = await tx.unsafe<{ batch_seq: string; readings: string; outbox_rows: string }[]>(APPLY, [this.maxRows], { prepare: true });
+      for (const r of rows) {
+        folded += Number(r.outbox_rows);
+        applied.push({ batch_seq: Number(r.batch_seq), readings: Number(r.readings) });
+      }
+    });
+    if (applied.length > 0) this.onApplied(applied);
+    return folded;
+  }
+}
+
+const APPLY = `
+with d as (
+  delete from reading_rollup_outbox
+  where id in (select id from reading_rollup_outbox order by id limit $1)
+  returning meter_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq
+),
+m as (
+  select d.*, sm.zone_id, sm.user_id, z.timezone as tz
+  from d join smart_meters sm on sm.id = d.meter_id join grid_zones z on z.id = sm.zone_id
+),
+s as (
+  select 'METER' as scope, meter_id as scope_id, hour_start, tz, production_wh, consumption_wh, reading_count from m
+  union all
+  select 'ZONE', zone_id, hour_start, tz, production_wh, consumption_wh, reading_count from m
+  union all
+  -- a member's meters count for each community of the meter's zone the member belonged to at the hour
+  select 'COMMUNITY', cm.group_id, m.hour_start, m.tz, m.production_wh, m.consumption_wh, m.reading_count
+  from m
+  join community_members cm on cm.user_id = m.user_id and cm.joined_at <= m.hour_start and (cm.left_at is null or cm.left_at > m.hour_start)
+  join community_groups g on g.id = cm.group_id and g.zone_id = m.zone_id
+),
+b as (
+  select s.scope, s.scope_id, p.period,
+    case p.period when 'HOUR' then s.hour_start
+                  when 'DAY' then date_trunc('day', s.hour_start, s.tz)
+                  else date_trunc('month', s.hour_start, s.tz) end as bucket_start,
+    sum(s.production_wh) as production_wh, sum(s.consumption_wh) as consumption_wh, sum(s.reading_count) as reading_count
+  from s cross join (values ('HOUR'), ('DAY'), ('MONTH')) as p(period)
+  group by 1, 2, 3, 4
+),
+up as (
+  insert into reading_rollups as r (scope, scope_id, period, bucket_start, production_wh, consumption_wh, reading_count, updated_at)
+  select scope, scope_id, period, bucket_start, production_wh, consumption_wh, reading_count, now() from b
+  on conflict (scope, scope_id, period, bucket_start) do update set
+    production_wh = r.production_wh + excluded.production_wh,
+    consumption_wh = r.consumption_wh + excluded.consumption_wh,
+    reading_count = r.reading_count + excluded.reading_count,
+    updated_at = excluded.updated_at
+)
+select batch_seq, sum(reading_count) as readings, count(*) as outbox_rows from d group by batch_seq`;

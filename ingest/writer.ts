@@ -1,0 +1,456 @@
+// The group-commit writer: validated batches from many meters and requests are written together,
+// one statement per group (at most WRITE_BATCH_MAX_ROWS rows), and each batch's promise resolves
+// only after that statement has committed, so an acknowledged reading is durable.
+//
+// One statement does everything a group needs and is atomic by itself (no BEGIN/COMMIT round
+// trips): insert the readings (ON CONFLICT DO NOTHING keeps the stored row: a resend never
+// overwrites), the roll-up outbox, meter_latest, new gaps and gap fills. Rows that were not
+// inserted come back by ordinal and are classified by a second statement (identical → duplicate;
+// different → conflict kept aside). If that second statement fails the client is not acked and
+// its resend classifies them again, so nothing is lost.
+import type { Sql } from '../schema/db.js';
+import type { Partitions } from './partitions.js';
+import type { DecodedReadings, DecodedTelemetry, DeviceContext, MeterContext, RowColumns } from './types.js';
+
+export interface StoredReading {
+  interval_minutes: number;
+  production_wh: number;
+  consumption_wh: number;
+  quality: number;
+}
+
+/** What happened to the rows of one batch that were not simply inserted. */
+export interface ReadingsOutcome {
+  /** row position in `rows` → stored value it matched (same) or contradicted (!same) */
+  rows: Map<number, { same: boolean; stored: StoredReading }>;
+  repeats: Map<number, { same: boolean; stored: StoredReading }>;
+  batch_seq: number;
+}
+
+export interface TelemetryOutcome {
+  points: Map<number, { same: boolean; stored_value: number; stored_unit: string }>;
+}
+
+interface ReadingsJob {
+  kind: 'readings';
+  meter: MeterContext;
+  d: DecodedReadings;
+  rows: number;
+  resolve: (o: ReadingsOutcome) => void;
+  reject: (e: unknown) => void;
+}
+
+interface TelemetryJob {
+  kind: 'telemetry';
+  device: DeviceContext;
+  d: DecodedTelemetry;
+  rows: number;
+  resolve: (o: TelemetryOutcome) => void;
+  reject: (e: unknown) => void;
+}
+
+export interface WriterOptions {
+  connections: number;
+  max_rows: number;
+  now: () => number;
+  /** called after a readings group committed: its sequence number, rows inserted and commit time */
+  onReadingsCommit?: (seq: number, rows: number, commitMs: number) => void;
+}
+
+export class Writer {
+  private readonly readingsQ: ReadingsJob[] = [];
+  private readonly telemetryQ: TelemetryJob[] = [];
+  private inflight = 0;
+  private seq = 0;
+  private preferTelemetry = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly partitions: Partitions,
+    private readonly opts: WriterOptions,
+  ) {}
+
+  writeReadings(meter: MeterContext, d: DecodedReadings): Promise<ReadingsOutcome> {
+    return new Promise((resolve, reject) => {
+      this.readingsQ.push({ kind: 'readings', meter, d, rows: Math.max(1, d.rows.n + d.repeats.n), resolve, reject });
+      this.pump();
+    });
+  }
+
+  writeTelemetry(device: DeviceContext, d: DecodedTelemetry): Promise<TelemetryOutcome> {
+    return new Promise((resolve, reject) => {
+      this.telemetryQ.push({ kind: 'telemetry', device, d, rows: Math.max(1, d.points.n), resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** Resolves when nothing is queued or in flight. */
+  idle(): Promise<void> {
+    if (this.inflight === 0 && this.readingsQ.length === 0 && this.telemetryQ.length === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  private pump(): void {
+    while (this.inflight < this.opts.connections && (this.readingsQ.length > 0 || this.telemetryQ.length > 0)) {
+      const useTelemetry = this.telemetryQ.length > 0 && (this.readingsQ.length === 0 || this.preferTelemetry);
+      this.preferTelemetry = !useTelemetry;
+      this.inflight++;
+      const run = useTelemetry ? this.flushTelemetry(take(this.telemetryQ, this.opts.max_rows)) : this.flushReadings(take(this.readingsQ, this.opts.max_rows));
+      void run.finally(() => {
+        this.inflight--;
+        this.pump();
+        if (this.inflight === 0 && this.readingsQ.length === 0 && this.telemetryQ.length === 0) {
+          const w = this.idleWaiters;
+          this.idleWaiters = [];
+          for (const f of w) f();
+        }
+      });
+    }
+  }
+
+  private async flushReadings(jobs: ReadingsJob[]): Promise<void> {
+    try {
+      const seq = ++this.seq;
+      const outcomes = jobs.map(() => ({ rows: new Map(), repeats: new Map(), batch_seq: seq }) as ReadingsOutcome);
+      let minMs = Infinity;
+      let maxMs = -Infinity;
+      for (const j of jobs) {
+        if (j.d.rows.n === 0) continue;
+        minMs = Math.min(minMs, j.d.min_start_s * 1000);
+        maxMs = Math.max(maxMs, j.d.max_start_s * 1000);
+      }
+      if (minMs <= maxMs) await this.partitions.ensure('meter_readings', minMs, maxMs);
+      const receivedAt = new Date(this.opts.now());
+      const notInserted = await this.insertReadings(jobs, seq, receivedAt);
+      // ordinal (1-based, over the concatenated rows) → job and row position
+      const toClassify: { job: number; pos: number; repeat: boolean }[] = [];
+      if (notInserted.length > 0) {
+        const starts: number[] = [];
+        let acc = 0;
+        for (const j of jobs) {
+          starts.push(acc);
+          acc += j.d.rows.n;
+        }
+        for (const ord of notInserted) {
+          let k = upperBound(starts, ord - 1) - 1;
+          while (jobs[k].d.rows.n === 0) k--;
+          toClassify.push({ job: k, pos: ord - 1 - starts[k], repeat: false });
+        }
+      }
+      jobs.forEach((j, k) => {
+        for (let p = 0; p < j.d.repeats.n; p++) toClassify.push({ job: k, pos: p, repeat: true });
+      });
+      if (toClassify.length > 0) await this.classifyReadings(jobs, toClassify, outcomes, receivedAt);
+      const inserted = jobs.reduce((a, j) => a + j.d.rows.n, 0) - notInserted.length;
+      this.opts.onReadingsCommit?.(seq, inserted, this.opts.now());
+      jobs.forEach((j, k) => j.resolve(outcomes[k]));
+    } catch (err) {
+      for (const j of jobs) j.reject(err);
+    }
+  }
+
+  private async insertReadings(jobs: ReadingsJob[], seq: number, receivedAt: Date): Promise<number[]> {
+    const meterIds: string[] = [];
+    const cols = { start_s: [] as string[], minutes: [] as string[], production_wh: [] as string[], consumption_wh: [] as string[], quality: [] as string[] };
+    const tzIds: number[] = [];
+    const tzNames: string[] = [];
+    const gaps = { meter: [] as number[], s: [] as number[], e: [] as number[], m: [] as number[], n: [] as number[] };
+    const late = { meter: [] as number[], s: [] as number[] };
+    const seenMeters = new Set<number>();
+    for (const j of jobs) {
+      const id = j.meter.id;
+      if (!seenMeters.has(id)) {
+        seenMeters.add(id);
+        tzIds.push(id);
+        tzNames.push(j.meter.timezone);
+      }
+      const r = j.d.rows;
+      if (r.n > 0) {
+        meterIds.push(`${id},`.repeat(r.n).slice(0, -1));
+        cols.start_s.push(r.lit.start_s);
+        cols.minutes.push(r.lit.minutes);
+        cols.production_wh.push(r.lit.production_wh);
+        cols.consumption_wh.push(r.lit.consumption_wh);
+        cols.quality.push(r.lit.quality);
+      }
+      for (const g of j.d.gaps) {
+        gaps.meter.push(id);
+        gaps.s.push(g.start_s);
+        gaps.e.push(g.end_s);
+        gaps.m.push(j.meter.interval_minutes);
+        gaps.n.push(g.missing);
+      }
+      for (const s of j.d.late_starts_s) {
+        late.meter.push(id);
+        late.s.push(s);
+      }
+    }
+    const lit = (parts: string[]): string => `{${parts.join(',')}}`;
+    const nums = (a: number[]): string => `{${a.join(',')}}`;
+    const rows = await this.sql.unsafe<{ ord: number }[]>(
+      INSERT_READINGS,
+      [
+        lit(meterIds),
+        lit(cols.start_s),
+        lit(cols.minutes),
+        lit(cols.production_wh),
+        lit(cols.consumption_wh),
+        lit(cols.quality),
+        receivedAt,
+        nums(tzIds),
+        textArray(tzNames),
+        seq,
+        nums(gaps.meter),
+        nums(gaps.s),
+        nums(gaps.e),
+        nums(gaps.m),
+        nums(gaps.n),
+        nums(late.meter),
+        nums(late.s),
+      ] as never[],
+      { prepare: true },
+    );
+    return rows.map((r) => r.ord);
+  }
+
+  private async classifyReadings(
+    jobs: ReadingsJob[],
+    items: { job: number; pos: number; repeat: boolean }[],
+    outcomes: ReadingsOutcome[],
+    receivedAt: Date,
+  ): Promise<void> {
+    const a = { meter: [] as number[], s: [] as number[], m: [] as number[], p: [] as number[], c: [] as number[], q: [] as number[], tag: [] as number[] };
+    items.forEach((it, tag) => {
+      const j = jobs[it.job];
+      const cols: RowColumns = it.repeat ? j.d.repeats : j.d.rows;
+      a.meter.push(j.meter.id);
+      a.s.push(cols.start_s[it.pos]);
+      a.m.push(cols.minutes[it.pos]);
+      a.p.push(cols.production_wh[it.pos]);
+      a.c.push(cols.consumption_wh[it.pos]);
+      a.q.push(cols.quality[it.pos]);
+      a.tag.push(tag);
+    });
+    const nums = (x: number[]): string => `{${x.join(',')}}`;
+    const rows = await this.sql.unsafe<{ tag: number; same: boolean; s_min: number; s_prod: string; s_cons: string; s_q: number }[]>(
+      CLASSIFY_READINGS,
+      [nums(a.meter), nums(a.s), nums(a.m), nums(a.p), nums(a.c), nums(a.q), nums(a.tag), receivedAt] as never[],
+      { prepare: true },
+    );
+    if (rows.length !== items.length) {
+      throw new Error(`classification found ${rows.length} stored readings for ${items.length} not inserted; retry the batch`);
+    }
+    for (const r of rows) {
+      const it = items[r.tag];
+      const stored: StoredReading = { interval_minutes: r.s_min, production_wh: Number(r.s_prod), consumption_wh: Number(r.s_cons), quality: r.s_q };
+      (it.repeat ? outcomes[it.job].repeats : outcomes[it.job].rows).set(it.pos, { same: r.same, stored });
+    }
+  }
+
+  private async flushTelemetry(jobs: TelemetryJob[]): Promise<void> {
+    try {
+      let minMs = Infinity;
+      let maxMs = -Infinity;
+      for (const j of jobs) {
+        if (j.d.points.n === 0) continue;
+        minMs = Math.min(minMs, j.d.min_ts_ms);
+        maxMs = Math.max(maxMs, j.d.max_ts_ms);
+      }
+      const outcomes: TelemetryOutcome[] = jobs.map(() => ({ points: new Map() }));
+      if (minMs <= maxMs) {
+        await this.partitions.ensure('device_telemetry', minMs, maxMs);
+        const receivedAt = new Date(this.opts.now());
+        const dev: string[] = [];
+        const metric: string[] = [];
+        const ts: string[] = [];
+        const value: string[] = [];
+        const unit: string[] = [];
+        const starts: number[] = [];
+        let acc = 0;
+        for (const j of jobs) {
+          starts.push(acc);
+          const p = j.d.points;
+          acc += p.n;
+          if (p.n === 0) continue;
+          dev.push(`${j.device.id},`.repeat(p.n).slice(0, -1));
+          metric.push(textArrayBody(p.metric));
+          ts.push(p.ts_ms.join(','));
+          value.push(p.value.join(','));
+          unit.push(textArrayBody(p.unit));
+        }
+        const lit = (parts: string[]): string => `{${parts.join(',')}}`;
+        const rows = await this.sql.unsafe<{ ord: number }[]>(
+          INSERT_TELEMETRY,
+          [lit(dev), lit(metric), lit(ts), lit(value), lit(unit), receivedAt] as never[],
+          { prepare: true },
+        );
+        if (rows.length > 0) {
+          const items = rows.map((r) => {
+            let k = upperBound(starts, r.ord - 1) - 1;
+            while (jobs[k].d.points.n === 0) k--;
+            return { job: k, pos: r.ord - 1 - starts[k] };
+          });
+          const a = { dev: [] as number[], metric: [] as string[], ts: [] as number[], tag: [] as number[] };
+          items.forEach((it, tag) => {
+            const p = jobs[it.job].d.points;
+            a.dev.push(jobs[it.job].device.id);
+            a.metric.push(p.metric[it.pos]);
+            a.ts.push(p.ts_ms[it.pos]);
+            a.tag.push(tag);
+          });
+          const found = await this.sql.unsafe<{ tag: number; value: number; unit: string }[]>(
+            CLASSIFY_TELEMETRY,
+            [`{${a.dev.join(',')}}`, textArray(a.metric), `{${a.ts.join(',')}}`, `{${a.tag.join(',')}}`] as never[],
+            { prepare: true },
+          );
+          for (const f of found) {
+            const it = items[f.tag];
+            const p = jobs[it.job].d.points;
+            const same = p.value[it.pos] === f.value && p.unit[it.pos] === f.unit;
+            outcomes[it.job].points.set(it.pos, { same, stored_value: f.value, stored_unit: f.unit });
+          }
+        }
+      }
+      jobs.forEach((j, k) => j.resolve(outcomes[k]));
+    } catch (err) {
+      for (const j of jobs) j.reject(err);
+    }
+  }
+}
+
+function take<T extends { rows: number }>(q: T[], maxRows: number): T[] {
+  const out: T[] = [q.shift() as T];
+  let rows = out[0].rows;
+  while (q.length > 0 && rows + q[0].rows <= maxRows) {
+    const j = q.shift() as T;
+    rows += j.rows;
+    out.push(j);
+  }
+  return out;
+}
+
+/** First index whose value is > x (starts is sorted ascending). */
+function upperBound(starts: number[], x: number): number {
+  let lo = 0;
+  let hi = starts.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (starts[mid] <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function quoteText(s: string): string {
+  return `"${s.replace(/["\\]/g, '\\$&')}"`;
+}
+
+function textArrayBody(a: string[]): string {
+  return a.map(quoteText).join(',');
+}
+
+function textArray(a: string[]): string {
+  return `{${textArrayBody(a)}}`;
+}
+
+const INSERT_READINGS = `
+with input as (
+  select meter_id, to_timestamp(start_s) as interval_start, interval_minutes, production_wh, consumption_wh, quality, ord
+  from unnest($1::int8[], $2::int8[], $3::int2[], $4::int8[], $5::int8[], $6::int2[])
+    with ordinality as t(meter_id, start_s, interval_minutes, production_wh, consumption_wh, quality, ord)
+),
+ins as (
+  insert into meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at)
+  select meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, $7::timestamptz from input
+  on conflict do nothing
+  returning meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality
+),
+zones as (select * from unnest($8::int8[], $9::text[]) as z(meter_id, tz)),
+outbox as (
+  insert into reading_rollup_outbox (meter_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq)
+  select ins.meter_id, date_trunc('hour', ins.interval_start, zones.tz), sum(ins.production_wh), sum(ins.consumption_wh), count(*), $10::int8
+  from ins join zones using (meter_id)
+  group by 1, 2
+),
+latest as (
+  insert into meter_latest as l (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, last_received_at)
+  select distinct on (meter_id) meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, $7::timestamptz
+  from ins order by meter_id, interval_start desc
+  on conflict (meter_id) do update set
+    last_received_at = excluded.last_received_at,
+    interval_start   = case when excluded.interval_start > l.interval_start then excluded.interval_start else l.interval_start end,
+    interval_minutes = case when excluded.interval_start > l.interval_start then excluded.interval_minutes else l.interval_minutes end,
+    production_wh    = case when excluded.interval_start > l.interval_start then excluded.production_wh else l.production_wh end,
+    consumption_wh   = case when excluded.interval_start > l.interval_start then excluded.consumption_wh else l.consumption_wh end,
+    quality          = case when excluded.interval_start > l.interval_start then excluded.quality else l.quality end
+),
+new_gaps as (
+  insert into meter_reading_gaps (meter_id, gap_start, gap_end, interval_minutes, missing_intervals, detected_at)
+  select meter_id, to_timestamp(s), to_timestamp(e), m, n, $7::timestamptz
+  from unnest($11::int8[], $12::int8[], $13::int8[], $14::int2[], $15::int4[]) as g(meter_id, s, e, m, n)
+  on conflict do nothing
+),
+filled as (
+  select g.meter_id, g.gap_start, count(*) as n
+  from unnest($16::int8[], $17::int8[]) as f(meter_id, s)
+  join ins on ins.meter_id = f.meter_id and ins.interval_start = to_timestamp(f.s)
+  join meter_reading_gaps g on g.meter_id = f.meter_id and g.filled_at is null
+    and g.gap_start <= ins.interval_start and g.gap_end > ins.interval_start
+  group by 1, 2
+),
+fill as (
+  update meter_reading_gaps g
+  set missing_intervals = greatest(g.missing_intervals - filled.n, 0),
+      filled_at = case when g.missing_intervals - filled.n <= 0 then $7::timestamptz end
+  from filled where g.meter_id = filled.meter_id and g.gap_start = filled.gap_start
+)
+select i.ord::int4 as ord from input i
+where not exists (select 1 from ins where ins.meter_id = i.meter_id and ins.interval_start = i.interval_start)`;
+
+const CLASSIFY_READINGS = `
+with input as (
+  select * from unnest($1::int8[], $2::int8[], $3::int2[], $4::int8[], $5::int8[], $6::int2[], $7::int4[])
+    as t(meter_id, start_s, interval_minutes, production_wh, consumption_wh, quality, tag)
+),
+cmp as (
+  select i.*, r.interval_minutes as s_min, r.production_wh as s_prod, r.consumption_wh as s_cons, r.quality as s_q,
+    (r.interval_minutes, r.production_wh, r.consumption_wh, r.quality) = (i.interval_minutes, i.production_wh, i.consumption_wh, i.quality) as same
+  from input i join meter_readings r on r.meter_id = i.meter_id and r.interval_start = to_timestamp(i.start_s)
+),
+conflicts as (
+  insert into meter_reading_conflicts as c (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality,
+    stored_interval_minutes, stored_production_wh, stored_consumption_wh, stored_quality, first_received_at, last_received_at, received_count)
+  select meter_id, to_timestamp(start_s), interval_minutes, production_wh, consumption_wh, quality, s_min, s_prod, s_cons, s_q, $8::timestamptz, $8::timestamptz, count(*)
+  from cmp where not same
+  group by meter_id, start_s, interval_minutes, production_wh, consumption_wh, quality, s_min, s_prod, s_cons, s_q
+  on conflict (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality)
+  do update set received_count = c.received_count + excluded.received_count, last_received_at = excluded.last_received_at
+)
+select tag, same, s_min, s_prod, s_cons, s_q from cmp`;
+
+const INSERT_TELEMETRY = `
+with input as (
+  select device_id, metric, timestamptz 'epoch' + ts_ms * interval '1 millisecond' as ts, value, unit, ord
+  from unnest($1::int8[], $2::text[], $3::int8[], $4::float8[], $5::text[]) with ordinality as t(device_id, metric, ts_ms, value, unit, ord)
+),
+ins as (
+  insert into device_telemetry (device_id, metric, ts, value, unit, received_at)
+  select device_id, metric, ts, value, unit, $6::timestamptz from input
+  on conflict do nothing
+  returning device_id, metric, ts, value, unit
+),
+latest as (
+  insert into device_latest as l (device_id, metric, ts, value, unit, received_at)
+  select distinct on (device_id, metric) device_id, metric, ts, value, unit, $6::timestamptz
+  from ins order by device_id, metric, ts desc
+  on conflict (device_id, metric) do update set ts = excluded.ts, value = excluded.value, unit = excluded.unit, received_at = excluded.received_at
+  where excluded.ts >= l.ts
+)
+select i.ord::int4 as ord from input i
+where not exists (select 1 from ins where ins.device_id = i.device_id and ins.metric = i.metric and ins.ts = i.ts)`;
+
+const CLASSIFY_TELEMETRY = `
+select t.tag, d.value, d.unit
+from unnest($1::int8[], $2::text[], $3::int8[], $4::int4[]) as t(device_id, metric, ts_ms, tag)
+join device_telemetry d on d.device_id = t.device_id and d.metric = t.metric and d.ts = timestamptz 'epoch' + t.ts_ms * interval '1 millisecond'`;
