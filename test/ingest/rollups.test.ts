@@ -1,0 +1,89 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMeter, createUser, post, reading, startHarness, type Harness } from './helpers.js';
+
+// Asia/Kolkata is UTC+05:30 all year: local hours start at :30 UTC and local days at 18:30 UTC.
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness({ zone_timezone: 'Asia/Kolkata' });
+});
+afterAll(async () => {
+  await h.close();
+});
+
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+const IST = 5.5 * HOUR;
+const base = Math.floor(Date.now() / DAY) * DAY - 10 * DAY; // a UTC midnight 10 days ago
+const at = (ms: number) => new Date(ms).toISOString();
+/** Start of the IST month containing instant ms, as a UTC instant. */
+const istMonth = (ms: number) => {
+  const d = new Date(ms + IST);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1) - IST;
+};
+
+async function rollup(scope: string, id: number, period: string, bucketMs: number) {
+  const rows = await h.db.sql`
+    select production_wh, consumption_wh, reading_count from reading_rollups
+    where scope = ${scope} and scope_id = ${id} and period = ${period} and bucket_start = ${new Date(bucketMs)}`;
+  return rows.length === 0 ? null : { p: Number(rows[0].production_wh), c: Number(rows[0].consumption_wh), n: Number(rows[0].reading_count) };
+}
+
+describe('roll-ups', () => {
+  it('hourly, daily and monthly per meter, zone and community in the zone\'s local time; late readings update the right bucket', async () => {
+    const member = await createUser(h.db, 'member');
+    const outsider = await createUser(h.db, 'outsider');
+    const [g] = await h.db.sql`insert into community_groups (name, zone_id, created_by) values ('Street', ${h.zone_id}, ${member}) returning id`;
+    const group = Number(g.id);
+    await h.db.sql`insert into community_members (group_id, user_id, joined_at) values (${group}, ${member}, ${new Date(base - 30 * DAY)})`;
+    const a = await createMeter(h.db, { serial: 'RU-A', user_id: member, zone_id: h.zone_id });
+    const b = await createMeter(h.db, { serial: 'RU-B', user_id: outsider, zone_id: h.zone_id });
+
+    // 18:00 and 18:15 UTC = 23:30 and 23:45 IST (day D); 18:30 UTC = 00:00 IST of day D+1
+    const t1800 = base + 18 * HOUR;
+    await post(`${h.base}/readings`, a.token, JSON.stringify([
+      reading('RU-A', at(t1800), 100, 10),
+      reading('RU-A', at(t1800 + 15 * 60_000), 200, 20),
+      reading('RU-A', at(t1800 + 30 * 60_000), 400, 40),
+    ]));
+    await post(`${h.base}/readings`, b.token, JSON.stringify([reading('RU-B', at(t1800), 1000, 1)]));
+    await h.service.settle();
+
+    const hourD = t1800 - 30 * 60_000; // 23:00 IST = 17:30 UTC
+    const dayD = base - IST; // IST midnight of the UTC date `base` = 18:30 UTC the day before
+    const dayD1 = base + DAY - IST;
+    expect(await rollup('METER', a.id, 'HOUR', hourD)).toEqual({ p: 300, c: 30, n: 2 });
+    expect(await rollup('METER', a.id, 'HOUR', t1800 + 30 * 60_000)).toEqual({ p: 400, c: 40, n: 1 });
+    expect(await rollup('METER', a.id, 'DAY', dayD)).toEqual({ p: 300, c: 30, n: 2 });
+    expect(await rollup('METER', a.id, 'DAY', dayD1)).toEqual({ p: 400, c: 40, n: 1 });
+    expect(await rollup('ZONE', h.zone_id, 'HOUR', hourD)).toEqual({ p: 1300, c: 31, n: 3 });
+    expect(await rollup('COMMUNITY', group, 'HOUR', hourD)).toEqual({ p: 300, c: 30, n: 2 }); // the outsider does not count
+
+    // late: an earlier interval of the same hour, and a reading three days earlier
+    const earlier = base - 3 * DAY + 6 * HOUR; // 11:30 IST, day D-3
+    await post(`${h.base}/readings`, a.token, JSON.stringify([reading('RU-A', at(t1800 - 15 * 60_000), 50, 5), reading('RU-A', at(earlier), 7, 7)]));
+    await h.service.settle();
+    expect(await rollup('METER', a.id, 'HOUR', hourD)).toEqual({ p: 350, c: 35, n: 3 });
+    expect(await rollup('METER', a.id, 'DAY', dayD)).toEqual({ p: 350, c: 35, n: 3 });
+    expect(await rollup('METER', a.id, 'DAY', dayD - 3 * DAY)).toEqual({ p: 7, c: 7, n: 1 });
+    expect(await rollup('METER', a.id, 'DAY', dayD1)).toEqual({ p: 400, c: 40, n: 1 }); // untouched
+    expect(await rollup('ZONE', h.zone_id, 'HOUR', hourD)).toEqual({ p: 1350, c: 36, n: 4 });
+
+    // months: the sum over the meter's months equals the sum of its readings
+    const months = new Map<number, { p: number; n: number }>();
+    for (const [ms, p] of [[t1800, 100], [t1800 + 15 * 60_000, 200], [t1800 + 30 * 60_000, 400], [t1800 - 15 * 60_000, 50], [earlier, 7]] as const) {
+      const k = istMonth(ms);
+      const cur = months.get(k) ?? { p: 0, n: 0 };
+      months.set(k, { p: cur.p + p, n: cur.n + 1 });
+    }
+    for (const [k, v] of months) expect(await rollup('METER', a.id, 'MONTH', k)).toMatchObject({ p: v.p, n: v.n });
+
+    // roll-ups equal a recomputation from the stored readings
+    const [check] = await h.db.sql`
+      select (select sum(production_wh) from meter_readings where meter_id = ${a.id})::int8 as raw,
+             (select sum(production_wh) from reading_rollups where scope = 'METER' and scope_id = ${a.id} and period = 'HOUR')::int8 as hourly,
+             (select count(*) from reading_rollup_outbox)::int as pending`;
+    expect(Number(check.raw)).toBe(Number(check.hourly));
+    expect(check.pending).toBe(0);
+    expect(h.service.stats().rollup_lag_ms_p99).not.toBeNull();
+  });
+});
