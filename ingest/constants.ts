@@ -19,8 +19,8 @@ export const WRITE_BATCH_MAX_ROWS = 10_000;
 export const WRITER_CONNECTIONS = 2;
 /** Outbox rows folded into roll-ups per applier transaction. */
 export const ROLLUP_BATCH_MAX_ROWS = 50_000;
-/** How often the roll-up applier looks for work when nobody kicks it (ms). */
-export const ROLLUP_INTERVAL_MS = 250;
+/** Roll-up applier: at most one run per this many ms (and a run at least this often when idle). */
+export const ROLLUP_INTERVAL_MS = 500;
 /** A reading whose interval ends later than now + this is refused (CLOCK_SKEW). */
 export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 /** Readings older than this are refused (TOO_OLD): bounds back-fill and partition creation. */

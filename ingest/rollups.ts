@@ -16,6 +16,8 @@ export class RollupApplier {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<number> | null = null;
   private again = false;
+  private deferred: NodeJS.Timeout | null = null;
+  private lastStartMs = -Infinity;
 
   constructor(
     private readonly sql: Sql,
@@ -33,15 +35,32 @@ export class RollupApplier {
 
   stop(): void {
     if (this.timer !== null) clearInterval(this.timer);
+    if (this.deferred !== null) clearTimeout(this.deferred);
     this.timer = null;
+    this.deferred = null;
   }
 
-  /** Asks for a run soon (coalesced with one in progress). */
+  /**
+   * Asks for a run soon: coalesced with one in progress, and at most one run per `intervalMs`, so
+   * that under a burst the applier folds large batches (cheap per reading) instead of competing
+   * with the writer for every commit. Roll-up lag is bounded by about two intervals plus a run.
+   */
   kick(): void {
     if (this.running !== null) {
       this.again = true;
       return;
     }
+    const wait = this.lastStartMs + this.intervalMs - performance.now();
+    if (wait > 0) {
+      if (this.deferred === null) {
+        this.deferred = setTimeout(() => {
+          this.deferred = null;
+          this.kick();
+        }, wait);
+      }
+      return;
+    }
+    this.lastStartMs = performance.now();
     this.running = this.applyUntilEmpty()
       .catch((err) => {
         this.onError(err);
@@ -110,13 +129,21 @@ s as (
   join community_members cm on cm.user_id = m.user_id and cm.joined_at <= m.hour_start and (cm.left_at is null or cm.left_at > m.hour_start)
   join community_groups g on g.id = cm.group_id and g.zone_id = m.zone_id
 ),
+-- sum per scope and local hour first; day and month starts are computed once per distinct hour
+h as (
+  select scope, scope_id, hour_start, tz, sum(production_wh) as production_wh, sum(consumption_wh) as consumption_wh, sum(reading_count) as reading_count
+  from s group by 1, 2, 3, 4
+),
+hours as (
+  select hour_start, tz, date_trunc('day', hour_start, tz) as day_start, date_trunc('month', hour_start, tz) as month_start
+  from (select distinct hour_start, tz from h) x
+),
 b as (
-  select s.scope, s.scope_id, p.period,
-    case p.period when 'HOUR' then s.hour_start
-                  when 'DAY' then date_trunc('day', s.hour_start, s.tz)
-                  else date_trunc('month', s.hour_start, s.tz) end as bucket_start,
-    sum(s.production_wh) as production_wh, sum(s.consumption_wh) as consumption_wh, sum(s.reading_count) as reading_count
-  from s cross join (values ('HOUR'), ('DAY'), ('MONTH')) as p(period)
+  select scope, scope_id, 'HOUR' as period, hour_start as bucket_start, production_wh, consumption_wh, reading_count from h
+  union all
+  select h.scope, h.scope_id, p.period, case p.period when 'DAY' then hours.day_start else hours.month_start end,
+    sum(h.production_wh), sum(h.consumption_wh), sum(h.reading_count)
+  from h join hours using (hour_start, tz) cross join (values ('DAY'), ('MONTH')) as p(period)
   group by 1, 2, 3, 4
 ),
 up as (

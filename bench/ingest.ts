@@ -1,0 +1,192 @@
+// `npm run bench -- ingest [--readings N] [--meters M] [--batch B] [--concurrency C] [--threads T]`
+//
+// Against a real PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres):
+// 1. HTTP batches (JSON, one meter per request, simulator curves) → uWS → decode+validate in
+//    piscina → group-commit writer → acknowledged = durable. readings_per_s counts from the first
+//    request sent to the last acknowledgement.
+// 2. The ceiling: the same rows into the same (emptied) table by one plain COPY, no validation.
+// 3. rollup_lag_ms_p99: from a readings group's commit until the roll-up applier has folded it,
+//    weighted by readings.
+// Writes bench/results/ingest.json.
+import { randomBytes } from 'node:crypto';
+import uWS from 'uWebSockets.js';
+import { connect, redactUrl, type Sql } from '../schema/db.js';
+import { migrate } from '../schema/migrate.js';
+import { createLogger } from '../schema/log.js';
+import { createIngestService, issueMeterToken, registerIngestRoutes } from '../ingest/index.js';
+import { simulateReadings, type SimReading } from './meter-sim.js';
+import { printTable, writeResults } from './report.js';
+
+interface Args {
+  readings: number;
+  meters: number;
+  batch: number;
+  concurrency: number;
+  threads: number;
+}
+
+function parseArgs(args: string[]): Args {
+  const get = (name: string, def: number): number => {
+    const i = args.indexOf(`--${name}`);
+    if (i < 0) return def;
+    const v = Number(args[i + 1]);
+    if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`--${name} needs a positive integer`);
+    return v;
+  };
+  return { readings: get('readings', 1_000_000), meters: get('meters', 500), batch: get('batch', 2_000), concurrency: get('concurrency', 8), threads: get('threads', 1) };
+}
+
+const DAY = 86_400_000;
+
+export async function run(argv: string[]): Promise<void> {
+  const a = parseArgs(argv);
+  const perMeter = Math.ceil(a.readings / a.meters);
+  const serverUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const dbName = `kwx_bench_ingest_${randomBytes(4).toString('hex')}`;
+  const admin = connect(serverUrl, { max: 1 });
+  await admin.unsafe(`create database ${dbName}`);
+  const u = new URL(serverUrl);
+  u.pathname = `/${dbName}`;
+  const sql = connect(u.toString(), { max: 8, application: 'kwx-bench-ingest' });
+  console.log(`ingest bench: ${a.meters} meters × ${perMeter} readings (${a.meters * perMeter} total), ${a.batch}/request, ${a.concurrency} requests in flight, ${a.threads} decode thread(s), PostgreSQL ${redactUrl(serverUrl)}`);
+  try {
+    await migrate(sql);
+    const nowMs = Date.now();
+    const fromMs = Math.floor((nowMs - perMeter * 15 * 60_000 - DAY) / (15 * 60_000)) * 15 * 60_000;
+    const meters = await createMeters(sql, a.meters, new Date(fromMs - DAY));
+
+    // request bodies and the equivalent COPY text, generated before any timing
+    const bodies: { token: string; body: Buffer }[] = [];
+    const copyChunks: string[] = [];
+    const receivedAt = new Date().toISOString();
+    for (let k = 0; k < meters.length; k++) {
+      const m = meters[k];
+      const items = simulateReadings({ serial: m.serial, max_power_w: 20_000, interval_minutes: 15, pv_peak_w: 6_000, base_load_w: 350, seed: k + 1 }, fromMs, perMeter);
+      const readings: SimReading[] = items.map((i) => i.reading);
+      for (let i = 0; i < readings.length; i += a.batch) bodies.push({ token: m.token, body: Buffer.from(JSON.stringify(readings.slice(i, i + a.batch))) });
+      copyChunks.push(readings.map((r) => `${m.id}\t${r.interval_start}\t15\t${r.production_wh}\t${r.consumption_wh}\t0\t${receivedAt}\n`).join(''));
+    }
+    // interleave meters so that concurrent requests come from different meters
+    bodies.sort((x, y) => (x.token < y.token ? -1 : 1));
+    const order = interleave(bodies, meters.length);
+    const total = a.meters * perMeter;
+
+    const service = await createIngestService({ sql, log: createLogger('warn', 'ingest-bench'), worker_threads: a.threads });
+    const app = uWS.App();
+    registerIngestRoutes(app, { service, log: createLogger('warn', 'ingest-bench') });
+    const listen = await new Promise<uWS.us_listen_socket>((resolve, reject) => app.listen('127.0.0.1', 0, (s) => (s === false ? reject(new Error('listen failed')) : resolve(s))));
+    const port = uWS.us_socket_local_port(listen as unknown as uWS.us_socket);
+    const url = `http://127.0.0.1:${port}/ingest/readings`;
+
+    let accepted = 0;
+    let retries503 = 0;
+    const t0 = performance.now();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (;;) {
+        const i = next++;
+        if (i >= order.length) return;
+        const { token, body } = order[i];
+        for (;;) {
+          const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body });
+          const json = (await res.json()) as { accepted?: number; error?: { code: string } };
+          if (res.status === 503) {
+            retries503++;
+            await new Promise((r) => setTimeout(r, 50));
+            continue;
+          }
+          if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${JSON.stringify(json)}`);
+          accepted += json.accepted ?? 0;
+          break;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: a.concurrency }, worker));
+    const ingestS = (performance.now() - t0) / 1000;
+    await service.settle();
+    const stats = service.stats();
+    uWS.us_listen_socket_close(listen);
+    await service.close();
+    const [{ n: stored }] = await sql<{ n: number }[]>`select count(*)::int as n from meter_readings`;
+    if (stored !== total || accepted !== total) throw new Error(`expected ${total} readings stored, got ${stored} (accepted ${accepted})`);
+    const [{ n: rolled }] = await sql<{ n: string }[]>`select sum(reading_count)::int8 as n from reading_rollups where scope = 'METER' and period = 'HOUR'`;
+    if (Number(rolled) !== total) throw new Error(`roll-ups count ${rolled} readings, expected ${total}`);
+
+    // ceiling: the same rows, same table, one COPY, no validation, no roll-ups
+    await sql`truncate meter_readings`;
+    await sql`checkpoint`;
+    const c0 = performance.now();
+    const stream = await sql`copy meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at) from stdin`.writable();
+    await new Promise<void>((resolve, reject) => {
+      stream.on('error', reject);
+      stream.on('finish', () => resolve());
+      let i = 0;
+      const pump = (): void => {
+        while (i < copyChunks.length) {
+          if (!stream.write(copyChunks[i++])) {
+            stream.once('drain', pump);
+            return;
+          }
+        }
+        stream.end();
+      };
+      pump();
+    });
+    const copyS = (performance.now() - c0) / 1000;
+    const [{ n: copied }] = await sql<{ n: number }[]>`select count(*)::int as n from meter_readings`;
+    if (copied !== total) throw new Error(`COPY stored ${copied} rows, expected ${total}`);
+
+    const readingsPerS = Math.round(total / ingestS);
+    const copyPerS = Math.round(total / copyS);
+    const metrics = {
+      readings_per_s: readingsPerS,
+      raw_copy_rows_per_s: copyPerS,
+      ratio_vs_raw_copy: Math.round((readingsPerS / copyPerS) * 1000) / 1000,
+      rollup_lag_ms_p99: Math.round(stats.rollup_lag_ms_p99 ?? 0),
+    };
+    printTable('ingest: HTTP batches → validated → durable, vs plain COPY', [
+      { path: 'HTTP JSON batches (validated, durable, rolled up)', readings: total, seconds: ingestS, rows_per_s: readingsPerS },
+      { path: 'plain COPY (same rows, no validation)', readings: total, seconds: copyS, rows_per_s: copyPerS },
+    ]);
+    printTable('summary', [{ ...metrics, retries_503: retries503, rollup_lag_samples: stats.rollup_lag_samples }]);
+    writeResults('ingest', metrics, {
+      params: { ...a, readings: total, per_meter: perMeter, format: 'json' },
+      targets: { readings_per_s: 200_000, ratio_vs_raw_copy: 0.6 },
+      retries_503: retries503,
+    });
+  } finally {
+    await sql.end({ timeout: 5 });
+    await admin.unsafe(`drop database if exists ${dbName} with (force)`);
+    await admin.end({ timeout: 5 });
+  }
+}
+
+async function createMeters(sql: Sql, count: number, registeredAt: Date): Promise<{ id: number; serial: string; token: string }[]> {
+  const [zone] = await sql<{ id: string }[]>`
+    insert into grid_zones (code, name, currency, tick_size, capacity_w, price_band_min_ticks, price_band_max_ticks, max_order_wh, timezone)
+    values ('BENCH', 'Bench zone', 'EUR', 0.0001, 1000000000, 1, 100000, 1000000, 'Europe/Berlin') returning id`;
+  const [user] = await sql<{ id: string }[]>`insert into users (email, name, role) values ('bench@example.com', 'bench', 'PROSUMER') returning id`;
+  const serials = Array.from({ length: count }, (_, i) => `BENCH-${String(i).padStart(6, '0')}`);
+  const rows = await sql<{ id: string; serial: string }[]>`
+    insert into smart_meters (serial, user_id, zone_id, max_power_w, interval_minutes, registered_at)
+    select s, ${user.id}, ${zone.id}, 20000, 15, ${registeredAt} from unnest(${serials}::text[]) as s
+    returning id, serial`;
+  const out: { id: number; serial: string; token: string }[] = [];
+  for (const r of rows) out.push({ id: Number(r.id), serial: r.serial, token: await issueMeterToken(sql, Number(r.id)) });
+  return out;
+}
+
+/** Round-robin over meters: request i of every meter before request i+1 of any. */
+function interleave<T extends { token: string }>(sorted: T[], meters: number): T[] {
+  const byMeter = new Map<string, T[]>();
+  for (const b of sorted) {
+    const l = byMeter.get(b.token) ?? [];
+    l.push(b);
+    byMeter.set(b.token, l);
+  }
+  const lists = [...byMeter.values()];
+  const out: T[] = [];
+  for (let i = 0; out.length < sorted.length; i++) for (const l of lists) if (i < l.length) out.push(l[i]);
+  void meters;
+  return out;
+}
