@@ -1,0 +1,370 @@
+// `npm run bench -- engine [--scale=0.1]`: the matching engine core, single thread, in process,
+// against nodejs-order-book@10.1.1 on the same pre-generated workloads (issue 3):
+//   add    1,000,000 limit orders around a moving mid, ~20% crossing;
+//   mixed  60% limit adds, 30% cancels, 10% IOC/market takers, 1,000,000 commands;
+//   deep   100,000 resting orders over 2,000 levels, then 1,000,000 mixed commands;
+//   sweep  50,000 orders resting at one price, then one order that takes them all.
+// Throughput runs time the whole loop (median of 3 for kwx); latency is a separate pass that times
+// each command with process.hrtime.bigint() into an HDR histogram (timer overhead included and
+// reported). kwx throughput counts execute() (events left in the engine's typed buffer); the
+// "mixed+decode" row also turns every event into a plain object, as the runtime's apply() does.
+import { PerformanceObserver } from 'node:perf_hooks';
+import * as hdr from 'hdr-histogram-js';
+import { OrderBook, type LimitOrderOptions, type MarketOrderOptions } from 'nodejs-order-book';
+import { ZoneEngine } from '../engine/index.js';
+import type { Command, PlaceCommand } from '../engine/index.js';
+import { printTable, writeResults, type Row } from './report.js';
+
+const ZONE = 1;
+const IV = 1;
+const BAND_MAX = 10_000_000;
+const USERS = 1000;
+
+type PeerOp =
+  | { k: 0; o: LimitOrderOptions } // limit (GTC or IOC)
+  | { k: 1; id: string } // cancel
+  | { k: 2; o: MarketOrderOptions }; // market
+
+interface Workload {
+  name: string;
+  prefill: { kwx: Command[]; peer: PeerOp[] };
+  kwx: Command[];
+  peer: PeerOp[];
+}
+
+function mulberry32(seed: number): () => number {
+  let s = seed | 0;
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+class Gen {
+  private rnd: () => number;
+  nextId = 1;
+  readonly kwx: Command[] = [];
+  readonly peer: PeerOp[] = [];
+  constructor(seed: number) {
+    this.rnd = mulberry32(seed);
+  }
+  r(): number {
+    return this.rnd();
+  }
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.rnd() * (hi - lo + 1));
+  }
+  limit(side: 'BUY' | 'SELL', price: number, qty: number, ioc = false): number {
+    const id = this.nextId++;
+    const cmd: PlaceCommand = {
+      type: 'PLACE',
+      ts_ms: 1,
+      order_id: id,
+      user_id: 1 + (id % USERS),
+      client_order_id: `c${id}`,
+      zone_id: ZONE,
+      interval_id: IV,
+      side,
+      source: side === 'BUY' ? 'ANY' : 'SOLAR',
+      order_type: ioc ? 'IOC' : 'LIMIT',
+      price_ticks: price,
+      qty_wh: qty,
+    };
+    this.kwx.push(cmd);
+    const o = { id: String(id), side: side === 'BUY' ? 'buy' : 'sell', size: qty, price, ...(ioc ? { timeInForce: 'IOC' } : {}) };
+    this.peer.push({ k: 0, o: o as unknown as LimitOrderOptions });
+    return id;
+  }
+  market(side: 'BUY' | 'SELL', qty: number): void {
+    const id = this.nextId++;
+    this.kwx.push({
+      type: 'PLACE',
+      ts_ms: 1,
+      order_id: id,
+      user_id: 1 + (id % USERS),
+      client_order_id: `c${id}`,
+      zone_id: ZONE,
+      interval_id: IV,
+      side,
+      source: side === 'BUY' ? 'ANY' : 'SOLAR',
+      order_type: 'MARKET',
+      price_ticks: side === 'BUY' ? BAND_MAX : 0, // protection at the band edge: a plain market order
+      qty_wh: qty,
+    });
+    this.peer.push({ k: 2, o: { side: side === 'BUY' ? 'buy' : 'sell', size: qty } as unknown as MarketOrderOptions });
+  }
+  cancel(id: number): void {
+    this.kwx.push({ type: 'CANCEL', ts_ms: 1, order_id: id, user_id: 1 + (id % USERS) });
+    this.peer.push({ k: 1, id: String(id) });
+  }
+}
+
+/** `count` limit orders around a moving mid; `crossPct` of them cross up to 4 ticks through it. */
+export function genAdd(count: number): Workload {
+  const g = new Gen(1);
+  let mid = 100_000;
+  for (let i = 0; i < count; i++) {
+    if (i % 64 === 0) mid += g.int(-3, 3);
+    const buy = g.r() < 0.5;
+    const off = g.r() < 0.2 ? -g.int(0, 4) : g.int(1, 50);
+    g.limit(buy ? 'BUY' : 'SELL', buy ? mid - off : mid + off, g.int(1, 100));
+  }
+  return { name: 'add', prefill: { kwx: [], peer: [] }, kwx: g.kwx, peer: g.peer };
+}
+
+/** The mixed stream: 60% limit adds, 30% cancels of random live adds, 10% IOC/market takers. */
+function genMixed(g: Gen, count: number, pool: number[], mid0: number, depthTicks: number): void {
+  let mid = mid0;
+  for (let i = 0; i < count; i++) {
+    if (i % 64 === 0) mid = Math.max(mid0 - 20, Math.min(mid0 + 20, mid + g.int(-2, 2)));
+    const r = g.r();
+    const buy = g.r() < 0.5;
+    const side = buy ? 'BUY' : 'SELL';
+    if (r < 0.6) {
+      const off = g.r() < 0.15 ? -g.int(0, 4) : g.int(1, depthTicks);
+      pool.push(g.limit(side, buy ? mid - off : mid + off, g.int(1, 100)));
+    } else if (r < 0.9 && pool.length > 0) {
+      const j = g.int(0, pool.length - 1);
+      const id = pool[j];
+      pool[j] = pool[pool.length - 1];
+      pool.pop();
+      g.cancel(id);
+    } else if (g.r() < 0.5) {
+      g.limit(side, buy ? mid + 5 : mid - 5, g.int(1, 200), true);
+    } else {
+      g.market(side, g.int(1, 200));
+    }
+  }
+}
+
+export function genMixedWorkload(count: number): Workload {
+  const g = new Gen(2);
+  genMixed(g, count, [], 100_000, 50);
+  return { name: 'mixed', prefill: { kwx: [], peer: [] }, kwx: g.kwx, peer: g.peer };
+}
+
+/** `resting` orders over 2,000 levels (1,000 a side), then `count` mixed commands across that depth. */
+export function genDeep(resting: number, count: number): Workload {
+  const g = new Gen(3);
+  const mid = 100_000;
+  const pool: number[] = [];
+  const perLevel = Math.max(1, Math.floor(resting / 2000));
+  for (let lvl = 1; lvl <= 1000; lvl++) {
+    for (let k = 0; k < perLevel; k++) {
+      pool.push(g.limit('BUY', mid - lvl, g.int(1, 100)));
+      pool.push(g.limit('SELL', mid + lvl, g.int(1, 100)));
+    }
+  }
+  const prefill = { kwx: g.kwx.splice(0), peer: g.peer.splice(0) };
+  genMixed(g, count, pool, mid, 1000);
+  return { name: 'deep', prefill, kwx: g.kwx, peer: g.peer };
+}
+
+export function newEngine(): ZoneEngine {
+  const e = new ZoneEngine(ZONE, { initial_order_slots: 1 << 16 });
+  e.execute({
+    type: 'CONFIGURE_ZONE',
+    ts_ms: 0,
+    zone_id: ZONE,
+    price_step_ticks: 1,
+    lot_wh: 1,
+    band_min_ticks: 0,
+    band_max_ticks: BAND_MAX,
+    min_qty_wh: 1,
+    max_qty_wh: 1e9,
+    max_open_orders_per_user: 1e9,
+  });
+  e.execute({ type: 'OPEN_INTERVAL', ts_ms: 0, interval_id: IV, capacity_wh: Number.MAX_SAFE_INTEGER });
+  return e;
+}
+
+export function runKwx(e: ZoneEngine, cmds: Command[]): { sec: number; events: number } {
+  let events = 0;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < cmds.length; i++) events += e.execute(cmds[i]);
+  return { sec: Number(process.hrtime.bigint() - t0) / 1e9, events };
+}
+
+function runKwxDecoded(e: ZoneEngine, cmds: Command[]): number {
+  let n = 0;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < cmds.length; i++) n += e.apply(cmds[i]).length;
+  const sec = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (n < 0) console.log(n);
+  return sec;
+}
+
+function runPeer(ob: OrderBook, ops: PeerOp[]): number {
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i];
+    if (op.k === 0) ob.limit(op.o);
+    else if (op.k === 1) ob.cancel(op.id);
+    else ob.market(op.o);
+  }
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+/** Per-command latency of the kwx engine over a workload, in ns (HDR histogram). */
+function latency(w: Workload): { p50: number; p99: number; p999: number; max: number; timerNs: number } {
+  const e = newEngine();
+  for (const c of w.prefill.kwx) e.execute(c);
+  const h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 1e10, numberOfSignificantValueDigits: 3, useWebAssembly: false });
+  const cmds = w.kwx;
+  for (let i = 0; i < cmds.length; i++) {
+    const t0 = process.hrtime.bigint();
+    e.execute(cmds[i]);
+    h.recordValue(Number(process.hrtime.bigint() - t0));
+  }
+  // the cost of the timer itself
+  const t = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 1e10, numberOfSignificantValueDigits: 3, useWebAssembly: false });
+  for (let i = 0; i < 200_000; i++) {
+    const t0 = process.hrtime.bigint();
+    t.recordValue(Number(process.hrtime.bigint() - t0));
+  }
+  return {
+    p50: h.getValueAtPercentile(50),
+    p99: h.getValueAtPercentile(99),
+    p999: h.getValueAtPercentile(99.9),
+    max: h.maxValue,
+    timerNs: t.getValueAtPercentile(50),
+  };
+}
+
+interface GcTally {
+  count: number;
+  ms: number;
+  maxMs: number;
+}
+
+function watchGc(): { tally: GcTally; stop: () => void } {
+  const tally: GcTally = { count: 0, ms: 0, maxMs: 0 };
+  const obs = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      tally.count++;
+      tally.ms += entry.duration;
+      tally.maxMs = Math.max(tally.maxMs, entry.duration);
+    }
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  return { tally, stop: () => obs.disconnect() };
+}
+
+async function settle(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 50)); // let the GC observer deliver
+}
+
+export async function run(args: string[]): Promise<void> {
+  const scaleArg = args.find((a) => a.startsWith('--scale='));
+  const scale = scaleArg ? Number(scaleArg.slice('--scale='.length)) : 1;
+  const N = Math.round(1_000_000 * scale);
+  const withPeer = !args.includes('--no-peer');
+  const only = args.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+  const RESTING = Math.round(100_000 * scale);
+  const SWEEP = 50_000;
+  const PEER_SWEEP = Math.round(5_000 * Math.min(1, scale * 10));
+  console.log(`engine bench: ${N.toLocaleString('en-US')} commands per workload (scale ${scale}), node ${process.version}`);
+
+  const rows: Row[] = [];
+  const metrics: Record<string, number> = {};
+  const workloads = [genAdd, (n: number) => genMixedWorkload(n), (n: number) => genDeep(RESTING, n)];
+  for (const make of workloads) {
+    const w = make(N);
+    if (only !== undefined && only !== w.name) continue;
+    const kwxSecs: number[] = [];
+    let events = 0;
+    let resting = 0;
+    const gc = watchGc();
+    for (let rep = 0; rep < 3; rep++) {
+      const e = newEngine();
+      for (const c of w.prefill.kwx) e.execute(c);
+      const r = runKwx(e, w.kwx);
+      kwxSecs.push(r.sec);
+      events = r.events;
+      resting = e.openOrderCount;
+    }
+    await settle();
+    gc.stop();
+    const kwxOps = w.kwx.length / median(kwxSecs);
+    let peerOps = NaN;
+    if (withPeer) {
+      const ob = new OrderBook();
+      runPeer(ob, w.prefill.peer);
+      peerOps = w.peer.length / runPeer(ob, w.peer);
+    }
+    metrics[`${w.name}_ops_per_s`] = Math.round(kwxOps);
+    metrics[`peer_${w.name}_ops_per_s`] = Math.round(peerOps);
+    rows.push({
+      workload: w.name,
+      commands: w.kwx.length,
+      kwx_ops_per_s: Math.round(kwxOps),
+      peer_ops_per_s: Math.round(peerOps),
+      ratio: Math.round((kwxOps / peerOps) * 10) / 10,
+      kwx_events: events,
+      resting_after: resting,
+      gc_per_run: Math.round(gc.tally.count / 3),
+      gc_max_ms: Math.round(gc.tally.maxMs * 100) / 100,
+    });
+    if (w.name === 'mixed') {
+      const e = newEngine();
+      const sec = runKwxDecoded(e, w.kwx);
+      metrics.mixed_decoded_ops_per_s = Math.round(w.kwx.length / sec);
+      rows.push({ workload: 'mixed+decode', commands: w.kwx.length, kwx_ops_per_s: Math.round(w.kwx.length / sec), peer_ops_per_s: Math.round(peerOps), ratio: Math.round((w.kwx.length / sec / peerOps) * 10) / 10, kwx_events: '', resting_after: '', gc_per_run: '', gc_max_ms: '' });
+      const lat = latency(w);
+      metrics.mixed_p50_ns = lat.p50;
+      metrics.mixed_p99_ns = lat.p99;
+      metrics.mixed_p999_ns = lat.p999;
+      metrics.mixed_max_ns = lat.max;
+      metrics.timer_overhead_ns = lat.timerNs;
+    }
+  }
+  metrics.mixed_ratio_vs_peer = Math.round((metrics.mixed_ops_per_s / metrics.peer_mixed_ops_per_s) * 10) / 10;
+  printTable('throughput (commands/s, single thread, in process)', rows);
+
+  // sweep: one order takes N makers resting at one price
+  const sweep = (n: number, peer: boolean): number => {
+    if (peer) {
+      const ob = new OrderBook();
+      for (let i = 1; i <= n; i++) ob.limit({ id: String(i), side: 'sell', size: 1, price: 100 } as unknown as LimitOrderOptions);
+      const t0 = process.hrtime.bigint();
+      ob.limit({ id: 'taker', side: 'buy', size: n, price: 100 } as unknown as LimitOrderOptions);
+      return Number(process.hrtime.bigint() - t0) / 1e6;
+    }
+    const e = newEngine();
+    const g = new Gen(4);
+    for (let i = 0; i < n; i++) g.limit('SELL', 100, 1);
+    for (const c of g.kwx) e.execute(c);
+    const taker: PlaceCommand = { type: 'PLACE', ts_ms: 1, order_id: 1e9, user_id: USERS + 1, client_order_id: 'taker', zone_id: ZONE, interval_id: IV, side: 'BUY', source: 'ANY', order_type: 'LIMIT', price_ticks: 100, qty_wh: n };
+    const t0 = process.hrtime.bigint();
+    const events = e.execute(taker);
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (events !== n + 2) throw new Error(`sweep produced ${events} events, expected ${n + 2}`);
+    return ms;
+  };
+  const kwxSweep = median([sweep(SWEEP, false), sweep(SWEEP, false), sweep(SWEEP, false)]);
+  const kwxSweepSmall = median([sweep(PEER_SWEEP, false), sweep(PEER_SWEEP, false), sweep(PEER_SWEEP, false)]);
+  const peerSweepSmall = withPeer ? sweep(PEER_SWEEP, true) : NaN;
+  metrics.sweep_50k_ms = Math.round(kwxSweep * 1000) / 1000;
+  metrics[`sweep_${PEER_SWEEP / 1000}k_ms`] = Math.round(kwxSweepSmall * 1000) / 1000;
+  metrics[`peer_sweep_${PEER_SWEEP / 1000}k_ms`] = Math.round(peerSweepSmall * 10) / 10;
+  printTable('sweep (one order takes every maker resting at one price)', [
+    { makers: SWEEP, kwx_ms: metrics.sweep_50k_ms, peer_ms: 'not run (quadratic: ~226 s measured in research)' },
+    { makers: PEER_SWEEP, kwx_ms: metrics[`sweep_${PEER_SWEEP / 1000}k_ms`], peer_ms: metrics[`peer_sweep_${PEER_SWEEP / 1000}k_ms`] },
+  ]);
+  printTable('mixed latency per command (ns, HDR, hrtime timer included)', [
+    { p50: metrics.mixed_p50_ns, p99: metrics.mixed_p99_ns, p999: metrics.mixed_p999_ns, max: metrics.mixed_max_ns, timer_p50: metrics.timer_overhead_ns },
+  ]);
+  const ordered: Record<string, number> = {};
+  for (const k of ['add_ops_per_s', 'mixed_ops_per_s', 'deep_ops_per_s', 'mixed_p50_ns', 'mixed_p99_ns', 'mixed_p999_ns', 'sweep_50k_ms', 'peer_add_ops_per_s', 'peer_mixed_ops_per_s', 'peer_deep_ops_per_s', 'mixed_ratio_vs_peer']) {
+    ordered[k] = metrics[k];
+  }
+  for (const [k, v] of Object.entries(metrics)) if (!(k in ordered)) ordered[k] = v;
+  writeResults('engine', ordered, { scale, commands_per_workload: N });
+}
