@@ -1,0 +1,412 @@
+// Admin HTTP API (/admin/...): GRID_OPERATOR and ADMIN only, signed headers (see auth.ts), every
+// action written to audit_log with who (user + key), what (action, entity, before/after), when
+// and from where (IP). Bodies are JSON; answers are JSON; errors are { code, message }.
+import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type { Sql } from '../schema/db.js';
+import { adminPayload, authenticate, createApiKey, OPERATOR_ROLES, type Algorithm, type Principal } from './auth.js';
+import type { Funds, TradingBackend } from './backend.js';
+import type { Bus } from './bus.js';
+import { fail, type Failure } from './codes.js';
+import type { GatewayMetrics } from './gateway-metrics.js';
+import type { GatewayLimits } from './limits.js';
+import type { OrderTracker } from './publisher.js';
+import { compile, type JsonSchema } from './validate.js';
+import type { ZoneCatalog } from './zones.js';
+import { Decimal } from 'decimal.js';
+
+export interface AdminDeps {
+  app: TemplatedApp;
+  sql: Sql;
+  bus: Bus;
+  catalog: ZoneCatalog;
+  limits: GatewayLimits;
+  metrics: GatewayMetrics;
+  backend: TradingBackend | null;
+  funds: Funds;
+  orders: OrderTracker | null;
+  now: () => number;
+}
+
+type Tx = Sql;
+interface Ctx {
+  principal: Principal;
+  params: string[];
+  query: URLSearchParams;
+  body: Record<string, unknown>;
+  ip: string;
+  audit(tx: Tx, action: string, entity_type: string, entity_id: string | number | null, before: unknown, after: unknown): Promise<void>;
+}
+interface Answer {
+  status: number;
+  body: unknown;
+}
+type Handler = (c: Ctx) => Promise<Answer>;
+
+class AdminError extends Error {
+  constructor(
+    readonly status: number,
+    readonly failure: Failure,
+  ) {
+    super(failure.message);
+  }
+}
+const bad = (code: string, message: string, status = 400): never => {
+  throw new AdminError(status, fail(code, message));
+};
+
+const STATUS_TEXT: Record<number, string> = {
+  200: '200 OK', 201: '201 Created', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
+  409: '409 Conflict', 413: '413 Payload Too Large', 500: '500 Internal Server Error', 503: '503 Service Unavailable',
+};
+
+const obj = (props: Record<string, JsonSchema>, required: string[] = []): JsonSchema => ({ type: 'object', additionalProperties: false, properties: props, required });
+const DEC: JsonSchema = { type: 'string', pattern: '^-?(0|[1-9][0-9]{0,17})(\\.[0-9]{1,18})?$' };
+const INT: JsonSchema = { type: 'integer' };
+const POS: JsonSchema = { type: 'integer', minimum: 1 };
+const POLICY: JsonSchema = { enum: ['CANCEL_RESTING', 'KEEP_RESTING'] };
+const ROLE: JsonSchema = { enum: ['PROSUMER', 'CONSUMER', 'GRID_OPERATOR', 'ADMIN'] };
+const ZONE_FIELDS: Record<string, JsonSchema> = {
+  name: { type: 'string', minLength: 1, maxLength: 200 },
+  capacity_w: POS,
+  price_band_min_ticks: INT,
+  price_band_max_ticks: INT,
+  min_order_wh: POS,
+  max_order_wh: POS,
+  lot_wh: POS,
+  max_open_orders_per_user: POS,
+  gate_open_lead_minutes: POS,
+  gate_close_lead_minutes: { type: 'integer', minimum: 0 },
+  interval_minutes: { enum: [5, 15, 30, 60] },
+};
+
+function readBody(res: HttpResponse, max: number, isAborted: () => boolean): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    res.onData((ab, isLast) => {
+      if (isAborted()) return;
+      size += ab.byteLength;
+      if (size > max) {
+        reject(new AdminError(413, fail('INVALID_FIELD', `body larger than ${max} bytes`, max)));
+        return;
+      }
+      chunks.push(Buffer.from(ab.slice(0)));
+      if (isLast) resolve(Buffer.concat(chunks));
+    });
+  });
+}
+
+export function attachAdmin(d: AdminDeps): void {
+  const { sql, limits, metrics } = d;
+
+  const route = (method: 'get' | 'post' | 'put' | 'patch' | 'del', pattern: string, opts: { adminOnly?: boolean; schema?: JsonSchema }, h: Handler): void => {
+    const validate = opts.schema ? compile(opts.schema) : null;
+    const nParams = (pattern.match(/:/g) ?? []).length;
+    const label = `${method.toUpperCase()} ${pattern}`;
+    d.app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
+      const t0 = performance.now();
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      const url = req.getUrl();
+      const q = req.getQuery() ?? '';
+      const pathWithQuery = q === '' ? url : `${url}?${q}`;
+      const headers = { key: req.getHeader('x-kwx-key'), ts: req.getHeader('x-kwx-ts'), nonce: req.getHeader('x-kwx-nonce'), sig: req.getHeader('x-kwx-signature'), fwd: req.getHeader('x-forwarded-for') };
+      const params = Array.from({ length: nParams }, (_, i) => req.getParameter(i) ?? '');
+      const ip = headers.fwd !== '' ? headers.fwd.split(',')[0].trim() : Buffer.from(res.getRemoteAddressAsText()).toString();
+      const reply = (a: Answer): void => {
+        metrics.admin_requests.inc({ route: label, status: String(a.status) });
+        metrics.admin_seconds.observe({ route: label }, (performance.now() - t0) / 1e3);
+        if (aborted) return;
+        res.cork(() => {
+          res.writeStatus(STATUS_TEXT[a.status] ?? `${a.status} Status`).writeHeader('content-type', 'application/json').end(JSON.stringify(a.body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v)));
+        });
+      };
+      const body = method === 'get' || method === 'del' ? Promise.resolve(Buffer.alloc(0)) : readBody(res, limits.max_admin_body_bytes, () => aborted);
+      (async (): Promise<Answer> => {
+        const raw = await body;
+        if (headers.key === '' || headers.sig === '') bad('UNAUTHORIZED', 'sign the request: x-kwx-key, x-kwx-ts, x-kwx-nonce, x-kwx-signature', 401);
+        const ts = Number(headers.ts);
+        const auth = await authenticate(sql, d.bus, { key_id: headers.key, ts, nonce: headers.nonce, sig: headers.sig, payload: adminPayload(method === 'del' ? 'DELETE' : method, pathWithQuery, ts, headers.nonce, raw) }, d.now(), limits.auth_max_skew_ms);
+        if ('code' in auth) bad(auth.code, auth.message, 401);
+        const principal = auth as Principal;
+        if (!OPERATOR_ROLES.has(principal.role)) bad('FORBIDDEN', `role ${principal.role} may not use the admin API`, 403);
+        if (opts.adminOnly === true && principal.role !== 'ADMIN') bad('FORBIDDEN', 'this action needs the ADMIN role', 403);
+        let parsed: Record<string, unknown> = {};
+        if (raw.length > 0) {
+          try {
+            parsed = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+          } catch {
+            bad('MALFORMED', 'the body is not valid JSON');
+          }
+        }
+        if (validate !== null) {
+          const p = validate(parsed);
+          if (p !== null) bad('INVALID_FIELD', p.message);
+        }
+        return h({
+          principal,
+          params,
+          query: new URLSearchParams(q),
+          body: parsed,
+          ip,
+          async audit(tx, action, entity_type, entity_id, before, after) {
+            await tx`insert into audit_log (actor_user_id, actor_key_id, action, entity_type, entity_id, before, after, ip)
+              values (${principal.user_id}, ${principal.key_id}, ${action}, ${entity_type}, ${entity_id === null ? null : String(entity_id)},
+                      ${before === null ? null : sql.json(before as never)}, ${after === null ? null : sql.json(after as never)}, ${ip === '' ? null : ip})`;
+          },
+        });
+      })().then(reply, (err: unknown) => {
+        if (err instanceof AdminError) return reply({ status: err.status, body: err.failure });
+        const e = err as { code?: string; message?: string };
+        if (e.code === '23505') return reply({ status: 409, body: fail('CONFLICT', e.message ?? 'already exists') });
+        if (e.code === '23503' || e.code === '23514' || e.code === '22P02') return reply({ status: 400, body: fail('INVALID_FIELD', e.message ?? 'invalid value') });
+        reply({ status: 500, body: fail('INTERNAL', e.message ?? String(err)) });
+      });
+    });
+  };
+
+  const id = (s: string): number => {
+    const n = Number(s);
+    if (!Number.isSafeInteger(n) || n <= 0) bad('INVALID_FIELD', `"${s}" is not an id`);
+    return n;
+  };
+  const one = async <T>(rows: Promise<T[]> | T[], what: string): Promise<T> => {
+    const r = (await rows)[0];
+    if (r === undefined) bad('NOT_FOUND', `${what} not found`, 404);
+    return r as T;
+  };
+  const page = (c: Ctx): { limit: number; after: number } => {
+    const limit = Math.min(limits.max_page_size, Math.max(1, Number(c.query.get('limit') ?? 100) || 100));
+    const after = Number(c.query.get('after') ?? 0) || 0;
+    return { limit, after };
+  };
+  const engineCommand = async (zone_id: number, cmd: Parameters<TradingBackend['submit']>[1]): Promise<unknown> => {
+    if (d.backend === null || !d.backend.zones().includes(zone_id)) return { applied: false, note: 'the engine does not run this zone here' };
+    const r = await d.backend.submit(zone_id, cmd);
+    if (!r.ok) bad(r.code, r.message, 503);
+    const rej = r.ok ? r.events.find((e) => e.type === 'REJECTED') : undefined;
+    if (rej !== undefined && rej.type === 'REJECTED') bad(rej.reason, `engine rejected ${cmd.type}: ${rej.reason}`, 409);
+    return { applied: true, seq: r.ok ? r.seq : 0, cancelled: r.ok ? r.events.filter((e) => e.type === 'CANCELLED').length : 0 };
+  };
+
+  // ---- zones ------------------------------------------------------------------------------
+  route('post', '/admin/zones', {
+    schema: obj({ code: { type: 'string', pattern: '^[A-Z0-9][A-Z0-9_-]{1,31}$' }, currency: { type: 'string', pattern: '^[A-Z]{3}$' }, currency_minor_units: { type: 'integer', minimum: 0, maximum: 8 }, tick_size: DEC, ...ZONE_FIELDS }, ['code', 'name', 'currency', 'tick_size', 'capacity_w', 'price_band_min_ticks', 'price_band_max_ticks', 'max_order_wh']),
+  }, async (c) => {
+    const b = c.body;
+    const row = await sql.begin(async (tx) => {
+      const [z] = await tx`insert into grid_zones ${sql(b as Record<string, never>)} returning *`;
+      await c.audit(tx as unknown as Tx, 'zone.create', 'grid_zone', z.id as string, null, z);
+      return z;
+    });
+    await d.catalog.refresh();
+    return { status: 201, body: row };
+  });
+
+  route('patch', '/admin/zones/:id', { schema: obj({ ...ZONE_FIELDS, tick_size: DEC }) }, async (c) => {
+    const zone_id = id(c.params[0]);
+    if (Object.keys(c.body).length === 0) bad('INVALID_FIELD', 'nothing to change');
+    const { before, after } = await sql.begin(async (tx) => {
+      const before = await one(tx`select * from grid_zones where id = ${zone_id} for update`, `zone ${zone_id}`);
+      const [after] = await tx`update grid_zones set ${sql(c.body as Record<string, never>)}, updated_at = now() where id = ${zone_id} returning *`;
+      await c.audit(tx as unknown as Tx, 'zone.update', 'grid_zone', zone_id, before, after);
+      return { before, after };
+    });
+    await d.catalog.refresh();
+    const engine = await engineCommand(zone_id, {
+      type: 'CONFIGURE_ZONE', zone_id, price_step_ticks: 1, lot_wh: Number(after.lot_wh), band_min_ticks: Number(after.price_band_min_ticks), band_max_ticks: Number(after.price_band_max_ticks),
+      min_qty_wh: Number(after.min_order_wh), max_qty_wh: Number(after.max_order_wh), max_open_orders_per_user: Number(after.max_open_orders_per_user),
+    });
+    return { status: 200, body: { before, after, engine } };
+  });
+
+  const statusChange = (verb: 'halt' | 'resume' | 'maintenance', status: string): void => {
+    route('post', `/admin/zones/:id/${verb}`, { schema: obj({ policy: POLICY, reason: { type: 'string', maxLength: 500 } }) }, async (c) => {
+      const zone_id = id(c.params[0]);
+      const policy = (c.body.policy as 'CANCEL_RESTING' | 'KEEP_RESTING' | undefined) ?? 'KEEP_RESTING';
+      const cmd = verb === 'halt' ? ({ type: 'HALT', policy } as const) : verb === 'resume' ? ({ type: 'RESUME' } as const) : ({ type: 'MAINTENANCE', policy } as const);
+      await one(sql`select id from grid_zones where id = ${zone_id}`, `zone ${zone_id}`);
+      const engine = await engineCommand(zone_id, cmd);
+      const after = await sql.begin(async (tx) => {
+        const before = await one(tx`select id, status from grid_zones where id = ${zone_id} for update`, `zone ${zone_id}`);
+        const [after] = await tx`update grid_zones set status = ${status}, updated_at = now() where id = ${zone_id} returning id, status`;
+        await c.audit(tx as unknown as Tx, `zone.${verb}`, 'grid_zone', zone_id, before, { ...after, policy, reason: c.body.reason ?? null, engine });
+        return after;
+      });
+      await d.catalog.refresh();
+      return { status: 200, body: { ...after, policy, engine } };
+    });
+  };
+  statusChange('halt', 'HALTED');
+  statusChange('resume', 'ACTIVE');
+  statusChange('maintenance', 'MAINTENANCE');
+
+  route('put', '/admin/zones/:id/compliance/:rule', { schema: obj({ parameters: { type: 'object' }, is_active: { type: 'boolean' } }, ['parameters']) }, async (c) => {
+    const zone_id = id(c.params[0]);
+    const rule = c.params[1];
+    const body = await sql.begin(async (tx) => {
+      const [before] = await tx`select * from compliance_rules where zone_id = ${zone_id} and rule = ${rule}`;
+      const [after] = await tx`insert into compliance_rules (zone_id, rule, parameters, is_active, created_by)
+        values (${zone_id}, ${rule}, ${sql.json(c.body.parameters as never)}, ${c.body.is_active !== false}, ${c.principal.user_id})
+        on conflict (zone_id, rule) do update set parameters = excluded.parameters, is_active = excluded.is_active, updated_at = now() returning *`;
+      await c.audit(tx as unknown as Tx, 'compliance.set', 'compliance_rule', `${zone_id}:${rule}`, before ?? null, after);
+      return after;
+    });
+    return { status: 200, body };
+  });
+
+  // ---- platform config and fees -------------------------------------------------------------
+  route('put', '/admin/config/:key', { adminOnly: true, schema: obj({ value: {} }, ['value']) }, async (c) => {
+    const key = c.params[0];
+    const body = await sql.begin(async (tx) => {
+      const [before] = await tx`select * from platform_config where key = ${key}`;
+      const [after] = await tx`insert into platform_config (key, value, updated_by) values (${key}, ${sql.json(c.body.value as never)}, ${c.principal.user_id})
+        on conflict (key) do update set value = excluded.value, updated_by = excluded.updated_by, updated_at = now() returning *`;
+      await c.audit(tx as unknown as Tx, 'config.set', 'platform_config', key, before ?? null, after);
+      return after;
+    });
+    return { status: 200, body };
+  });
+
+  route('post', '/admin/fees', { adminOnly: true, schema: obj({ zone_id: POS, fee_bps: { type: 'integer', minimum: 0, maximum: 10000 }, fee_per_kwh_minor: { type: 'integer', minimum: 0 } }, ['fee_bps']) }, async (c) => {
+    const body = await sql.begin(async (tx) => {
+      const [after] = await tx`insert into fee_schedules (zone_id, fee_bps, fee_per_kwh_minor, created_by)
+        values (${(c.body.zone_id as number | undefined) ?? null}, ${c.body.fee_bps as number}, ${(c.body.fee_per_kwh_minor as number | undefined) ?? 0}, ${c.principal.user_id}) returning *`;
+      await c.audit(tx as unknown as Tx, 'fees.set', 'fee_schedule', after.id as string, null, after);
+      return after;
+    });
+    return { status: 201, body };
+  });
+
+  // ---- users and keys ---------------------------------------------------------------------
+  route('post', '/admin/users', { adminOnly: true, schema: obj({ email: { type: 'string', maxLength: 254 }, name: { type: 'string', minLength: 1, maxLength: 200 }, role: ROLE, home_zone_id: POS }, ['email', 'name', 'role']) }, async (c) => {
+    const body = await sql.begin(async (tx) => {
+      const [after] = await tx`insert into users ${sql(c.body as Record<string, never>)} returning *`;
+      await c.audit(tx as unknown as Tx, 'user.create', 'user', after.id as string, null, after);
+      return after;
+    });
+    return { status: 201, body };
+  });
+
+  route('patch', '/admin/users/:id', { adminOnly: true, schema: obj({ name: { type: 'string', minLength: 1, maxLength: 200 }, role: ROLE, is_active: { type: 'boolean' } }) }, async (c) => {
+    const user_id = id(c.params[0]);
+    if (Object.keys(c.body).length === 0) bad('INVALID_FIELD', 'nothing to change');
+    const body = await sql.begin(async (tx) => {
+      const before = await one(tx`select * from users where id = ${user_id} for update`, `user ${user_id}`);
+      const [after] = await tx`update users set ${sql(c.body as Record<string, never>)}, updated_at = now() where id = ${user_id} returning *`;
+      await c.audit(tx as unknown as Tx, 'user.update', 'user', user_id, before, after);
+      return { before, after };
+    });
+    return { status: 200, body };
+  });
+
+  route('post', '/admin/users/:id/keys', { schema: obj({ algorithm: { enum: ['HMAC_SHA256', 'ED25519'] }, label: { type: 'string', maxLength: 200 }, public_key: { type: 'string', maxLength: 100 } }, ['algorithm']) }, async (c) => {
+    const user_id = id(c.params[0]);
+    const user = await one(sql<{ role: string }[]>`select role from users where id = ${user_id}`, `user ${user_id}`);
+    if (OPERATOR_ROLES.has(user.role as never) && c.principal.role !== 'ADMIN') bad('FORBIDDEN', 'only an ADMIN creates keys for operators', 403);
+    let created: Awaited<ReturnType<typeof createApiKey>> | undefined;
+    await sql.begin(async (tx) => {
+      created = await createApiKey(tx as unknown as Sql, { user_id, algorithm: c.body.algorithm as Algorithm, label: c.body.label as string | undefined, public_key_b64: c.body.public_key as string | undefined });
+      // The secret is never written to the audit log.
+      await c.audit(tx as unknown as Tx, 'key.create', 'api_key', created.key_id, null, { key_id: created.key_id, user_id, algorithm: created.algorithm, label: c.body.label ?? '' });
+    });
+    return { status: 201, body: created };
+  });
+
+  route('del', '/admin/keys/:id', {}, async (c) => {
+    const key_id = c.params[0];
+    const body = await sql.begin(async (tx) => {
+      const before = await one(tx`select id, user_id, algorithm, label, revoked_at from api_keys where id = ${key_id} for update`, `key ${key_id}`);
+      const [after] = await tx`update api_keys set revoked_at = coalesce(revoked_at, now()) where id = ${key_id} returning id, user_id, algorithm, label, revoked_at`;
+      await c.audit(tx as unknown as Tx, 'key.revoke', 'api_key', key_id, before, after);
+      return after;
+    });
+    return { status: 200, body };
+  });
+
+  // ---- assets -----------------------------------------------------------------------------
+  route('post', '/admin/energy-sources', { schema: obj({ user_id: POS, zone_id: POS, kind: { enum: ['SOLAR', 'WIND', 'BATTERY', 'HYDRO'] }, capacity_w: POS, installed_on: { type: 'string', pattern: '^\\d{4}-\\d{2}-\\d{2}$' } }, ['user_id', 'zone_id', 'kind', 'capacity_w']) }, async (c) => {
+    const body = await sql.begin(async (tx) => {
+      const [after] = await tx`insert into energy_sources ${sql(c.body as Record<string, never>)} returning *`;
+      await c.audit(tx as unknown as Tx, 'energy_source.register', 'energy_source', after.id as string, null, after);
+      return after;
+    });
+    return { status: 201, body };
+  });
+
+  route('post', '/admin/meters', { schema: obj({ serial: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{3,64}$' }, user_id: POS, zone_id: POS, max_power_w: POS, interval_minutes: { enum: [1, 5, 15, 30, 60] } }, ['serial', 'user_id', 'zone_id', 'max_power_w']) }, async (c) => {
+    const body = await sql.begin(async (tx) => {
+      const [after] = await tx`insert into smart_meters ${sql(c.body as Record<string, never>)} returning *`;
+      await c.audit(tx as unknown as Tx, 'meter.register', 'smart_meter', after.id as string, null, after);
+      return after;
+    });
+    return { status: 201, body };
+  });
+
+  // ---- money ------------------------------------------------------------------------------
+  const money = (verb: 'deposits' | 'withdrawals'): void => {
+    route('post', `/admin/${verb}`, { adminOnly: true, schema: obj({ transfer_id: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{1,64}$' }, user_id: POS, currency: { type: 'string', pattern: '^[A-Z]{3}$' }, amount: DEC }, ['transfer_id', 'user_id', 'currency', 'amount']) }, async (c) => {
+      const b = c.body as { transfer_id: string; user_id: number; currency: string; amount: string };
+      const minor = new Decimal(b.amount).mul(new Decimal(10).pow(d.catalog.minorUnits(b.currency)));
+      if (!minor.isInteger() || minor.lte(0)) bad('INVALID_FIELD', `amount ${b.amount} is not a positive whole number of minor units of ${b.currency}`);
+      const req = { transfer_id: b.transfer_id, user_id: b.user_id, currency: b.currency, amount_minor: BigInt(minor.toFixed(0)) };
+      const before = d.funds.balances(b.user_id).find((x) => x.currency === b.currency) ?? null;
+      const f = verb === 'deposits' ? d.funds.deposit(req) : d.funds.withdraw(req);
+      if (f !== null) bad(f.code, f.message, f.code === 'EXCHANGE_UNAVAILABLE' ? 503 : 409);
+      const after = d.funds.balances(b.user_id).find((x) => x.currency === b.currency) ?? null;
+      const show = (x: typeof after) => (x === null ? null : { available_minor: x.available_minor.toString(), held_minor: x.held_minor.toString(), escrow_minor: x.escrow_minor.toString() });
+      await c.audit(sql, verb === 'deposits' ? 'funds.deposit' : 'funds.withdraw', 'user', b.user_id, show(before), { ...show(after), transfer_id: b.transfer_id, amount: b.amount, currency: b.currency });
+      return { status: 201, body: { transfer_id: b.transfer_id, balance: show(after) } };
+    });
+  };
+  money('deposits');
+  money('withdrawals');
+
+  // ---- force cancel -----------------------------------------------------------------------
+  route('post', '/admin/orders/:id/cancel', {}, async (c) => {
+    const order_id = id(c.params[0]);
+    const o = d.orders?.get(order_id);
+    if (o === undefined || (o.status !== 'ACTIVE' && o.status !== 'PARTIALLY_FILLED')) bad('UNKNOWN_ORDER', `no open order ${order_id}`, 404);
+    const before = { ...o! };
+    const engine = await engineCommand(o!.zone_id, { type: 'CANCEL', order_id, user_id: o!.user_id });
+    await c.audit(sql, 'order.force_cancel', 'order', order_id, before, { status: o!.status, engine });
+    return { status: 200, body: { order_id, status: o!.status, engine } };
+  });
+
+  // ---- queries ----------------------------------------------------------------------------
+  route('get', '/admin/orders', {}, async (c) => {
+    const { limit, after } = page(c);
+    const zone = c.query.get('zone_id');
+    const user = c.query.get('user_id');
+    const status = c.query.get('status');
+    const items = await sql`select * from orders where id > ${after}
+      ${zone ? sql`and zone_id = ${Number(zone)}` : sql``} ${user ? sql`and user_id = ${Number(user)}` : sql``} ${status ? sql`and status = ${status}` : sql``}
+      order by id limit ${limit}`;
+    return { status: 200, body: { items, next_after: items.length === limit ? items[items.length - 1].id : null } };
+  });
+  route('get', '/admin/trades', {}, async (c) => {
+    const { limit, after } = page(c);
+    const zone = c.query.get('zone_id');
+    const items = await sql`select * from trades where id > ${after} ${zone ? sql`and zone_id = ${Number(zone)}` : sql``} order by id limit ${limit}`;
+    return { status: 200, body: { items, next_after: items.length === limit ? items[items.length - 1].id : null } };
+  });
+  route('get', '/admin/price-history', {}, async (c) => {
+    const { limit } = page(c);
+    const zone_id = id(c.query.get('zone_id') ?? '');
+    const before = c.query.get('before');
+    const items = await sql`select * from price_history where zone_id = ${zone_id} ${before ? sql`and bucket_start < ${before}` : sql``} order by bucket_start desc limit ${limit}`;
+    return { status: 200, body: { items, next_before: items.length === limit ? items[items.length - 1].bucket_start : null } };
+  });
+  route('get', '/admin/audit', {}, async (c) => {
+    const { limit } = page(c);
+    const before = Number(c.query.get('before') ?? 0) || Number.MAX_SAFE_INTEGER;
+    const entity = c.query.get('entity_type');
+    const action = c.query.get('action');
+    const items = await sql`select * from audit_log where id < ${before} ${entity ? sql`and entity_type = ${entity}` : sql``} ${action ? sql`and action = ${action}` : sql``}
+      order by id desc limit ${limit}`;
+    return { status: 200, body: { items, next_before: items.length === limit ? items[items.length - 1].id : null } };
+  });
+}
+

@@ -1,0 +1,49 @@
+// CRC32 book checksum, Kraken's scheme on kwx's wire strings (docs/protocol.md "Checksum").
+import { CHECKSUM_DEPTH } from './limits.js';
+
+const TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/** CRC-32 (IEEE 802.3, as zlib) of an ASCII string, unsigned. */
+export function crc32(s: string): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < s.length; i++) c = TABLE[(c ^ s.charCodeAt(i)) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** "0.0120" → "120", "1.500" → "1500", "-0.0010" → "-10", "0.000" → "0". */
+export function stripDecimal(s: string): string {
+  const neg = s.startsWith('-');
+  const digits = (neg ? s.slice(1) : s).replace('.', '').replace(/^0+/, '');
+  if (digits === '') return '0';
+  return neg ? `-${digits}` : digits;
+}
+
+export interface WireLevel {
+  price: string;
+  qty: string;
+}
+
+/**
+ * The checksummed string: the best CHECKSUM_DEPTH asks from lowest price up, then the best
+ * CHECKSUM_DEPTH bids from highest price down; for each level its price then its quantity, each
+ * with the '.' removed and leading zeros stripped; all concatenated with no separator.
+ * `asks` and `bids` are given best first.
+ */
+export function checksumString(bids: readonly WireLevel[], asks: readonly WireLevel[], depth = CHECKSUM_DEPTH): string {
+  let s = '';
+  for (let i = 0; i < asks.length && i < depth; i++) s += stripDecimal(asks[i].price) + stripDecimal(asks[i].qty);
+  for (let i = 0; i < bids.length && i < depth; i++) s += stripDecimal(bids[i].price) + stripDecimal(bids[i].qty);
+  return s;
+}
+
+export function bookChecksum(bids: readonly WireLevel[], asks: readonly WireLevel[], depth = CHECKSUM_DEPTH): number {
+  return crc32(checksumString(bids, asks, depth));
+}

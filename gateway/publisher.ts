@@ -1,0 +1,375 @@
+// The exchange side of market data: turns committed engine events into sequenced bus messages —
+// book deltas with checksums, trades, tickers, zone and gate status per (zone, interval), and each
+// user's private stream (orders, fills, balances). It also applies the events to the funds
+// (holds → escrow → releases). Runs in the process that runs the engine; gateways subscribe to
+// the bus. Sequence numbers start at 1 per channel per publisher epoch.
+import { randomBytes } from 'node:crypto';
+import type { EngineEvent, OrderView } from '../engine/index.js';
+import { SNAPSHOT_REQUEST_CHANNEL, type Bus, type BusMessage } from './bus.js';
+import type { CommittedEvents, Funds, TradingBackend } from './backend.js';
+import { bookChecksum } from './checksum.js';
+import { CHECKSUM_DEPTH, MAX_REMEMBERED_FINISHED_ORDERS } from './limits.js';
+import { LevelBook, wireLevels } from './levels.js';
+import { ticksToPrice, vwapToPrice, whToKwh, type PriceUnit } from './units.js';
+import type { ZoneCatalog } from './zones.js';
+
+export const bookChannel = (zone_id: number, interval_id: number): string => `book.${zone_id}.${interval_id}`;
+export const tradesChannel = (zone_id: number, interval_id: number): string => `trades.${zone_id}.${interval_id}`;
+export const tickerChannel = (zone_id: number, interval_id: number): string => `ticker.${zone_id}.${interval_id}`;
+export const statusChannel = (zone_id: number): string => `status.${zone_id}`;
+export const userChannel = (user_id: number): string => `user.${user_id}`;
+
+export type OrderStatus = 'ACTIVE' | 'PARTIALLY_FILLED' | 'MATCHED' | 'CANCELLED' | 'EXPIRED';
+
+export interface TrackedOrder {
+  order_id: number;
+  user_id: number;
+  client_order_id: string;
+  zone_id: number;
+  interval_id: number;
+  side: 'BUY' | 'SELL';
+  order_type: string;
+  source: string;
+  price_ticks: number;
+  qty_wh: number;
+  filled_wh: number;
+  status: OrderStatus;
+  reason: string | null;
+}
+
+/** Open orders, plus the last MAX_REMEMBERED_FINISHED_ORDERS finished ones. */
+export class OrderTracker {
+  readonly open = new Map<number, TrackedOrder>();
+  private readonly finished = new Map<number, TrackedOrder>();
+  get(order_id: number): TrackedOrder | undefined {
+    return this.open.get(order_id) ?? this.finished.get(order_id);
+  }
+  finish(o: TrackedOrder): void {
+    this.open.delete(o.order_id);
+    this.finished.set(o.order_id, o);
+    if (this.finished.size > MAX_REMEMBERED_FINISHED_ORDERS) this.finished.delete(this.finished.keys().next().value!);
+  }
+  openOfUser(user_id: number): TrackedOrder[] {
+    return [...this.open.values()].filter((o) => o.user_id === user_id);
+  }
+}
+
+interface Market {
+  zone_id: number;
+  interval_id: number;
+  book: LevelBook;
+  book_seq: number;
+  trades_seq: number;
+  ticker_seq: number;
+  last_ticks: number | null;
+  volume_wh: bigint;
+  notional: bigint;
+  trade_count: number;
+  gate: 'OPEN' | 'CLOSED';
+}
+
+interface ZoneState {
+  status: string;
+  status_seq: number;
+  markets: Map<number, Market>;
+}
+
+export interface Publisher {
+  readonly epoch: string;
+  readonly orders: OrderTracker;
+  /** The L2 book as the publisher holds it (tests compare it with the engine's). */
+  book(zone_id: number, interval_id: number): LevelBook | undefined;
+  /** Publishes a notification on a user's private stream. */
+  notify(user_id: number, n: { kind: string; title: string; body: string }): void;
+  stop(): void;
+}
+
+export function wireOrder(o: TrackedOrder, unit: PriceUnit): Record<string, unknown> {
+  return {
+    order_id: o.order_id,
+    client_order_id: o.client_order_id,
+    zone_id: o.zone_id,
+    interval_id: o.interval_id,
+    side: o.side,
+    order_type: o.order_type,
+    source: o.source,
+    price: ticksToPrice(o.price_ticks, unit),
+    qty: whToKwh(o.qty_wh),
+    filled_qty: whToKwh(o.filled_wh),
+    remaining_qty: whToKwh(o.status === 'ACTIVE' || o.status === 'PARTIALLY_FILLED' ? o.qty_wh - o.filled_wh : 0),
+    status: o.status,
+    reason: o.reason,
+  };
+}
+
+export function formatMinor(v: bigint, minor_units: number): string {
+  const neg = v < 0n;
+  const a = neg ? -v : v;
+  if (minor_units === 0) return (neg ? '-' : '') + a.toString();
+  const s = a.toString().padStart(minor_units + 1, '0');
+  return `${neg ? '-' : ''}${s.slice(0, -minor_units)}.${s.slice(-minor_units)}`;
+}
+
+export async function startPublisher(opts: {
+  backend: TradingBackend;
+  funds: Funds;
+  bus: Bus;
+  catalog: ZoneCatalog;
+  now?: () => number;
+}): Promise<Publisher> {
+  const { backend, funds, bus, catalog } = opts;
+  const now = opts.now ?? Date.now;
+  const epoch = randomBytes(6).toString('hex');
+  const orders = new OrderTracker();
+  const zones = new Map<number, ZoneState>();
+  const userSeq = new Map<number, number>();
+  const fallbackUnit: PriceUnit = { tick_size: '1', decimals: 0 };
+  const unitOf = (zone_id: number): PriceUnit => catalog.get(zone_id)?.unit ?? fallbackUnit;
+
+  const zoneState = (zone_id: number): ZoneState => {
+    let z = zones.get(zone_id);
+    if (z === undefined) zones.set(zone_id, (z = { status: 'ACTIVE', status_seq: 0, markets: new Map() }));
+    return z;
+  };
+  const market = (zone_id: number, interval_id: number): Market => {
+    const z = zoneState(zone_id);
+    let m = z.markets.get(interval_id);
+    if (m === undefined) {
+      m = { zone_id, interval_id, book: new LevelBook(), book_seq: 0, trades_seq: 0, ticker_seq: 0, last_ticks: null, volume_wh: 0n, notional: 0n, trade_count: 0, gate: 'OPEN' };
+      z.markets.set(interval_id, m);
+    }
+    return m;
+  };
+
+  const levels = (m: Market, depth: number) => {
+    const u = unitOf(m.zone_id);
+    const p = (t: number) => ticksToPrice(t, u);
+    return { bids: wireLevels(m.book.bids, depth, p, whToKwh), asks: wireLevels(m.book.asks, depth, p, whToKwh) };
+  };
+  const checksum = (m: Market): number => {
+    const l = levels(m, CHECKSUM_DEPTH);
+    return bookChecksum(l.bids, l.asks);
+  };
+  const bookSnapshot = (m: Market, ts: number): BusMessage => {
+    const all = levels(m, Number.MAX_SAFE_INTEGER);
+    return {
+      type: 'book',
+      zone_id: m.zone_id,
+      interval_id: m.interval_id,
+      epoch,
+      seq: m.book_seq,
+      snapshot: true,
+      bids: all.bids.map((l) => [l.price, l.qty]),
+      asks: all.asks.map((l) => [l.price, l.qty]),
+      checksum: bookChecksum(all.bids.slice(0, CHECKSUM_DEPTH), all.asks.slice(0, CHECKSUM_DEPTH)),
+      ts,
+    };
+  };
+  const tickerMessage = (m: Market, ts: number): BusMessage => {
+    const u = unitOf(m.zone_id);
+    const bb = m.book.bids.best();
+    const ba = m.book.asks.best();
+    return {
+      type: 'ticker',
+      zone_id: m.zone_id,
+      interval_id: m.interval_id,
+      epoch,
+      seq: m.ticker_seq,
+      last: m.last_ticks === null ? null : ticksToPrice(m.last_ticks, u),
+      best_bid: bb === undefined ? null : ticksToPrice(bb, u),
+      best_ask: ba === undefined ? null : ticksToPrice(ba, u),
+      volume: whToKwh(Number(m.volume_wh)),
+      vwap: m.volume_wh === 0n ? null : vwapToPrice(m.notional, m.volume_wh, u),
+      trades: m.trade_count,
+      ts,
+    };
+  };
+  const statusMessage = (zone_id: number, z: ZoneState, ts: number, extra: Record<string, unknown> = {}): BusMessage => ({
+    type: 'status',
+    zone_id,
+    epoch,
+    seq: z.status_seq,
+    zone_status: z.status,
+    ts,
+    ...extra,
+  });
+  const toUser = (user_id: number, msg: Record<string, unknown> & { type: string }): void => {
+    const seq = (userSeq.get(user_id) ?? 0) + 1;
+    userSeq.set(user_id, seq);
+    msg.seq = seq;
+    bus.publish(userChannel(user_id), msg);
+  };
+  const sendOrder = (o: TrackedOrder, ts: number): void => {
+    toUser(o.user_id, { type: 'order', ...wireOrder(o, unitOf(o.zone_id)), ts });
+  };
+
+  // Initial state from the engine (a restart finds resting orders).
+  for (const zone_id of backend.zones()) {
+    await catalog.load(zone_id);
+    const { state } = await backend.dump(zone_id);
+    const z = zoneState(zone_id);
+    if (state.config !== null) z.status = state.config.status;
+    for (const iv of state.intervals) market(zone_id, iv.interval_id).gate = iv.closed ? 'CLOSED' : 'OPEN';
+    for (const o of state.orders as OrderView[]) {
+      const m = market(zone_id, o.interval_id);
+      const side = m.book.side(o.side);
+      side.set(o.price_ticks, (side.qty.get(o.price_ticks) ?? 0) + o.remaining_wh);
+      orders.open.set(o.order_id, {
+        order_id: o.order_id, user_id: o.user_id, client_order_id: o.client_order_id, zone_id, interval_id: o.interval_id, side: o.side,
+        order_type: o.order_type, source: o.source, price_ticks: o.price_ticks, qty_wh: o.qty_wh, filled_wh: o.filled_wh,
+        status: o.filled_wh > 0 ? 'PARTIALLY_FILLED' : 'ACTIVE', reason: null,
+      });
+    }
+  }
+
+  const onCommitted = (c: CommittedEvents): void => {
+    const ts = c.ts_ms;
+    const changedUsers = funds.apply(c);
+    let touched: Map<Market, string[][]> | null = null;
+    let traded: Set<Market> | null = null;
+    const z = zoneState(c.zone_id);
+    for (const e of c.events as EngineEvent[]) {
+      switch (e.type) {
+        case 'BOOK_LEVEL': {
+          const m = market(c.zone_id, e.interval_id);
+          m.book.side(e.side).set(e.price_ticks, e.qty_wh);
+          touched ??= new Map();
+          let ch = touched.get(m);
+          if (ch === undefined) touched.set(m, (ch = []));
+          ch.push([e.side, ticksToPrice(e.price_ticks, unitOf(c.zone_id)), whToKwh(e.qty_wh)]);
+          break;
+        }
+        case 'FILL': {
+          const m = market(c.zone_id, e.interval_id);
+          m.trades_seq++;
+          m.trade_count++;
+          m.last_ticks = e.price_ticks;
+          m.volume_wh += BigInt(e.qty_wh);
+          m.notional += BigInt(e.price_ticks) * BigInt(e.qty_wh);
+          (traded ??= new Set()).add(m);
+          const u = unitOf(c.zone_id);
+          const price = ticksToPrice(e.price_ticks, u);
+          const qty = whToKwh(e.qty_wh);
+          const trade_id = e.trade_id;
+          bus.publish(tradesChannel(c.zone_id, e.interval_id), {
+            type: 'trade', zone_id: c.zone_id, interval_id: e.interval_id, epoch, seq: m.trades_seq, trade_id, price, qty, source: e.source, taker_side: e.taker_side, ts,
+          });
+          for (const [oid, liquidity] of [[e.maker_order_id, 'MAKER'], [e.taker_order_id, 'TAKER']] as const) {
+            const o = orders.get(oid);
+            if (o === undefined) continue;
+            o.filled_wh += e.qty_wh;
+            const remaining = oid === e.maker_order_id ? e.maker_remaining_wh : e.taker_remaining_wh;
+            o.status = remaining === 0 ? 'MATCHED' : 'PARTIALLY_FILLED';
+            toUser(o.user_id, {
+              type: 'fill', trade_id, order_id: oid, client_order_id: o.client_order_id, zone_id: c.zone_id, interval_id: e.interval_id, side: o.side, price, qty,
+              source: e.source, liquidity, ts,
+            });
+            sendOrder(o, ts);
+            if (remaining === 0) orders.finish(o);
+          }
+          break;
+        }
+        case 'ACCEPTED': {
+          const o: TrackedOrder = {
+            order_id: e.order_id, user_id: e.user_id, client_order_id: e.client_order_id, zone_id: c.zone_id, interval_id: e.interval_id, side: e.side,
+            order_type: e.order_type, source: e.source, price_ticks: e.price_ticks, qty_wh: e.qty_wh, filled_wh: 0, status: 'ACTIVE', reason: null,
+          };
+          orders.open.set(o.order_id, o);
+          sendOrder(o, ts);
+          break;
+        }
+        case 'CANCELLED':
+        case 'EXPIRED': {
+          const o = orders.get(e.order_id);
+          if (o === undefined) break;
+          o.status = e.type;
+          o.reason = e.type === 'CANCELLED' ? e.reason : e.cause;
+          sendOrder(o, ts);
+          orders.finish(o);
+          break;
+        }
+        case 'AMENDED': {
+          const o = orders.get(e.order_id);
+          if (o === undefined) break;
+          o.price_ticks = e.price_ticks;
+          o.qty_wh = e.qty_wh;
+          o.filled_wh = e.filled_wh;
+          sendOrder(o, ts);
+          break;
+        }
+        case 'ZONE_STATUS':
+          z.status = e.status;
+          z.status_seq++;
+          bus.publish(statusChannel(c.zone_id), statusMessage(c.zone_id, z, ts));
+          break;
+        case 'INTERVAL_OPENED':
+        case 'GATE_CLOSED': {
+          const m = market(c.zone_id, e.interval_id);
+          m.gate = e.type === 'GATE_CLOSED' ? 'CLOSED' : 'OPEN';
+          z.status_seq++;
+          bus.publish(statusChannel(c.zone_id), statusMessage(c.zone_id, z, ts, { interval_id: e.interval_id, gate: m.gate }));
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    if (touched !== null) {
+      for (const [m, changes] of touched) {
+        m.book_seq++;
+        bus.publish(bookChannel(m.zone_id, m.interval_id), {
+          type: 'book', zone_id: m.zone_id, interval_id: m.interval_id, epoch, seq: m.book_seq, snapshot: false, changes, checksum: checksum(m), ts,
+        });
+        (traded ??= new Set()).add(m);
+      }
+    }
+    if (traded !== null) {
+      for (const m of traded) {
+        m.ticker_seq++;
+        bus.publish(tickerChannel(m.zone_id, m.interval_id), tickerMessage(m, ts));
+      }
+    }
+    for (const user_id of changedUsers) {
+      for (const b of funds.balances(user_id)) {
+        toUser(user_id, {
+          type: 'balance', currency: b.currency, available: formatMinor(b.available_minor, b.minor_units), held: formatMinor(b.held_minor, b.minor_units),
+          escrow: formatMinor(b.escrow_minor, b.minor_units), ts,
+        });
+      }
+    }
+  };
+  const off = backend.subscribeAll(onCommitted);
+
+  // A gateway that joins or sees a gap asks for a channel's state; it travels on the channel itself.
+  const offReq = await bus.subscribe(SNAPSHOT_REQUEST_CHANNEL, (req) => {
+    const ch = String(req.channel ?? '');
+    const [kind, zs, is] = ch.split('.');
+    const zone_id = Number(zs);
+    const interval_id = Number(is);
+    const ts = now();
+    if (!Number.isSafeInteger(zone_id) || zone_id <= 0) return;
+    if (kind === 'status') {
+      bus.publish(ch, statusMessage(zone_id, zoneState(zone_id), ts));
+      return;
+    }
+    if (!Number.isSafeInteger(interval_id) || interval_id <= 0) return;
+    const known = zones.get(zone_id)?.markets.get(interval_id);
+    const m = known ?? market(zone_id, interval_id);
+    if (kind === 'book') bus.publish(ch, bookSnapshot(m, ts));
+    else if (kind === 'ticker') bus.publish(ch, tickerMessage(m, ts));
+    else if (kind === 'trades') bus.publish(ch, { type: 'trades_start', zone_id, interval_id, epoch, seq: m.trades_seq, ts });
+  });
+
+  return {
+    epoch,
+    orders,
+    book: (zone_id, interval_id) => zones.get(zone_id)?.markets.get(interval_id)?.book,
+    notify(user_id, n) {
+      bus.publish(userChannel(user_id), { type: 'notification', ...n, ts: now() });
+    },
+    stop() {
+      off();
+      offReq();
+    },
+  };
+}

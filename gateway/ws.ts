@@ -1,0 +1,626 @@
+// The WebSocket endpoint (/ws): sessions, login, subscriptions, trading, limits, backpressure.
+import { decode as msgpackDecode } from '@msgpack/msgpack';
+import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from 'uWebSockets.js';
+import type { EngineEvent } from '../engine/index.js';
+import type { Sql } from '../schema/db.js';
+import { authenticate, loginPayload, OPERATOR_ROLES, TRADER_ROLES, type Principal } from './auth.js';
+import { zoneOfOrder, type Funds, type SubmitCommand, type SubmitResult, type TradingBackend } from './backend.js';
+import type { Bus, BusMessage } from './bus.js';
+import { fail, type Failure } from './codes.js';
+import { Feed, FrameCache, type FeedSink } from './feeds.js';
+import type { GatewayMetrics } from './gateway-metrics.js';
+import { CLOSE, TokenBucket, type GatewayLimits } from './limits.js';
+import { encodeMessage, IN_VALIDATORS, MSGPACK_SUBPROTOCOL, PROTOCOL_VERSION, TRADING_TYPES, type ChannelKind, type Encoding, type OutMessage } from './protocol.js';
+import { bookChannel, formatMinor, statusChannel, tickerChannel, tradesChannel, userChannel, wireOrder, type OrderTracker } from './publisher.js';
+import { kwhToWh, priceToTicks, ticksToPrice, UnitError, whToKwh } from './units.js';
+import type { ZoneCatalog } from './zones.js';
+
+export interface WsDeps {
+  app: TemplatedApp;
+  sql: Sql;
+  bus: Bus;
+  catalog: ZoneCatalog;
+  limits: GatewayLimits;
+  metrics: GatewayMetrics;
+  /** null = this gateway serves market data only; trading answers EXCHANGE_UNAVAILABLE. */
+  backend: TradingBackend | null;
+  funds: Funds;
+  orders: OrderTracker | null;
+  now: () => number;
+  path?: string;
+}
+
+// uWS copies the upgrade's user data into its own object: keep the session behind one reference.
+interface Holder {
+  session: Session;
+}
+type Ws = WebSocket<Holder>;
+
+interface Session extends FeedSink {
+  id: number;
+  ws: Ws | null;
+  encoding: Encoding;
+  ip: string;
+  principal: Principal | null;
+  cancel_on_disconnect: boolean;
+  feeds: Map<string, Feed>;
+  conflating: Set<Feed>;
+  bucket: TokenBucket;
+  login_attempts: number;
+  login_pending: boolean;
+  last_send_ms: number;
+  zones_traded: Set<number>;
+  closed: boolean;
+}
+
+type Msg = Record<string, unknown> & { type: string; req_id?: string | number };
+
+interface OrderAckInfo {
+  ack: Record<string, unknown> | null;
+  reject: Failure | null;
+}
+
+const TEXT = new TextDecoder();
+
+export interface WsEndpoint {
+  sessions(): number;
+  bufferedBytes(): number;
+  close(): void;
+}
+
+export function attachWebSocket(d: WsDeps): WsEndpoint {
+  const { limits, metrics, now } = d;
+  let nextId = 1;
+  const sessions = new Set<Session>();
+  const feeds = new Map<string, Feed>();
+  const userFeeds = new Map<number, { sessions: Set<Session>; off: Promise<() => void> }>();
+  const keySessions = new Map<string, number>();
+  const keyBuckets = new Map<string, TokenBucket>();
+
+  // ---- sending ----------------------------------------------------------------------------
+  const sendRaw = (s: Session, bytes: string | Uint8Array): number => {
+    const ws = s.ws;
+    if (ws === null || s.closed) return 2;
+    let r = 1;
+    ws.cork(() => {
+      r = ws.send(bytes, typeof bytes !== 'string');
+    });
+    s.last_send_ms = now();
+    if (r === 2) metrics.dropped_sends.inc();
+    return r;
+  };
+  const send = (s: Session, m: OutMessage): void => {
+    if (s.closed) return;
+    sendRaw(s, encodeMessage(m, s.encoding));
+  };
+  const closeWith = (s: Session, code: number, reason: string): void => {
+    if (s.closed || s.ws === null) return;
+    s.ws.end(code, reason);
+  };
+  const tooSlow = (s: Session): boolean => {
+    const ws = s.ws;
+    if (ws === null) return true;
+    const b = ws.getBufferedAmount();
+    if (b > limits.disconnect_buffered_bytes) {
+      metrics.slow_consumer_disconnects.inc();
+      closeWith(s, CLOSE.SLOW_CONSUMER, 'SLOW_CONSUMER: too many bytes buffered');
+      return true;
+    }
+    return false;
+  };
+  const frame = (s: Session, msg: BusMessage, frames: FrameCache): string | Uint8Array => {
+    if (s.encoding === 'json') return (frames.json ??= encodeMessage(msg as OutMessage, 'json') as string);
+    return (frames.msgpack ??= encodeMessage(msg as OutMessage, 'msgpack') as Uint8Array);
+  };
+
+  const newSession = (encoding: Encoding, ip: string): Session => {
+    const s: Session = {
+      id: nextId++,
+      ws: null,
+      encoding,
+      ip,
+      principal: null,
+      cancel_on_disconnect: false,
+      feeds: new Map(),
+      conflating: new Set(),
+      bucket: new TokenBucket(limits.conn_msgs_burst, limits.conn_msgs_per_s, now()),
+      login_attempts: 0,
+      login_pending: false,
+      last_send_ms: now(),
+      zones_traded: new Set(),
+      closed: false,
+      deliver(feed, msg, frames) {
+        if (s.closed) return;
+        if (feed.kind === 'book') {
+          if (s.conflating.has(feed)) {
+            metrics.conflated_updates.inc();
+            return;
+          }
+          if (tooSlow(s)) return;
+          if (s.ws!.getBufferedAmount() > limits.conflate_buffered_bytes) {
+            s.conflating.add(feed);
+            metrics.conflated_updates.inc();
+            return;
+          }
+          if (sendRaw(s, frame(s, msg, frames)) === 2) s.conflating.add(feed);
+          return;
+        }
+        if (tooSlow(s)) return;
+        sendRaw(s, frame(s, msg, frames));
+      },
+      snapshot(feed, reason) {
+        if (s.closed || !feed.ready) return;
+        s.conflating.delete(feed);
+        if (reason !== 'SUBSCRIBE') metrics.resyncs.inc({ reason });
+        if (feed.kind === 'book') sendRaw(s, encodeMessage(feed.snapshotMessage(reason) as OutMessage, s.encoding));
+        else if (feed.last !== null) sendRaw(s, encodeMessage(feed.last as OutMessage, s.encoding));
+      },
+    };
+    return s;
+  };
+
+  // ---- replies ----------------------------------------------------------------------------
+  const reqId = (m: Msg | null): string | number | null => {
+    const r = m?.req_id;
+    return typeof r === 'string' || typeof r === 'number' ? r : null;
+  };
+  const reject = (s: Session, op: string, m: Msg | null, f: Failure, extra: Record<string, unknown> = {}): void => {
+    metrics.rejects.inc({ op, code: f.code });
+    send(s, { type: 'reject', req_id: reqId(m), op, code: f.code, message: f.message, ...(f.limit === undefined ? {} : { limit: f.limit }), ...extra });
+  };
+
+  // ---- feeds ------------------------------------------------------------------------------
+  const channelOf = (kind: ChannelKind, zone_id: number, interval_id: number): string => {
+    switch (kind) {
+      case 'book':
+        return bookChannel(zone_id, interval_id);
+      case 'trades':
+        return tradesChannel(zone_id, interval_id);
+      case 'ticker':
+        return tickerChannel(zone_id, interval_id);
+      default:
+        return statusChannel(zone_id);
+    }
+  };
+  const feedFor = (kind: ChannelKind, zone_id: number, interval_id: number): Feed => {
+    const ch = channelOf(kind, zone_id, interval_id);
+    let f = feeds.get(ch);
+    if (f === undefined) {
+      f = new Feed(ch, kind, zone_id, interval_id, d.bus, (reason) => metrics.resyncs.inc({ reason }));
+      feeds.set(ch, f);
+      void f.open();
+    }
+    return f;
+  };
+  const leaveFeed = (s: Session, f: Feed): void => {
+    f.subscribers.delete(s);
+    s.feeds.delete(f.channel);
+    s.conflating.delete(f);
+    metrics.subscriptions.dec();
+    if (f.subscribers.size === 0) {
+      f.close();
+      feeds.delete(f.channel);
+    }
+  };
+  const joinUser = (s: Session, user_id: number): void => {
+    let u = userFeeds.get(user_id);
+    if (u === undefined) {
+      const set = new Set<Session>();
+      const off = d.bus.subscribe(userChannel(user_id), (msg) => {
+        const frames = new FrameCache();
+        for (const x of set) if (!tooSlow(x)) sendRaw(x, frame(x, msg, frames));
+      });
+      u = { sessions: set, off };
+      userFeeds.set(user_id, u);
+    }
+    u.sessions.add(s);
+  };
+  const leaveUser = (s: Session, user_id: number): void => {
+    const u = userFeeds.get(user_id);
+    if (u === undefined) return;
+    u.sessions.delete(s);
+    if (u.sessions.size === 0) {
+      userFeeds.delete(user_id);
+      void u.off.then((off) => off());
+    }
+  };
+
+  // ---- handlers ---------------------------------------------------------------------------
+  const onLogin = async (s: Session, m: Msg): Promise<void> => {
+    if (s.principal !== null || s.login_pending) return reject(s, 'login', m, fail('ALREADY_LOGGED_IN', 'this connection is already logged in'));
+    s.login_attempts++;
+    if (s.login_attempts > limits.max_login_attempts) {
+      reject(s, 'login', m, fail('UNAUTHORIZED', 'too many login attempts', limits.max_login_attempts));
+      return closeWith(s, CLOSE.TOO_MANY_LOGIN_ATTEMPTS, 'TOO_MANY_LOGIN_ATTEMPTS');
+    }
+    const key_id = m.key_id as string;
+    const ts = m.ts as number;
+    const nonce = m.nonce as string;
+    s.login_pending = true;
+    let r: Principal | Failure;
+    try {
+      r = await authenticate(d.sql, d.bus, { key_id, ts, nonce, sig: m.sig as string, payload: loginPayload(key_id, ts, nonce) }, now(), limits.auth_max_skew_ms);
+    } catch (err) {
+      r = fail('EXCHANGE_UNAVAILABLE', `cannot check the key now: ${(err as Error).message}`);
+    } finally {
+      s.login_pending = false;
+    }
+    if (s.closed) return;
+    if ('code' in r) return reject(s, 'login', m, r);
+    const count = keySessions.get(r.key_id) ?? 0;
+    if (count >= limits.max_sessions_per_key) {
+      return reject(s, 'login', m, fail('TOO_MANY_SESSIONS', `key ${r.key_id} already has ${count} sessions`, limits.max_sessions_per_key));
+    }
+    keySessions.set(r.key_id, count + 1);
+    s.principal = r;
+    s.cancel_on_disconnect = m.cancel_on_disconnect === true;
+    joinUser(s, r.user_id);
+    send(s, { type: 'logged_in', req_id: reqId(m), user_id: r.user_id, role: r.role, key_id: r.key_id, cancel_on_disconnect: s.cancel_on_disconnect });
+    metrics.messages.inc({ type: 'login', outcome: 'ok' });
+  };
+
+  const onSubscribe = async (s: Session, m: Msg): Promise<void> => {
+    const kind = m.channel as ChannelKind;
+    const zone_id = m.zone_id as number;
+    const interval_id = (m.interval_id as number | undefined) ?? 0;
+    if (kind !== 'status' && interval_id === 0) return reject(s, m.type, m, fail('INVALID_FIELD', `channel ${kind} needs interval_id`));
+    const ch = channelOf(kind, zone_id, interval_id);
+    if (m.type === 'unsubscribe') {
+      const f = s.feeds.get(ch);
+      if (f === undefined) return reject(s, 'unsubscribe', m, fail('NOT_SUBSCRIBED', `not subscribed to ${ch}`));
+      leaveFeed(s, f);
+      return send(s, { type: 'unsubscribed', req_id: reqId(m), channel: kind, zone_id, interval_id });
+    }
+    if (s.feeds.has(ch)) return send(s, { type: 'subscribed', req_id: reqId(m), channel: kind, zone_id, interval_id });
+    if (s.feeds.size >= limits.max_subscriptions_per_connection) {
+      return reject(s, 'subscribe', m, fail('TOO_MANY_SUBSCRIPTIONS', `at most ${limits.max_subscriptions_per_connection} subscriptions per connection`, limits.max_subscriptions_per_connection));
+    }
+    if ((await d.catalog.load(zone_id)) === undefined) return reject(s, 'subscribe', m, fail('UNKNOWN_ZONE', `zone ${zone_id} does not exist`));
+    if (s.closed) return;
+    const f = feedFor(kind, zone_id, interval_id);
+    f.subscribers.add(s);
+    s.feeds.set(ch, f);
+    metrics.subscriptions.inc();
+    send(s, { type: 'subscribed', req_id: reqId(m), channel: kind, zone_id, interval_id });
+    if (f.ready) s.snapshot(f, 'SUBSCRIBE');
+  };
+
+  const requireTrader = (s: Session, op: string, m: Msg): Principal | null => {
+    const p = s.principal;
+    if (p === null) {
+      reject(s, op, m, fail('UNAUTHORIZED', 'log in to trade (anonymous sessions get public market data only)'));
+      return null;
+    }
+    if (!TRADER_ROLES.has(p.role)) {
+      reject(s, op, m, fail('FORBIDDEN', `role ${p.role} may not trade`));
+      return null;
+    }
+    if (d.backend === null) {
+      reject(s, op, m, fail('EXCHANGE_UNAVAILABLE', 'this gateway does not take orders'));
+      return null;
+    }
+    let b = keyBuckets.get(p.key_id);
+    if (b === undefined) keyBuckets.set(p.key_id, (b = new TokenBucket(limits.key_orders_burst, limits.key_orders_per_s, now())));
+    if (!b.take(now())) {
+      reject(s, op, m, fail('RATE_LIMITED', `at most ${limits.key_orders_per_s} trading messages per second per key`, limits.key_orders_per_s));
+      return null;
+    }
+    return p;
+  };
+
+  const submit = async (op: string, zone_id: number, cmd: SubmitCommand): Promise<SubmitResult> => {
+    const t0 = performance.now();
+    let r: SubmitResult;
+    try {
+      r = await d.backend!.submit(zone_id, cmd);
+    } catch (err) {
+      r = { ok: false, code: 'EXCHANGE_UNAVAILABLE', message: (err as Error).message };
+    }
+    metrics.ack_latency.observe({ op }, (performance.now() - t0) / 1e3);
+    return r;
+  };
+
+  const orderOutcome = (events: EngineEvent[], order_id: number, zone_id: number): OrderAckInfo => {
+    const unit = d.catalog.get(zone_id)!.unit;
+    let ack: Record<string, unknown> | null = null;
+    let filled = 0;
+    let qty = 0;
+    let status = 'ACTIVE';
+    let reason: string | null = null;
+    const fills: Record<string, unknown>[] = [];
+    for (const e of events) {
+      if (e.type === 'REJECTED') return { ack: null, reject: fail(e.reason, `rejected by the engine: ${e.reason}`) };
+      if (e.type === 'ACCEPTED' && e.order_id === order_id) {
+        qty = e.qty_wh;
+        ack = {
+          order_id, client_order_id: e.client_order_id, zone_id, interval_id: e.interval_id, side: e.side, order_type: e.order_type, source: e.source,
+          price: ticksToPrice(e.price_ticks, unit), qty: whToKwh(e.qty_wh),
+        };
+      } else if (e.type === 'FILL' && (e.taker_order_id === order_id || e.maker_order_id === order_id)) {
+        filled += e.qty_wh;
+        fills.push({ trade_id: e.trade_id, price: ticksToPrice(e.price_ticks, unit), qty: whToKwh(e.qty_wh), source: e.source });
+      } else if ((e.type === 'CANCELLED' || e.type === 'EXPIRED') && e.order_id === order_id) {
+        status = e.type;
+        reason = e.type === 'CANCELLED' ? e.reason : e.cause;
+      }
+    }
+    if (ack === null) return { ack: null, reject: fail('INTERNAL', 'the engine returned no result for the order') };
+    if (status === 'ACTIVE') status = filled === qty ? 'MATCHED' : filled > 0 ? 'PARTIALLY_FILLED' : 'ACTIVE';
+    const open = status === 'ACTIVE' || status === 'PARTIALLY_FILLED';
+    Object.assign(ack, { filled_qty: whToKwh(filled), remaining_qty: whToKwh(open ? qty - filled : 0), status, reason, fills });
+    return { ack, reject: null };
+  };
+
+  const onPlace = async (s: Session, m: Msg, p: Principal): Promise<void> => {
+    const zone_id = m.zone_id as number;
+    const zone = await d.catalog.load(zone_id);
+    if (zone === undefined) return reject(s, 'place', m, fail('UNKNOWN_ZONE', `zone ${zone_id} does not exist`), { client_order_id: m.client_order_id });
+    const side = m.side as 'BUY' | 'SELL';
+    if (side === 'SELL' && p.role === 'CONSUMER') return reject(s, 'place', m, fail('FORBIDDEN', 'a CONSUMER may only buy'), { client_order_id: m.client_order_id });
+    const source = (m.source as string | undefined) ?? (side === 'BUY' ? 'ANY' : undefined);
+    if (source === undefined) return reject(s, 'place', m, fail('INVALID_ORDER', 'a SELL names its source (SOLAR, WIND, BATTERY or HYDRO)'), { client_order_id: m.client_order_id });
+    let price_ticks: number;
+    let qty_wh: number;
+    try {
+      price_ticks = priceToTicks(m.price as string, zone.unit);
+      qty_wh = kwhToWh(m.qty as string);
+    } catch (err) {
+      if (err instanceof UnitError) return reject(s, 'place', m, fail(err.code, err.message), { client_order_id: m.client_order_id });
+      throw err;
+    }
+    const client_order_id = m.client_order_id as string;
+    if (side === 'BUY') {
+      const f = d.funds.reserve({ user_id: p.user_id, client_order_id, zone_id, price_ticks, qty_wh });
+      if (f !== null) return reject(s, 'place', m, f, { client_order_id });
+    }
+    s.zones_traded.add(zone_id);
+    const cmd = {
+      type: 'PLACE', user_id: p.user_id, client_order_id, zone_id, interval_id: m.interval_id as number, side, source, order_type: m.order_type, price_ticks, qty_wh,
+      ...(m.stp === undefined ? {} : { stp: m.stp }), ...(m.expire_at_ms === undefined ? {} : { expire_at_ms: m.expire_at_ms }),
+    } as SubmitCommand;
+    const r = await submit('place', zone_id, cmd);
+    if (!r.ok) {
+      if (side === 'BUY') d.funds.unreserve(p.user_id, client_order_id);
+      return reject(s, 'place', m, fail(r.code, r.message), { client_order_id });
+    }
+    const o = orderOutcome(r.events, r.order_id ?? 0, zone_id);
+    if (o.reject !== null) return reject(s, 'place', m, o.reject, { client_order_id });
+    metrics.acks.inc({ op: 'place' });
+    send(s, { type: 'ack', req_id: reqId(m), op: 'place', ...o.ack! });
+  };
+
+  /** A foreign or unknown order: the same answer either way (no existence hint). */
+  const unknownOrder = (s: Session, op: string, m: Msg): void => reject(s, op, m, fail('UNKNOWN_ORDER', `no open order ${String(m.order_id)} of yours`), { order_id: m.order_id });
+
+  const onCancelOrAmend = async (s: Session, m: Msg, p: Principal): Promise<void> => {
+    const op = m.type;
+    const order_id = m.order_id as number;
+    const zone_id = zoneOfOrder(order_id);
+    const known = d.orders?.get(order_id);
+    if (known !== undefined && known.user_id !== p.user_id) return unknownOrder(s, op, m);
+    const zone = zone_id > 0 ? await d.catalog.load(zone_id) : undefined;
+    if (zone === undefined || !d.backend!.zones().includes(zone_id)) return unknownOrder(s, op, m);
+    let cmd: SubmitCommand;
+    if (op === 'cancel') {
+      cmd = { type: 'CANCEL', order_id, user_id: p.user_id };
+    } else {
+      if (m.price === undefined && m.qty === undefined) return reject(s, op, m, fail('INVALID_FIELD', 'an amend changes price, qty or both'), { order_id });
+      let price_ticks: number | undefined;
+      let qty_wh: number | undefined;
+      try {
+        price_ticks = m.price === undefined ? undefined : priceToTicks(m.price as string, zone.unit);
+        qty_wh = m.qty === undefined ? undefined : kwhToWh(m.qty as string);
+      } catch (err) {
+        if (err instanceof UnitError) return reject(s, op, m, fail(err.code, err.message), { order_id });
+        throw err;
+      }
+      const f = d.funds.checkAmend(order_id, price_ticks, qty_wh);
+      if (f !== null && known !== undefined) return reject(s, op, m, f, { order_id });
+      cmd = { type: 'AMEND', order_id, user_id: p.user_id, ...(price_ticks === undefined ? {} : { price_ticks }), ...(qty_wh === undefined ? {} : { qty_wh }) };
+    }
+    const r = await submit(op, zone_id, cmd);
+    if (!r.ok) return r.code === 'UNKNOWN_ZONE' ? unknownOrder(s, op, m) : reject(s, op, m, fail(r.code, r.message), { order_id });
+    const rej = r.events.find((e) => e.type === 'REJECTED');
+    if (rej !== undefined && rej.type === 'REJECTED') {
+      return rej.reason === 'UNKNOWN_ORDER' ? unknownOrder(s, op, m) : reject(s, op, m, fail(rej.reason, `rejected by the engine: ${rej.reason}`), { order_id });
+    }
+    const o = d.orders?.get(order_id);
+    metrics.acks.inc({ op });
+    const base: Record<string, unknown> = { type: 'ack', req_id: reqId(m), op, order_id };
+    if (o !== undefined) Object.assign(base, wireOrder(o, zone.unit));
+    const amended = r.events.find((e) => e.type === 'AMENDED');
+    if (amended !== undefined && amended.type === 'AMENDED') base.priority_kept = amended.priority_kept;
+    const cancelled = r.events.find((e) => e.type === 'CANCELLED' && e.order_id === order_id);
+    if (cancelled !== undefined && cancelled.type === 'CANCELLED') Object.assign(base, { status: 'CANCELLED', reason: cancelled.reason });
+    send(s, base as OutMessage);
+  };
+
+  const onMassCancel = async (s: Session, m: Msg, p: Principal): Promise<void> => {
+    const zones = m.zone_id === undefined ? d.backend!.zones() : [m.zone_id as number];
+    let cancelled = 0;
+    for (const zone_id of zones) {
+      const r = await submit('mass_cancel', zone_id, m.zone_id === undefined ? { type: 'MASS_CANCEL', scope: 'USER', user_id: p.user_id } : { type: 'MASS_CANCEL', scope: 'USER_ZONE', user_id: p.user_id, zone_id });
+      if (!r.ok) {
+        if (r.code === 'UNKNOWN_ZONE') continue;
+        return reject(s, 'mass_cancel', m, fail(r.code, r.message));
+      }
+      for (const e of r.events) if (e.type === 'CANCELLED') cancelled++;
+    }
+    metrics.acks.inc({ op: 'mass_cancel' });
+    send(s, { type: 'ack', req_id: reqId(m), op: 'mass_cancel', cancelled });
+  };
+
+  const onQuery = (s: Session, m: Msg): void => {
+    const p = s.principal;
+    if (p === null) return reject(s, m.type, m, fail('UNAUTHORIZED', 'log in first'));
+    if (m.type === 'balances') {
+      const balances = d.funds.balances(p.user_id).map((b) => ({
+        currency: b.currency, available: formatMinor(b.available_minor, b.minor_units), held: formatMinor(b.held_minor, b.minor_units), escrow: formatMinor(b.escrow_minor, b.minor_units),
+      }));
+      return send(s, { type: 'balances', req_id: reqId(m), balances });
+    }
+    const o = d.orders?.get(m.order_id as number);
+    if (o === undefined || o.user_id !== p.user_id) return unknownOrder(s, 'order_status', m);
+    const unit = d.catalog.get(o.zone_id)!.unit;
+    send(s, { type: 'order_state', req_id: reqId(m), ...wireOrder(o, unit) });
+  };
+
+  const handle = async (s: Session, m: Msg): Promise<void> => {
+    switch (m.type) {
+      case 'ping':
+        return send(s, { type: 'pong', req_id: reqId(m), server_time: now() });
+      case 'login':
+        return onLogin(s, m);
+      case 'subscribe':
+      case 'unsubscribe':
+        return onSubscribe(s, m);
+      case 'resync': {
+        const f = s.feeds.get(bookChannel(m.zone_id as number, m.interval_id as number));
+        if (f === undefined) return reject(s, 'resync', m, fail('NOT_SUBSCRIBED', 'subscribe to the book first'));
+        return s.snapshot(f, 'REQUESTED');
+      }
+      case 'order_status':
+      case 'balances':
+        return onQuery(s, m);
+      default: {
+        const p = requireTrader(s, m.type, m);
+        if (p === null) return;
+        if (m.type === 'place') return onPlace(s, m, p);
+        if (m.type === 'cancel' || m.type === 'amend') return onCancelOrAmend(s, m, p);
+        return onMassCancel(s, m, p);
+      }
+    }
+  };
+
+  const onMessage = (s: Session, data: ArrayBuffer, isBinary: boolean): void => {
+    const t0 = performance.now();
+    if (!s.bucket.take(now())) {
+      metrics.messages.inc({ type: 'any', outcome: 'reject' });
+      return reject(s, 'any', null, fail('RATE_LIMITED', `at most ${limits.conn_msgs_per_s} messages per second per connection`, limits.conn_msgs_per_s));
+    }
+    let m: unknown;
+    try {
+      m = isBinary ? msgpackDecode(new Uint8Array(data)) : JSON.parse(TEXT.decode(data));
+    } catch {
+      metrics.messages.inc({ type: 'unknown', outcome: 'reject' });
+      return reject(s, 'unknown', null, fail('MALFORMED', isBinary ? 'the frame is not valid MessagePack' : 'the frame is not valid JSON'));
+    }
+    if (typeof m !== 'object' || m === null || Array.isArray(m) || typeof (m as Msg).type !== 'string') {
+      metrics.messages.inc({ type: 'unknown', outcome: 'reject' });
+      return reject(s, 'unknown', null, fail('MALFORMED', 'a message is an object with a string "type"'));
+    }
+    const msg = m as Msg;
+    const validate = IN_VALIDATORS[msg.type];
+    if (validate === undefined) {
+      metrics.messages.inc({ type: 'unknown', outcome: 'reject' });
+      return reject(s, String(msg.type).slice(0, 32), msg, fail('UNKNOWN_TYPE', `unknown message type "${String(msg.type).slice(0, 32)}"`));
+    }
+    const problem = validate(msg);
+    if (problem !== null) {
+      metrics.messages.inc({ type: msg.type, outcome: 'reject' });
+      return reject(s, msg.type, msg, fail('INVALID_FIELD', problem.message));
+    }
+    handle(s, msg).then(
+      () => {
+        if (msg.type !== 'login') metrics.messages.inc({ type: msg.type, outcome: 'ok' });
+        if (TRADING_TYPES.has(msg.type) || msg.type === 'ping') metrics.message_seconds.observe({ type: msg.type }, (performance.now() - t0) / 1e3);
+      },
+      (err: Error) => {
+        metrics.messages.inc({ type: msg.type, outcome: 'error' });
+        reject(s, msg.type, msg, fail('INTERNAL', err.message));
+      },
+    );
+  };
+
+  const onClose = (s: Session): void => {
+    s.closed = true;
+    s.ws = null;
+    sessions.delete(s);
+    metrics.connections.dec();
+    for (const f of [...s.feeds.values()]) leaveFeed(s, f);
+    const p = s.principal;
+    if (p === null) return;
+    leaveUser(s, p.user_id);
+    const n = (keySessions.get(p.key_id) ?? 1) - 1;
+    if (n <= 0) {
+      keySessions.delete(p.key_id);
+      keyBuckets.delete(p.key_id);
+    } else keySessions.set(p.key_id, n);
+    if (s.cancel_on_disconnect && d.backend !== null) {
+      for (const zone_id of s.zones_traded) void submit('cancel_on_disconnect', zone_id, { type: 'MASS_CANCEL', scope: 'USER_ZONE', user_id: p.user_id, zone_id });
+    }
+  };
+
+  d.app.ws<Holder>(d.path ?? '/ws', {
+    maxPayloadLength: limits.max_message_bytes,
+    // Sends are checked against our own limits first; this only guards against runaway buffers.
+    maxBackpressure: limits.disconnect_buffered_bytes * 2,
+    closeOnBackpressureLimit: 0,
+    idleTimeout: 120,
+    sendPingsAutomatically: true,
+    upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
+      const key = req.getHeader('sec-websocket-key');
+      const protocols = req.getHeader('sec-websocket-protocol');
+      const extensions = req.getHeader('sec-websocket-extensions');
+      const query = new URLSearchParams(req.getQuery() ?? '');
+      if (sessions.size >= limits.max_connections) {
+        res.cork(() => {
+          res.writeStatus('503 Service Unavailable').writeHeader('content-type', 'application/json')
+            .end(JSON.stringify({ code: 'TOO_MANY_CONNECTIONS', message: `at most ${limits.max_connections} connections`, limit: limits.max_connections }));
+        });
+        return;
+      }
+      const offered = protocols.split(',').map((p) => p.trim()).filter((p) => p !== '');
+      const msgpack = offered.includes(MSGPACK_SUBPROTOCOL) || query.get('encoding') === 'msgpack';
+      const chosen = msgpack && offered.includes(MSGPACK_SUBPROTOCOL) ? MSGPACK_SUBPROTOCOL : offered[0] ?? '';
+      const ip = Buffer.from(res.getRemoteAddressAsText()).toString();
+      const s = newSession(msgpack ? 'msgpack' : 'json', ip);
+      res.upgrade<Holder>({ session: s }, key, chosen, extensions, context);
+    },
+    open: (ws: Ws) => {
+      const s = ws.getUserData().session;
+      s.ws = ws;
+      sessions.add(s);
+      metrics.connections.inc();
+      send(s, {
+        type: 'welcome', version: PROTOCOL_VERSION, encoding: s.encoding, heartbeat_ms: limits.heartbeat_idle_ms, max_message_bytes: limits.max_message_bytes,
+        max_subscriptions: limits.max_subscriptions_per_connection, server_time: now(),
+      });
+    },
+    message: (ws: Ws, data: ArrayBuffer, isBinary: boolean) => onMessage(ws.getUserData().session, data, isBinary),
+    drain: (ws: Ws) => {
+      const s = ws.getUserData().session;
+      if (s.conflating.size === 0 || ws.getBufferedAmount() > limits.conflate_buffered_bytes / 2) return;
+      for (const f of [...s.conflating]) s.snapshot(f, 'CONFLATED');
+    },
+    close: (ws: Ws) => onClose(ws.getUserData().session),
+  });
+
+  const heartbeat = setInterval(() => {
+    const t = now();
+    const hb = { type: 'heartbeat', server_time: t } as const;
+    let json: string | null = null;
+    let mp: Uint8Array | null = null;
+    for (const s of sessions) {
+      if (t - s.last_send_ms < limits.heartbeat_idle_ms) continue;
+      if (s.encoding === 'json') sendRaw(s, (json ??= encodeMessage(hb, 'json') as string));
+      else sendRaw(s, (mp ??= encodeMessage(hb, 'msgpack') as Uint8Array));
+    }
+  }, Math.max(50, Math.floor(limits.heartbeat_idle_ms / 4)));
+  heartbeat.unref();
+
+  return {
+    sessions: () => sessions.size,
+    bufferedBytes() {
+      let b = 0;
+      for (const s of sessions) b += s.ws?.getBufferedAmount() ?? 0;
+      return b;
+    },
+    close() {
+      clearInterval(heartbeat);
+      for (const s of [...sessions]) closeWith(s, CLOSE.SHUTTING_DOWN, 'SHUTTING_DOWN');
+      for (const f of feeds.values()) f.close();
+      feeds.clear();
+    },
+  };
+}
