@@ -1,6 +1,6 @@
 // The roll-up applier: folds reading_rollup_outbox rows (written atomically with their readings)
-// into reading_rollups — hour, day and month buckets per meter, zone and community — and deletes
-// them, in one statement. A late reading lands in the bucket of its own interval, so late data
+// into reading_rollups — hour, day and month buckets per zone and per community (per-meter
+// buckets are written with the readings themselves) — and deletes them, in one statement. A late reading lands in the bucket of its own interval, so late data
 // updates the right bucket. One applier at a time (advisory lock) keeps bucket updates free of
 // deadlocks across processes.
 import type { Sql } from '../schema/db.js';
@@ -112,22 +112,26 @@ const APPLY = `
 with d as (
   delete from reading_rollup_outbox
   where id in (select id from reading_rollup_outbox order by id limit $1)
-  returning meter_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq
+  returning meter_id, zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq
 ),
+-- rows from before migration 0010 name a meter; newer rows name a zone (and a community member)
 m as (
-  select d.*, sm.zone_id, sm.user_id, z.timezone as tz
-  from d join smart_meters sm on sm.id = d.meter_id join grid_zones z on z.id = sm.zone_id
+  select d.meter_id, coalesce(d.zone_id, sm.zone_id) as zone_id, coalesce(d.user_id, sm.user_id) as user_id,
+    d.hour_start, d.production_wh, d.consumption_wh, d.reading_count, z.timezone as tz
+  from d left join smart_meters sm on sm.id = d.meter_id
+  join grid_zones z on z.id = coalesce(d.zone_id, sm.zone_id)
 ),
 s as (
-  select 'METER' as scope, meter_id as scope_id, hour_start, tz, production_wh, consumption_wh, reading_count from m
+  select 'METER' as scope, meter_id as scope_id, hour_start, tz, production_wh, consumption_wh, reading_count from m where meter_id is not null
   union all
-  select 'ZONE', zone_id, hour_start, tz, production_wh, consumption_wh, reading_count from m
+  select 'ZONE', zone_id, hour_start, tz, production_wh, consumption_wh, reading_count from m where meter_id is not null or user_id is null
   union all
   -- a member's meters count for each community of the meter's zone the member belonged to at the hour
   select 'COMMUNITY', cm.group_id, m.hour_start, m.tz, m.production_wh, m.consumption_wh, m.reading_count
   from m
   join community_members cm on cm.user_id = m.user_id and cm.joined_at <= m.hour_start and (cm.left_at is null or cm.left_at > m.hour_start)
   join community_groups g on g.id = cm.group_id and g.zone_id = m.zone_id
+  where m.meter_id is not null or m.user_id is not null
 ),
 -- sum per scope and local hour first; day and month starts are computed once per distinct hour
 h as (
@@ -155,4 +159,5 @@ up as (
     reading_count = r.reading_count + excluded.reading_count,
     updated_at = excluded.updated_at
 )
-select batch_seq, sum(reading_count) as readings, count(*) as outbox_rows from d group by batch_seq`;
+select batch_seq, coalesce(sum(reading_count) filter (where user_id is null or meter_id is not null), 0) as readings, count(*) as outbox_rows
+from d group by batch_seq`;

@@ -4,7 +4,8 @@
 //
 // One statement does everything a group needs and is atomic by itself (no BEGIN/COMMIT round
 // trips): insert the readings (ON CONFLICT DO NOTHING keeps the stored row: a resend never
-// overwrites), the roll-up outbox, meter_latest, new gaps and gap fills. Rows that were not
+// overwrites), the meter's hour/day/month roll-ups, the zone/community roll-up outbox,
+// meter_latest, new gaps and gap fills. Rows that were not
 // inserted come back by ordinal and are classified by a second statement (identical → duplicate;
 // different → conflict kept aside). If that second statement fails the client is not acked and
 // its resend classifies them again, so nothing is lost.
@@ -155,6 +156,8 @@ export class Writer {
     const cols = { start_s: [] as string[], minutes: [] as string[], production_wh: [] as string[], consumption_wh: [] as string[], quality: [] as string[] };
     const tzIds: number[] = [];
     const tzNames: string[] = [];
+    const zoneIds: number[] = [];
+    const userIds: number[] = [];
     const gaps = { meter: [] as number[], s: [] as number[], e: [] as number[], m: [] as number[], n: [] as number[] };
     const late = { meter: [] as number[], s: [] as number[] };
     const seenMeters = new Set<number>();
@@ -164,6 +167,8 @@ export class Writer {
         seenMeters.add(id);
         tzIds.push(id);
         tzNames.push(j.meter.timezone);
+        zoneIds.push(j.meter.zone_id);
+        userIds.push(j.meter.user_id);
       }
       const r = j.d.rows;
       if (r.n > 0) {
@@ -208,6 +213,8 @@ export class Writer {
         nums(gaps.n),
         nums(late.meter),
         nums(late.s),
+        nums(zoneIds),
+        nums(userIds),
       ] as never[],
       { prepare: true },
     );
@@ -366,12 +373,43 @@ ins as (
   on conflict do nothing
   returning meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality
 ),
-zones as (select * from unnest($8::int8[], $9::text[]) as z(meter_id, tz)),
-outbox as (
-  insert into reading_rollup_outbox (meter_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq)
-  select ins.meter_id, date_trunc('hour', ins.interval_start, zones.tz), sum(ins.production_wh), sum(ins.consumption_wh), count(*), $10::int8
+zones as (
+  select z.*, exists (
+    select 1 from community_members cm join community_groups g on g.id = cm.group_id
+    where cm.user_id = z.user_id and g.zone_id = z.zone_id) as member
+  from unnest($8::int8[], $9::text[], $18::int8[], $19::int8[]) as z(meter_id, tz, zone_id, user_id)
+),
+-- local hour buckets per meter; day and month starts once per distinct hour
+mh as (
+  select ins.meter_id, date_trunc('hour', ins.interval_start, zones.tz) as hour_start, zones.tz, zones.zone_id, zones.user_id, zones.member,
+    sum(ins.production_wh) as production_wh, sum(ins.consumption_wh) as consumption_wh, count(*) as reading_count
   from ins join zones using (meter_id)
-  group by 1, 2
+  group by 1, 2, 3, 4, 5, 6
+),
+hrs as (
+  select hour_start, tz, date_trunc('day', hour_start, tz) as day_start, date_trunc('month', hour_start, tz) as month_start
+  from (select distinct hour_start, tz from mh) x
+),
+meter_rollups as (
+  insert into reading_rollups as r (scope, scope_id, period, bucket_start, production_wh, consumption_wh, reading_count, updated_at)
+  select 'METER', meter_id, 'HOUR', hour_start, production_wh, consumption_wh, reading_count, now() from mh
+  union all
+  select 'METER', mh.meter_id, p.period, case p.period when 'DAY' then hrs.day_start else hrs.month_start end,
+    sum(mh.production_wh), sum(mh.consumption_wh), sum(mh.reading_count), now()
+  from mh join hrs using (hour_start, tz) cross join (values ('DAY'), ('MONTH')) as p(period)
+  group by 2, 3, 4
+  on conflict (scope, scope_id, period, bucket_start) do update set
+    production_wh = r.production_wh + excluded.production_wh,
+    consumption_wh = r.consumption_wh + excluded.consumption_wh,
+    reading_count = r.reading_count + excluded.reading_count,
+    updated_at = excluded.updated_at
+),
+-- shared buckets (zone, community) go through the outbox to the single roll-up applier
+outbox as (
+  insert into reading_rollup_outbox (zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq)
+  select zone_id, null, hour_start, sum(production_wh), sum(consumption_wh), sum(reading_count), $10::int8 from mh group by 1, 3
+  union all
+  select zone_id, user_id, hour_start, sum(production_wh), sum(consumption_wh), sum(reading_count), $10::int8 from mh where member group by 1, 2, 3
 ),
 latest as (
   insert into meter_latest as l (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, last_received_at)
