@@ -13,7 +13,7 @@ export interface FeedSink {
   /** Sends one market-data message; `book` messages may be conflated for a slow consumer. */
   deliver(feed: Feed, msg: BusMessage, frames: FrameCache): void;
   /** Sends a snapshot of a book feed now (subscribe, resync, after conflation). */
-  snapshot(feed: Feed, reason: string): void;
+  snapshot(feed: Feed, reason: string, req_id?: string | number | null): void;
 }
 
 /** Encodes a message once per encoding, for all subscribers. */
@@ -34,6 +34,8 @@ function sortLevels(m: Map<string, string>, desc: boolean): WireLevel[] {
 export class Feed {
   readonly subscribers = new Set<FeedSink>();
   ready = false;
+  /** A gap was seen; the next snapshot goes to every subscriber as a RESYNC. */
+  private resyncing = false;
   epoch = '';
   seq = 0;
   private readonly bids = new Map<string, string>();
@@ -103,7 +105,8 @@ export class Feed {
       if (msg.snapshot === true) {
         // Another gateway's request answered while we are in sync: nothing new.
         if (this.ready && epoch === this.epoch && seq <= this.seq) return;
-        const wasReady = this.ready;
+        const wasReady = this.ready || this.resyncing;
+        this.resyncing = false;
         this.loadBook(msg);
         this.epoch = epoch;
         this.seq = seq;
@@ -116,6 +119,7 @@ export class Feed {
       if (epoch !== this.epoch || seq !== this.seq + 1) {
         if (epoch === this.epoch && seq <= this.seq) return; // duplicate
         this.ready = false;
+        this.resyncing = true;
         this.onResync('GAP');
         this.requestSnapshot();
         return;

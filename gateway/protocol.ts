@@ -119,6 +119,7 @@ export const OUT_SCHEMAS = {
     balances: { type: 'array', items: { type: 'object', properties: { currency: S, available: S, held: S, escrow: S } } },
   }),
   book: out('book', {
+    req_id: REQ,
     zone_id: I,
     interval_id: I,
     epoch: S,

@@ -148,11 +148,11 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
         if (tooSlow(s)) return;
         sendRaw(s, frame(s, msg, frames));
       },
-      snapshot(feed, reason) {
+      snapshot(feed, reason, req_id = null) {
         if (s.closed || !feed.ready) return;
         s.conflating.delete(feed);
         if (reason !== 'SUBSCRIBE') metrics.resyncs.inc({ reason });
-        if (feed.kind === 'book') sendRaw(s, encodeMessage(feed.snapshotMessage(reason) as OutMessage, s.encoding));
+        if (feed.kind === 'book') sendRaw(s, encodeMessage({ ...feed.snapshotMessage(reason), ...(req_id === null ? {} : { req_id }) } as OutMessage, s.encoding));
         else if (feed.last !== null) sendRaw(s, encodeMessage(feed.last as OutMessage, s.encoding));
       },
     };
@@ -477,7 +477,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       case 'resync': {
         const f = s.feeds.get(bookChannel(m.zone_id as number, m.interval_id as number));
         if (f === undefined) return reject(s, 'resync', m, fail('NOT_SUBSCRIBED', 'subscribe to the book first'));
-        return s.snapshot(f, 'REQUESTED');
+        return s.snapshot(f, 'REQUESTED', reqId(m));
       }
       case 'order_status':
       case 'balances':
