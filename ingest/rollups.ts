@@ -18,6 +18,7 @@ export class RollupApplier {
   private again = false;
   private deferred: NodeJS.Timeout | null = null;
   private lastStartMs = -Infinity;
+  private stopped = false;
 
   constructor(
     private readonly sql: Sql,
@@ -28,12 +29,14 @@ export class RollupApplier {
   ) {}
 
   start(): void {
+    this.stopped = false;
     if (this.timer !== null) return;
     this.timer = setInterval(() => this.kick(), this.intervalMs);
     this.timer.unref();
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
     if (this.deferred !== null) clearTimeout(this.deferred);
     this.timer = null;
@@ -46,6 +49,7 @@ export class RollupApplier {
    * with the writer for every commit. Roll-up lag is bounded by about two intervals plus a run.
    */
   kick(): void {
+    if (this.stopped) return;
     if (this.running !== null) {
       this.again = true;
       return;
