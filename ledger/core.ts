@@ -10,6 +10,7 @@
  * so no available balance is ever negative. Σ balances over every account is always 0.
  */
 import { assert, LedgerError } from './errors.js';
+import { IdIndex, MAX_INDEXED_IDS } from './id-index.js';
 
 export const ACCOUNT_KINDS = ['AVAILABLE', 'HELD', 'ESCROW', 'FEES', 'ROUNDING', 'EXTERNAL'] as const;
 export type AccountKind = (typeof ACCOUNT_KINDS)[number];
@@ -35,8 +36,15 @@ const TRANSFER_FLAGS_ALL = TRANSFER_FLAG_PENDING | TRANSFER_FLAG_POST_PENDING | 
 export const MAX_TRANSFER_ID_LENGTH = 128;
 /** A linked chain applies at most this many transfers, all or none (TigerBeetle's batch size). */
 export const MAX_LINKED_TRANSFERS = 8190;
-/** Balances and amounts stay below 10^38 so they fit NUMERIC(38,0). */
+/** Balances stay below 10^38 so they fit NUMERIC(38,0). */
 export const MAX_BALANCE = 10n ** 38n - 1n;
+/** One transfer moves at most 10^30 minor units. */
+export const MAX_AMOUNT = 10n ** 30n;
+/**
+ * Σ of all posted (and of all pending) amounts stays at or below this, so no single account's
+ * cumulative column can pass MAX_BALANCE: a global check with no per-transfer arithmetic.
+ */
+const MAX_TOTAL = MAX_BALANCE - MAX_AMOUNT;
 
 export interface Account {
   readonly id: number;
@@ -125,18 +133,39 @@ export class LedgerCore {
   /** accounts[id]; index 0 is unused (ids start at 1, as in TigerBeetle 0 is not an id). */
   readonly accounts: (Account | undefined)[] = [undefined];
   private readonly accountIds = new Map<string, number>();
-  readonly transfers = new Map<string, Transfer>();
+  /** bySeq[seq] = transfer (index 0 unused). */
+  private readonly bySeq: Transfer[] = [undefined as unknown as Transfer];
+  private readonly ids = new IdIndex();
   readonly pendings = new Map<string, PendingState>();
   private nextSeq = 1;
   recorder: CoreRecorder | null = null;
-  /** Running totals, kept incrementally and cross-checked by checkInvariants(). */
-  sum_debits_posted = 0n;
-  sum_credits_posted = 0n;
-  sum_debits_pending = 0n;
-  sum_credits_pending = 0n;
+  /** A second listener (tests, metrics); persistence uses `recorder`. */
+  observer: CoreRecorder | null = null;
+  /**
+   * Running totals, kept incrementally and cross-checked by checkInvariants(): every posted
+   * amount is one debit and one credit, so Σ debits_posted = Σ credits_posted = sum_posted.
+   */
+  sum_posted = 0n;
+  sum_pending = 0n;
 
   get transfer_count(): number {
     return this.nextSeq - 1;
+  }
+
+  /** The transfer with this id, if any. */
+  transfer(id: string): Transfer | undefined {
+    const seq = this.ids.get(id);
+    return seq === 0 ? undefined : this.bySeq[seq];
+  }
+
+  /** The transfer applied as number `seq` (1-based). */
+  transferAt(seq: number): Transfer | undefined {
+    return seq >= 1 ? this.bySeq[seq] : undefined;
+  }
+
+  /** Every transfer in the order applied (a copy). */
+  transfersInOrder(): Transfer[] {
+    return this.bySeq.slice(1);
   }
 
   get account_count(): number {
@@ -193,21 +222,25 @@ export class LedgerCore {
    * Throws LedgerError (and changes nothing) when the transfer is refused.
    */
   createTransfer(input: TransferInput, now_ms: number): CreateResult {
-    const existing = this.transfers.get(input.id);
-    if (existing !== undefined) {
+    if (typeof input.id !== 'string') throw new LedgerError('INVALID_TRANSFER', `transfer id must be a string`);
+    const h = this.ids.hash(input.id);
+    const existingSeq = this.ids.get(input.id, h);
+    if (existingSeq !== 0) {
+      const existing = this.bySeq[existingSeq];
       if (sameBody(existing, input)) return { transfer: existing, created: false };
       throw new LedgerError('DUPLICATE_TRANSFER', `transfer id "${input.id}" was already used with a different body`);
     }
-    if (typeof input.id !== 'string' || input.id.length === 0 || input.id.length > MAX_TRANSFER_ID_LENGTH || !ID_PATTERN.test(input.id)) {
+    if (input.id.length === 0 || input.id.length > MAX_TRANSFER_ID_LENGTH || !ID_PATTERN.test(input.id)) {
       throw new LedgerError('INVALID_TRANSFER', `transfer id must be 1..${MAX_TRANSFER_ID_LENGTH} printable ASCII characters`);
     }
+    if (this.nextSeq > MAX_INDEXED_IDS) throw new LedgerError('LEDGER_FULL', `the ledger holds its maximum of ${MAX_INDEXED_IDS} transfers`);
     if (!TRANSFER_CODE_SET.has(input.code)) throw new LedgerError('INVALID_TRANSFER', `unknown transfer code "${input.code}"`);
     const flags = input.flags ?? 0;
     if ((flags & ~TRANSFER_FLAGS_ALL) !== 0 || (flags & (flags - 1)) !== 0) {
       throw new LedgerError('INVALID_TRANSFER', `transfer flags ${flags} are not one of pending, post_pending, void_pending`);
     }
-    if (typeof input.amount !== 'bigint' || input.amount < 0n || input.amount > MAX_BALANCE) {
-      throw new LedgerError('INVALID_AMOUNT', `amount must be a bigint 0..10^38-1 minor units`);
+    if (typeof input.amount !== 'bigint' || input.amount < 0n || input.amount > MAX_AMOUNT) {
+      throw new LedgerError('INVALID_AMOUNT', `amount must be a bigint 0..10^30 minor units`);
     }
     const debit = this.accounts[input.debit_account_id];
     const credit = this.accounts[input.credit_account_id];
@@ -217,40 +250,42 @@ export class LedgerCore {
     if (debit.currency !== credit.currency) {
       throw new LedgerError('CURRENCY_MISMATCH', `accounts ${debit.id} (${debit.currency}) and ${credit.id} (${credit.currency}) are in different currencies`);
     }
-    if ((flags & (TRANSFER_FLAG_POST_PENDING | TRANSFER_FLAG_VOID_PENDING)) !== 0) return this.resolvePending(input, flags, debit, credit, now_ms);
+    if ((flags & (TRANSFER_FLAG_POST_PENDING | TRANSFER_FLAG_VOID_PENDING)) !== 0) return this.resolvePending(input, flags, debit, credit, now_ms, h);
     if (input.pending_id != null) throw new LedgerError('INVALID_TRANSFER', `pending_id is only for post and void transfers`);
     const amount = input.amount;
     if (amount === 0n) throw new LedgerError('INVALID_AMOUNT', `amount must be positive`);
-    if ((debit.flags & ACCOUNT_FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS) !== 0 && debit.debits_posted + debit.debits_pending + amount > debit.credits_posted) {
-      throw new LedgerError(
-        'INSUFFICIENT_FUNDS',
-        `account ${debit.id} (${debit.kind} ${debit.currency}) has ${availableOf(debit)} minor units available, ${amount} needed`,
-      );
+    if ((debit.flags & ACCOUNT_FLAG_DEBITS_MUST_NOT_EXCEED_CREDITS) !== 0) {
+      const pending = debit.debits_pending;
+      if ((pending === 0n ? debit.debits_posted + amount : debit.debits_posted + pending + amount) > debit.credits_posted) {
+        throw new LedgerError(
+          'INSUFFICIENT_FUNDS',
+          `account ${debit.id} (${debit.kind} ${debit.currency}) has ${availableOf(debit)} minor units available, ${amount} needed`,
+        );
+      }
     }
-    if (credit.credits_posted + credit.credits_pending + amount > MAX_BALANCE || debit.debits_posted + debit.debits_pending + amount > MAX_BALANCE) {
-      throw new LedgerError('BALANCE_OVERFLOW', `transfer would take an account past 10^38 minor units`);
+    if (this.sum_posted > MAX_TOTAL || this.sum_pending > MAX_TOTAL) {
+      throw new LedgerError('BALANCE_OVERFLOW', `the ledger's total would pass 10^38 minor units`);
     }
     const transfer = this.makeTransfer(input, flags, amount, now_ms);
     if (flags === TRANSFER_FLAG_PENDING) {
       debit.debits_pending += amount;
       credit.credits_pending += amount;
-      this.sum_debits_pending += amount;
-      this.sum_credits_pending += amount;
+      this.sum_pending += amount;
       const state: PendingState = { transfer, status: 'PENDING', resolved_by: null, posted_amount: 0n };
       this.pendings.set(transfer.id, state);
       this.recorder?.pending(state);
+      this.observer?.pending(state);
     } else {
       debit.debits_posted += amount;
       credit.credits_posted += amount;
-      this.sum_debits_posted += amount;
-      this.sum_credits_posted += amount;
+      this.sum_posted += amount;
     }
-    this.commit(transfer, debit, credit);
+    this.commit(transfer, debit, credit, h);
     return { transfer, created: true };
   }
 
   /** Post (all or part) or void a pending transfer; the part not posted is released. */
-  private resolvePending(input: TransferInput, flags: number, debit: Account, credit: Account, now_ms: number): CreateResult {
+  private resolvePending(input: TransferInput, flags: number, debit: Account, credit: Account, now_ms: number, h: number): CreateResult {
     const pending_id = input.pending_id;
     if (pending_id == null) throw new LedgerError('INVALID_TRANSFER', `a post or void transfer needs pending_id`);
     const state = this.pendings.get(pending_id);
@@ -274,13 +309,11 @@ export class LedgerCore {
     const transfer = this.makeTransfer(input, flags, amount, now_ms);
     debit.debits_pending -= p.amount;
     credit.credits_pending -= p.amount;
-    this.sum_debits_pending -= p.amount;
-    this.sum_credits_pending -= p.amount;
+    this.sum_pending -= p.amount;
     if (flags === TRANSFER_FLAG_POST_PENDING) {
       debit.debits_posted += amount;
       credit.credits_posted += amount;
-      this.sum_debits_posted += amount;
-      this.sum_credits_posted += amount;
+      this.sum_posted += amount;
       state.status = 'POSTED';
       state.posted_amount = amount;
     } else {
@@ -288,7 +321,8 @@ export class LedgerCore {
     }
     state.resolved_by = transfer.id;
     this.recorder?.pending(state);
-    this.commit(transfer, debit, credit);
+    this.observer?.pending(state);
+    this.commit(transfer, debit, credit, h);
     return { transfer, created: true };
   }
 
@@ -308,14 +342,21 @@ export class LedgerCore {
     };
   }
 
-  private commit(transfer: Transfer, debit: Account, credit: Account): void {
+  private commit(transfer: Transfer, debit: Account, credit: Account, h: number): void {
     this.nextSeq++;
-    this.transfers.set(transfer.id, transfer);
+    this.bySeq.push(transfer);
+    this.ids.insert(transfer.id, transfer.seq, h);
     const r = this.recorder;
     if (r !== null) {
       r.transfer(transfer);
       r.touched(debit);
       r.touched(credit);
+    }
+    const o = this.observer;
+    if (o !== null) {
+      o.transfer(transfer);
+      o.touched(debit);
+      o.touched(credit);
     }
   }
 
@@ -346,31 +387,31 @@ export class LedgerCore {
     if (t.flags === TRANSFER_FLAG_PENDING) {
       debit.debits_pending -= t.amount;
       credit.credits_pending -= t.amount;
-      this.sum_debits_pending -= t.amount;
-      this.sum_credits_pending -= t.amount;
+      this.sum_pending -= t.amount;
       this.pendings.delete(t.id);
     } else {
       if (t.flags !== TRANSFER_FLAG_VOID_PENDING) {
         debit.debits_posted -= t.amount;
         credit.credits_posted -= t.amount;
-        this.sum_debits_posted -= t.amount;
-        this.sum_credits_posted -= t.amount;
+        this.sum_posted -= t.amount;
       }
       if (t.flags !== 0) {
         const state = this.pendings.get(t.pending_id!)!;
         debit.debits_pending += state.transfer.amount;
         credit.credits_pending += state.transfer.amount;
-        this.sum_debits_pending += state.transfer.amount;
-        this.sum_credits_pending += state.transfer.amount;
+        this.sum_pending += state.transfer.amount;
         state.status = 'PENDING';
         state.resolved_by = null;
         state.posted_amount = 0n;
         this.recorder?.pending(state);
+        this.observer?.pending(state);
       }
     }
-    this.transfers.delete(t.id);
+    this.ids.delete(t.id);
+    this.bySeq.pop();
     this.nextSeq--;
     this.recorder?.untransfer(t);
+    this.observer?.untransfer(t);
   }
 
   /**
@@ -392,7 +433,7 @@ export class LedgerCore {
     }
     if (dp !== cp) throw new Error(`invariant: Σ debits_posted ${dp} ≠ Σ credits_posted ${cp}`);
     if (dpe !== cpe) throw new Error(`invariant: Σ debits_pending ${dpe} ≠ Σ credits_pending ${cpe}`);
-    if (dp !== this.sum_debits_posted || cp !== this.sum_credits_posted || dpe !== this.sum_debits_pending || cpe !== this.sum_credits_pending) {
+    if (dp !== this.sum_posted || dpe !== this.sum_pending) {
       throw new Error(`invariant: running totals disagree with the recount`);
     }
   }

@@ -9,6 +9,7 @@
  * (or are given by the caller), so calling it again with the same arguments returns the original
  * result and changes nothing; the same id with different arguments is DUPLICATE_TRANSFER.
  */
+import { createHash } from 'node:crypto';
 import {
   availableOf, balanceOf, LedgerCore, PLATFORM_ACCOUNT_KINDS, TRANSFER_FLAG_PENDING, TRANSFER_FLAG_POST_PENDING,
   TRANSFER_FLAG_VOID_PENDING, USER_ACCOUNT_KINDS, type Account, type AccountKind, type CoreRecorder, type PendingState,
@@ -129,11 +130,18 @@ function recorderOf(c: ChangeSet): CoreRecorder {
     untransfer: (t) => {
       assert(c.transfers[c.transfers.length - 1] === t, 'a rolled back transfer is the last one recorded');
       c.transfers.pop();
+      // A rolled-back pending transfer must not be written either.
+      if (t.flags === TRANSFER_FLAG_PENDING) for (const p of c.pendings) if (p.transfer === t) c.pendings.delete(p);
     },
   };
 }
 
-interface Zone { config: ZoneConfig; factors: PricingFactors }
+interface Zone { config: ZoneConfig; pricing: Pricing; factors: PricingFactors }
+
+/** The pricing fields only, in a fixed order (holds snapshot it; storage round-trips it). */
+export function pricingOf(p: Pricing): Pricing {
+  return { currency: p.currency, minor_units: p.minor_units, tick_size: p.tick_size, fee_bps: p.fee_bps, fee_per_kwh_minor: p.fee_per_kwh_minor };
+}
 
 /** Dispute reasons are cut to this length. */
 export const MAX_DISPUTE_REASON_LENGTH = 500;
@@ -206,13 +214,18 @@ export class Ledger {
     return this.changes !== null;
   }
 
+  /** Starts recording changes for persistence (after a rebuild from storage). */
+  startRecording(): void {
+    if (this.changes === null) this.installChangeSet();
+  }
+
   // ---- configuration and accounts ----------------------------------------------------------
 
   /** Sets (or replaces) a zone's currency, tick and fee; opens the currency's platform accounts. */
   configureZone(zone: ZoneConfig, now_ms: number): void {
     requireId('zone_id', zone.zone_id);
     const factors = pricingFactors(zone);
-    this.zones.set(zone.zone_id, { config: { ...zone }, factors });
+    this.zones.set(zone.zone_id, { config: { ...zone }, pricing: pricingOf(zone), factors });
     this.openCurrency(zone.currency, now_ms);
   }
 
@@ -274,7 +287,7 @@ export class Ledger {
   }
 
   transfer(id: string): Transfer | undefined {
-    return this.core.transfers.get(id);
+    return this.core.transfer(id);
   }
 
   // ---- deposits and withdrawals (operators) ------------------------------------------------
@@ -372,7 +385,7 @@ export class Ledger {
       this.core.createTransfer({ id: `o${order_id}:hold`, debit_account_id: available.id, credit_account_id: held.id, amount, code: 'HOLD', order_id }, now_ms);
     }
     const hold: OrderHold = {
-      order_id, user_id, zone_id: req.zone_id, pricing: zone.config, limit_price_ticks: limit, qty_wh: qty, held_minor: amount,
+      order_id, user_id, zone_id: req.zone_id, pricing: zone.pricing, limit_price_ticks: limit, qty_wh: qty, held_minor: amount,
       remaining_wh: qty, remaining_minor: amount, status: 'OPEN', released_on_close_minor: 0n, created_at_ms: now_ms, updated_at_ms: now_ms,
     };
     this.holds.set(order_id, hold);
@@ -624,11 +637,12 @@ export class Ledger {
     return {
       accounts: this.core.accounts.slice(1).map((a) => str(a!)),
       transfer_count: this.core.transfer_count,
+      transfers_digest: digestTransfers(this.core.transfersInOrder()),
       pendings: [...this.core.pendings.values()].map((p) => ({ id: p.transfer.id, status: p.status, resolved_by: p.resolved_by, posted_amount: p.posted_amount.toString() })),
-      holds: [...this.holds.values()].map((h) => str({ ...h, pricing: JSON.stringify(h.pricing, bigintJson) })),
-      escrows: [...this.escrows.values()].map((e) => str({ ...e, pricing: JSON.stringify(e.pricing, bigintJson) })),
-      settlements: [...this.settlements.values()].map(str),
-      certificates: [...this.certificates.byId.values()].map((c) => str(c)),
+      holds: [...this.holds.values()].sort((a, b) => a.order_id - b.order_id).map((h) => str({ ...h, pricing: JSON.stringify(h.pricing, bigintJson) })),
+      escrows: [...this.escrows.values()].sort((a, b) => a.trade_id - b.trade_id).map((e) => str({ ...e, pricing: JSON.stringify(e.pricing, bigintJson) })),
+      settlements: [...this.settlements.values()].sort((a, b) => a.trade_id - b.trade_id).map(str),
+      certificates: [...this.certificates.byId.values()].sort((a, b) => a.trade_id - b.trade_id).map((c) => str(c)),
       certificate_events: this.certificates.events.map((e) => str(e)),
       settled_renewable_wh: this.settled_renewable_wh,
     };
@@ -638,6 +652,7 @@ export class Ledger {
 export interface LedgerSnapshot {
   accounts: Record<string, unknown>[];
   transfer_count: number;
+  transfers_digest: string;
   pendings: Record<string, unknown>[];
   holds: Record<string, unknown>[];
   escrows: Record<string, unknown>[];
@@ -645,6 +660,12 @@ export interface LedgerSnapshot {
   certificates: Record<string, unknown>[];
   certificate_events: Record<string, unknown>[];
   settled_renewable_wh: number;
+}
+
+function digestTransfers(ts: Transfer[]): string {
+  const h = createHash('sha256');
+  for (const t of ts) h.update(JSON.stringify(t, bigintJson));
+  return h.digest('hex');
 }
 
 function bigintJson(_k: string, v: unknown): unknown {

@@ -97,7 +97,7 @@ describe('settlement, disputes and certificates', () => {
     expect(bal(l, SELLER)).toEqual([75n, 0n, 0n]);
     expect(l.platformBalances('EUR')).toEqual({ fees_minor: 8n, rounding_minor: 1n, external_minor: -1000n });
     expect(l.certificate('CERT-10')).toMatchObject({ owner_id: BUYER, producer_id: SELLER, energy_wh: 4_000, source: 'SOLAR', zone_id: 1, interval_id: 7, status: 'ACTIVE' });
-    expect([...l.core.transfers.values()].filter((t) => t.trade_id === 10).map((t) => t.code)).toEqual(['ESCROW', 'RELEASE', 'SETTLE', 'FEE', 'ROUNDING', 'REFUND']);
+    expect(l.core.transfersInOrder().filter((t) => t.trade_id === 10).map((t) => t.code)).toEqual(['ESCROW', 'RELEASE', 'SETTLE', 'FEE', 'ROUNDING', 'REFUND']);
     l.checkInvariants();
   });
 

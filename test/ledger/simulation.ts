@@ -75,7 +75,9 @@ export interface SimulationOptions {
   steps: number;
   users?: number;
   full_check_every?: number;
-  /** Called after each step (tests use it to sabotage the ledger). */
+  /** A ledger to drive (e.g. one with a store attached); a fresh one by default. */
+  ledger?: Ledger;
+  /** Called after each step (tests use it to sabotage the ledger or to flush a store). */
   afterStep?: (step: number, ledger: Ledger) => void;
 }
 
@@ -85,9 +87,9 @@ export function runSimulation(opts: SimulationOptions): { ledger: Ledger; stats:
   const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)];
   const users = opts.users ?? 200;
   const fullEvery = opts.full_check_every ?? 100_000;
-  const ledger = new Ledger();
+  const ledger = opts.ledger ?? new Ledger();
   const rec = new StepRecorder();
-  ledger.core.recorder = { account: () => {}, transfer: (t) => rec.transfer(t), touched: (a) => rec.touched_add(a), pending: () => rec.pending(), untransfer: () => rec.untransfer() };
+  ledger.core.observer = { account: () => {}, transfer: (t) => rec.transfer(t), touched: (a) => rec.touched_add(a), pending: () => rec.pending(), untransfer: () => rec.untransfer() };
   let now = 1_700_000_000_000;
   for (const z of SIM_ZONES) ledger.configureZone(z, now);
   const wallets = new Map<string, Wallet>();

@@ -1,0 +1,168 @@
+// `npm run bench -- ledger [--memory-transfers N] [--durable-transfers N] [--trades N]`
+// Measures the ledger: transfers per second in memory (the single writer's state machine),
+// transfers per second durable (applied in memory and committed to PostgreSQL in batches by
+// the store, time until the last batch has committed), and trades settled per second durable
+// (settlement with fee, rounding, refund and a certificate per renewable trade, committed).
+// Uses DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) to create a scratch
+// database, migrates it, and drops it at the end.
+import { randomBytes } from 'node:crypto';
+import { connect } from '../schema/db.js';
+import { migrate } from '../schema/migrate.js';
+import { Ledger, type ZoneConfig } from '../ledger/ledger.js';
+import type { TransferInput } from '../ledger/core.js';
+import { LedgerStore } from '../ledger/store.js';
+import { printTable, writeResults } from './report.js';
+
+const ZONE: ZoneConfig = { zone_id: 1, currency: 'EUR', minor_units: 2, tick_size: '0.0001', fee_bps: 50, fee_per_kwh_minor: 1n };
+const T0 = 1_700_000_000_000;
+/** Transfers applied between two flushes (one transaction each). */
+const BATCH_TRANSFERS = 10_000;
+/** Flushes allowed in flight: the writer keeps applying while the previous batch commits. */
+const MAX_FLUSHES_IN_FLIGHT = 2;
+
+function arg(args: string[], name: string, fallback: number): number {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? Number(args[i + 1]) : fallback;
+}
+
+/** xorshift32: deterministic inputs. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    return x / 4294967296;
+  };
+}
+
+function fundedLedger(users: number, record: boolean): { ledger: Ledger; available: number[] } {
+  const ledger = new Ledger({ record_changes: record });
+  ledger.configureZone(ZONE, T0);
+  const available: number[] = [];
+  for (let u = 1; u <= users; u++) {
+    available.push(ledger.openUserAccounts(u, 'EUR', T0).available);
+    ledger.deposit({ transfer_id: `fund-${u}`, user_id: u, currency: 'EUR', amount_minor: 1_000_000_000n }, T0);
+  }
+  return { ledger, available };
+}
+
+function transferInputs(prefix: string, n: number, available: number[], seed: number): TransferInput[] {
+  const rand = rng(seed);
+  const out: TransferInput[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const d = available[Math.floor(rand() * available.length)];
+    let c = available[Math.floor(rand() * available.length)];
+    if (c === d) c = available[(available.indexOf(d) + 1) % available.length];
+    out[i] = { id: `${prefix}${i}`, debit_account_id: d, credit_account_id: c, amount: BigInt(1 + Math.floor(rand() * 100)), code: 'TRANSFER' };
+  }
+  return out;
+}
+
+function memoryTransfers(n: number): { per_s: number; n: number } {
+  const { ledger, available } = fundedLedger(10_000, false);
+  const warm = transferInputs('w', 200_000, available, 1);
+  for (const t of warm) ledger.core.createTransfer(t, T0);
+  const inputs = transferInputs('m', n, available, 2);
+  const core = ledger.core;
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) core.createTransfer(inputs[i], T0);
+  const ns = Number(process.hrtime.bigint() - start);
+  ledger.checkInvariants();
+  return { per_s: n / (ns / 1e9), n };
+}
+
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+}
+
+/** Applies `apply(i)` for i < n, flushing every `batch` with at most MAX_FLUSHES_IN_FLIGHT pending. */
+async function durableRun(store: LedgerStore, n: number, batch: number, apply: (i: number) => void): Promise<{ seconds: number; commit_ms: number[] }> {
+  const commit_ms: number[] = [];
+  const inFlight: Promise<unknown>[] = [];
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < n; i += batch) {
+    const end = Math.min(n, i + batch);
+    for (let j = i; j < end; j++) apply(j);
+    const t0 = performance.now();
+    inFlight.push(store.flush().then(() => commit_ms.push(performance.now() - t0)));
+    if (inFlight.length >= MAX_FLUSHES_IN_FLIGHT) await inFlight.shift();
+  }
+  await Promise.all(inFlight);
+  return { seconds: Number(process.hrtime.bigint() - start) / 1e9, commit_ms };
+}
+
+async function withScratchDatabase<T>(fn: (url: string) => Promise<T>): Promise<T> {
+  const serverUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const name = `kwx_bench_ledger_${randomBytes(4).toString('hex')}`;
+  const admin = connect(serverUrl, { max: 1, application: 'kwx-bench' });
+  await admin.unsafe(`create database ${name}`);
+  const u = new URL(serverUrl);
+  u.pathname = `/${name}`;
+  try {
+    return await fn(u.toString());
+  } finally {
+    await admin.unsafe(`drop database if exists ${name} with (force)`);
+    await admin.end({ timeout: 5 });
+  }
+}
+
+export async function run(args: string[]): Promise<void> {
+  const memN = arg(args, 'memory-transfers', 2_000_000);
+  const durN = arg(args, 'durable-transfers', 500_000);
+  const tradeN = arg(args, 'trades', 50_000);
+
+  const mem = memoryTransfers(memN);
+
+  const durable = await withScratchDatabase(async (url) => {
+    const sql = connect(url, { max: 4, application: 'kwx-bench' });
+    try {
+      await migrate(sql);
+      // Durable transfers.
+      const { ledger, available } = fundedLedger(1_000, true);
+      const store = new LedgerStore(sql, ledger);
+      await store.flush(); // accounts and funding
+      const inputs = transferInputs('d', durN, available, 3);
+      const core = ledger.core;
+      const tr = await durableRun(store, durN, BATCH_TRANSFERS, (i) => core.createTransfer(inputs[i], T0 + i));
+
+      // Settlements: holds and fills first (not timed), then settle every trade (timed).
+      const users = 1_000;
+      for (let t = 1; t <= tradeN; t++) {
+        const buyer = 1 + (t % users);
+        const seller = 1 + ((t * 7 + 3) % users === buyer - 1 ? (t * 7 + 4) % users : (t * 7 + 3) % users);
+        ledger.holdBuyOrder({ order_id: t, user_id: buyer, zone_id: 1, limit_price_ticks: 3_000, qty_wh: 5_000 }, T0);
+        ledger.fillBuyOrder({ trade_id: t, order_id: t, seller_id: seller, price_ticks: 2_000 + (t % 1_000), qty_wh: 5_000, interval_id: 1 + (t % 96), source: t % 4 === 0 ? 'BATTERY' : 'SOLAR' }, T0);
+      }
+      await store.flush();
+      const settleStartTransfers = core.transfer_count;
+      const st = await durableRun(store, tradeN, 10_000, (i) => {
+        ledger.settleTrade({ trade_id: i + 1, delivered_wh: i % 5 === 0 ? 4_000 : 5_000 }, T0 + 1_000_000 + i);
+      });
+      const settleTransfers = core.transfer_count - settleStartTransfers;
+      ledger.checkInvariants();
+      const [{ n }] = await sql<{ n: string }[]>`select count(*)::text as n from ledger_transfers`;
+      if (Number(n) !== core.transfer_count) throw new Error(`bench: ${n} transfers stored, ${core.transfer_count} applied`);
+      return { tr, st, settleTransfers };
+    } finally {
+      await sql.end({ timeout: 5 });
+    }
+  });
+
+  const metrics = {
+    transfers_per_s_memory: Math.round(mem.per_s),
+    transfers_per_s_durable: Math.round(durN / durable.tr.seconds),
+    settle_trades_per_s: Math.round(tradeN / durable.st.seconds),
+  };
+  printTable('ledger', [
+    { metric: 'transfers_per_s_memory', value: metrics.transfers_per_s_memory, n: mem.n, note: 'core.createTransfer, 10,000 accounts, ids pre-built' },
+    { metric: 'transfers_per_s_durable', value: metrics.transfers_per_s_durable, n: durN, note: `batches of ${BATCH_TRANSFERS}, commit p50 ${percentile(durable.tr.commit_ms, 50).toFixed(1)} ms, p99 ${percentile(durable.tr.commit_ms, 99).toFixed(1)} ms` },
+    { metric: 'settle_trades_per_s', value: metrics.settle_trades_per_s, n: tradeN, note: `durable; ${durable.settleTransfers} transfers, ${Math.round(tradeN * 0.75)} certificates` },
+  ]);
+  writeResults('ledger', metrics, {
+    params: { memory_transfers: memN, durable_transfers: durN, trades: tradeN, batch_transfers: BATCH_TRANSFERS, flushes_in_flight: MAX_FLUSHES_IN_FLIGHT },
+    durable_commit_ms: { p50: percentile(durable.tr.commit_ms, 50), p99: percentile(durable.tr.commit_ms, 99), max: percentile(durable.tr.commit_ms, 100) },
+  });
+}
