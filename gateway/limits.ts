@@ -2,7 +2,7 @@
 // attachGateway({ limits }) may override any of them (tests use small values; operators may tune).
 
 export interface GatewayLimits {
-  /** Largest WebSocket frame accepted; a bigger one closes the connection with 1009 (uWS rule). */
+  /** Largest WebSocket frame accepted; a bigger one closes the connection with 1009 MESSAGE_TOO_BIG. */
   max_message_bytes: number;
   /** Market-data subscriptions per connection. */
   max_subscriptions_per_connection: number;
@@ -54,11 +54,14 @@ export const DEFAULT_LIMITS: Readonly<GatewayLimits> = Object.freeze({
 export const CHECKSUM_DEPTH = 10;
 /** Finished orders remembered per process for order_status and force-cancel lookups. */
 export const MAX_REMEMBERED_FINISHED_ORDERS = 50_000;
+/** Frames up to this × max_message_bytes are read and closed with 1009 and a reason; larger ones uWS drops (1006). */
+export const OVERSIZE_READ_FACTOR = 4;
 /** Nonces are remembered for twice the skew window (replays inside it are refused). */
 export const NONCE_TTL_FACTOR = 2;
 
 /** WebSocket close codes the gateway uses (4000–4999 are application codes). */
 export const CLOSE = Object.freeze({
+  MESSAGE_TOO_BIG: 1009,
   SLOW_CONSUMER: 4008,
   RATE_LIMITED: 4029,
   TOO_MANY_LOGIN_ATTEMPTS: 4030,

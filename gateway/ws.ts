@@ -9,7 +9,7 @@ import type { Bus, BusMessage } from './bus.js';
 import { fail, type Failure } from './codes.js';
 import { Feed, FrameCache, type FeedSink } from './feeds.js';
 import type { GatewayMetrics } from './gateway-metrics.js';
-import { CLOSE, TokenBucket, type GatewayLimits } from './limits.js';
+import { CLOSE, OVERSIZE_READ_FACTOR, TokenBucket, type GatewayLimits } from './limits.js';
 import { encodeMessage, IN_VALIDATORS, MSGPACK_SUBPROTOCOL, PROTOCOL_VERSION, TRADING_TYPES, type ChannelKind, type Encoding, type OutMessage } from './protocol.js';
 import { bookChannel, formatMinor, statusChannel, tickerChannel, tradesChannel, userChannel, wireOrder, type OrderTracker } from './publisher.js';
 import { kwhToWh, priceToTicks, ticksToPrice, UnitError, whToKwh } from './units.js';
@@ -494,6 +494,10 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
 
   const onMessage = (s: Session, data: ArrayBuffer, isBinary: boolean): void => {
     const t0 = performance.now();
+    if (data.byteLength > limits.max_message_bytes) {
+      metrics.messages.inc({ type: 'unknown', outcome: 'reject' });
+      return closeWith(s, CLOSE.MESSAGE_TOO_BIG, `MESSAGE_TOO_BIG: at most ${limits.max_message_bytes} bytes`);
+    }
     if (!s.bucket.take(now())) {
       metrics.messages.inc({ type: 'any', outcome: 'reject' });
       return reject(s, 'any', null, fail('RATE_LIMITED', `at most ${limits.conn_msgs_per_s} messages per second per connection`, limits.conn_msgs_per_s));
@@ -552,7 +556,9 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
   };
 
   d.app.ws<Holder>(d.path ?? '/ws', {
-    maxPayloadLength: limits.max_message_bytes,
+    // Frames up to 4× the limit reach us and are closed with 1009 and a reason; beyond that uWS
+    // drops the connection itself (1006) without reading the frame.
+    maxPayloadLength: limits.max_message_bytes * OVERSIZE_READ_FACTOR,
     // Sends are checked against our own limits first; this only guards against runaway buffers.
     maxBackpressure: limits.disconnect_buffered_bytes * 2,
     closeOnBackpressureLimit: 0,
