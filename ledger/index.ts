@@ -1,0 +1,16 @@
+// The ledger's front door. See docs/ledger.md.
+export {
+  Ledger,
+  type ZoneConfig, type HoldRequest, type HoldResult, type FillRequest, type FillResult, type ReleaseRequest, type ReleaseResult,
+  type MoneyRequest, type Balances, type OrderHold, type HoldStatus, type TradeEscrow, type EscrowStatus, type Settlement,
+  type SettlementResolution, type LedgerSnapshot,
+} from './ledger.js';
+export { LedgerError, isLedgerError, LEDGER_ERROR_CODES, type LedgerErrorCode } from './errors.js';
+export {
+  TRANSFER_FLAG_PENDING, TRANSFER_FLAG_POST_PENDING, TRANSFER_FLAG_VOID_PENDING, MAX_TRANSFER_ID_LENGTH, MAX_LINKED_TRANSFERS,
+  type Account, type AccountKind, type Transfer, type TransferInput, type TransferCode,
+} from './core.js';
+export { type Pricing, buyerMaxMinor, settlementAmounts, formatMinor, pricingFactors, type SettlementAmounts } from './money.js';
+export { type Certificate, type CertificateEvent, type ChainVerdict, type TradeSource, isRenewable, RENEWABLE_SOURCES } from './certificates.js';
+export { LedgerStore, loadLedger, type FlushResult } from './store.js';
+export { walletStatement, statementToCsv, type Statement, type StatementLine, type StatementRequest, MAX_STATEMENT_LINES } from './statements.js';
