@@ -122,7 +122,8 @@ export class Writer {
         maxMs = Math.max(maxMs, j.d.max_start_s * 1000);
       }
       if (minMs <= maxMs) await this.partitions.ensure('meter_readings', minMs, maxMs);
-      const receivedAt = new Date(this.opts.now());
+      // unique per group (microseconds from seq), so that rows this group inserted can be told apart
+      const receivedAt = groupInstant(this.opts.now(), seq);
       const notInserted = await this.insertReadings(jobs, seq, receivedAt);
       // ordinal (1-based, over the concatenated rows) → job and row position
       const toClassify: { job: number; pos: number; repeat: boolean }[] = [];
@@ -151,7 +152,7 @@ export class Writer {
     }
   }
 
-  private async insertReadings(jobs: ReadingsJob[], seq: number, receivedAt: Date): Promise<number[]> {
+  private async insertReadings(jobs: ReadingsJob[], seq: number, receivedAt: string): Promise<number[]> {
     const meterIds: string[] = [];
     const cols = { start_s: [] as string[], minutes: [] as string[], production_wh: [] as string[], consumption_wh: [] as string[], quality: [] as string[] };
     const tzIds: number[] = [];
@@ -160,6 +161,9 @@ export class Writer {
     const userIds: number[] = [];
     const gaps = { meter: [] as number[], s: [] as number[], e: [] as number[], m: [] as number[], n: [] as number[] };
     const late = { meter: [] as number[], s: [] as number[] };
+    // each job's newest row, for meter_latest (a meter is in at most one job of a group)
+    const last = { meter: [] as number[], s: [] as number[], m: [] as number[], p: [] as number[], c: [] as number[], q: [] as number[] };
+    let total = 0;
     const seenMeters = new Set<number>();
     for (const j of jobs) {
       const id = j.meter.id;
@@ -172,6 +176,14 @@ export class Writer {
       }
       const r = j.d.rows;
       if (r.n > 0) {
+        total += r.n;
+        const k = r.n - 1;
+        last.meter.push(id);
+        last.s.push(r.start_s[k]);
+        last.m.push(r.minutes[k]);
+        last.p.push(r.production_wh[k]);
+        last.c.push(r.consumption_wh[k]);
+        last.q.push(r.quality[k]);
         meterIds.push(`${id},`.repeat(r.n).slice(0, -1));
         cols.start_s.push(r.lit.start_s);
         cols.minutes.push(r.lit.minutes);
@@ -193,7 +205,7 @@ export class Writer {
     }
     const lit = (parts: string[]): string => `{${parts.join(',')}}`;
     const nums = (a: number[]): string => `{${a.join(',')}}`;
-    const rows = await this.sql.unsafe<{ ord: number }[]>(
+    const [{ inserted }] = await this.sql.unsafe<{ inserted: number }[]>(
       INSERT_READINGS,
       [
         lit(meterIds),
@@ -215,9 +227,18 @@ export class Writer {
         nums(late.s),
         nums(zoneIds),
         nums(userIds),
+        nums(last.meter),
+        nums(last.s),
+        nums(last.m),
+        nums(last.p),
+        nums(last.c),
+        nums(last.q),
       ] as never[],
       { prepare: true },
     );
+    if (inserted === total) return [];
+    // some rows were already stored (resends): find them by their received_at, which is not ours
+    const rows = await this.sql.unsafe<{ ord: number }[]>(FIND_NOT_INSERTED, [lit(meterIds), lit(cols.start_s), receivedAt] as never[], { prepare: true });
     return rows.map((r) => r.ord);
   }
 
@@ -225,7 +246,7 @@ export class Writer {
     jobs: ReadingsJob[],
     items: { job: number; pos: number; repeat: boolean }[],
     outcomes: ReadingsOutcome[],
-    receivedAt: Date,
+    receivedAt: string,
   ): Promise<void> {
     const a = { meter: [] as number[], s: [] as number[], m: [] as number[], p: [] as number[], c: [] as number[], q: [] as number[], tag: [] as number[] };
     items.forEach((it, tag) => {
@@ -326,6 +347,11 @@ export class Writer {
   }
 }
 
+/** ISO instant of nowMs with microseconds taken from seq: distinct for every group of this process. */
+function groupInstant(nowMs: number, seq: number): string {
+  return new Date(nowMs).toISOString().replace('Z', `${String(seq % 1000).padStart(3, '0')}Z`);
+}
+
 function take<T extends { rows: number }>(q: T[], maxRows: number): T[] {
   const out: T[] = [q.shift() as T];
   let rows = out[0].rows;
@@ -413,8 +439,9 @@ outbox as (
 ),
 latest as (
   insert into meter_latest as l (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, last_received_at)
-  select distinct on (meter_id) meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, $7::timestamptz
-  from ins order by meter_id, interval_start desc
+  select x.meter_id, to_timestamp(x.s), x.m, x.p, x.c, x.q, $7::timestamptz
+  from unnest($20::int8[], $21::int8[], $22::int2[], $23::int8[], $24::int8[], $25::int2[]) as x(meter_id, s, m, p, c, q)
+  where exists (select 1 from ins where ins.meter_id = x.meter_id and ins.interval_start = to_timestamp(x.s))
   on conflict (meter_id) do update set
     last_received_at = excluded.last_received_at,
     interval_start   = case when excluded.interval_start > l.interval_start then excluded.interval_start else l.interval_start end,
@@ -443,8 +470,13 @@ fill as (
       filled_at = case when g.missing_intervals - filled.n <= 0 then $7::timestamptz end
   from filled where g.meter_id = filled.meter_id and g.gap_start = filled.gap_start
 )
-select i.ord::int4 as ord from input i
-where not exists (select 1 from ins where ins.meter_id = i.meter_id and ins.interval_start = i.interval_start)`;
+select count(*)::int4 as inserted from ins`;
+
+const FIND_NOT_INSERTED = `
+select x.ord::int4 as ord
+from unnest($1::int8[], $2::int8[]) with ordinality as x(meter_id, s, ord)
+join meter_readings r on r.meter_id = x.meter_id and r.interval_start = to_timestamp(x.s)
+where r.received_at <> $3::timestamptz`;
 
 const CLASSIFY_READINGS = `
 with input as (
