@@ -81,6 +81,21 @@ describe('alert rules', () => {
     await expect(h.service.alerts.resolve(a.id, owner)).rejects.toMatchObject({ code: 'ALERT_RESOLVED' });
   });
 
+  it('a reading rule (consumption_wh > 2000 for 30 min) fires on stored readings and resolves when consumption drops', async () => {
+    const owner = await createUser(h.db, 'heavy-user');
+    const m = await createMeter(h.db, { serial: 'HEAVY-1', user_id: owner, zone_id: h.zone_id, max_power_w: 12_000 });
+    await h.service.alerts.createRule({ user_id: owner, name: 'High import', subject_kind: 'METER', metric: 'consumption_wh', operator: 'gt', threshold: 2000, unit: 'Wh', duration_s: 1800, severity: 'INFO' });
+    const cons = [500, 2100, 2200, 2300, 400]; // above from the 2nd interval; held 30 min at the 4th
+    const batch = cons.map((c, i) => reading('HEAVY-1', slot(10 - i, 15, clock), 0, c));
+    expect((await post(`${h.base}/readings`, m.token, JSON.stringify(batch))).body.accepted).toBe(5);
+    await h.service.settle();
+    const [a] = await h.service.alerts.listAlerts(owner);
+    expect(a).toMatchObject({ status: 'RESOLVED', subject_kind: 'METER', subject_id: m.id, value: 2300 });
+    expect(a.started_at.toISOString()).toBe(slot(9, 15, clock));
+    expect(a.fired_at.toISOString()).toBe(slot(7, 15, clock));
+    expect(a.resolved_at?.toISOString()).toBe(slot(6, 15, clock));
+  });
+
   it('meter silent for 30 min fires once, and the next reading resolves it', async () => {
     const owner = await createUser(h.db, 'meter-owner');
     const m = await createMeter(h.db, { serial: 'SIL-1', user_id: owner, zone_id: h.zone_id });

@@ -143,6 +143,20 @@ describe('WebSocket stream', () => {
     await expect(open(`${h.ws_base}/stream?token=kwx_m_1_${'x'.repeat(43)}`)).rejects.toThrow('HTTP 401');
   });
 
+  it('a device streams telemetry over the same route with its device token', async () => {
+    const d = await createDevice(h.db, { serial: 'WS-DEV', user_id: h.user_id });
+    const ws = await open(`${h.ws_base}/stream`, d.token);
+    try {
+      const reply = next(ws);
+      ws.send(JSON.stringify({ id: 9, telemetry: [{ metric: 'soc', value: 81.5, unit: '%', time: new Date(Date.now() - 1000).toISOString() }] }));
+      expect(JSON.parse((await reply).data.toString())).toMatchObject({ type: 'ack', id: 9, accepted: 1 });
+      const [row] = await h.db.sql`select value, unit from device_latest where device_id = ${d.id} and metric = 'soc'`;
+      expect(row).toEqual({ value: 81.5, unit: '%' });
+    } finally {
+      ws.close();
+    }
+  });
+
   it('a meter streams readings (JSON and MessagePack frames) and is acked after they are stored', async () => {
     const m = await createMeter(h.db, { serial: 'WS-1', user_id: h.user_id, zone_id: h.zone_id });
     const ws = await open(`${h.ws_base}/stream?token=${m.token}`);
