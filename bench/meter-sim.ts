@@ -189,3 +189,67 @@ export function readingsCsv(readings: SimReading[]): string {
 export function readingsNdjson(readings: SimReading[]): string {
   return readings.map((x) => JSON.stringify(x)).join('\n') + '\n';
 }
+
+// ---------------------------------------------------------------------------------------------
+// CLI: stream one simulated meter to a running kwx over the WebSocket, resending on slow_down.
+//   node dist/bench/meter-sim.js --url ws://127.0.0.1:8080/ingest/stream --token <meter token> \
+//     --serial <serial> [--hours 24] [--max-power-w 12000] [--pv-peak-w 6000] [--fault-rate 0.05] [--per-message 4]
+async function main(argv: string[]): Promise<void> {
+  const opt = (name: string, def?: string): string => {
+    const i = argv.indexOf(`--${name}`);
+    if (i >= 0 && argv[i + 1] !== undefined) return argv[i + 1];
+    if (def === undefined) throw new Error(`--${name} is required`);
+    return def;
+  };
+  const { default: WebSocket } = await import('ws');
+  const hours = Number(opt('hours', '24'));
+  const perMessage = Math.max(1, Number(opt('per-message', '4')));
+  const meter: SimMeter = {
+    serial: opt('serial'),
+    max_power_w: Number(opt('max-power-w', '12000')),
+    interval_minutes: 15,
+    pv_peak_w: Number(opt('pv-peak-w', '6000')),
+    base_load_w: 350,
+    seed: Number(opt('seed', '1')),
+  };
+  const items = simulateReadings(meter, Date.now() - hours * HOUR_MS, hours * 4, { fault_rate: Number(opt('fault-rate', '0')) });
+  const ws = new WebSocket(opt('url'), { headers: { authorization: `Bearer ${opt('token')}` } });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+    ws.once('unexpected-response', (_q, res) => reject(new Error(`upgrade refused: HTTP ${res.statusCode}`)));
+  });
+  const outcome = new Map<string, number>();
+  const ask = (msg: object): Promise<Record<string, unknown>> =>
+    new Promise((resolve) => {
+      ws.once('message', (d: Buffer) => resolve(JSON.parse(d.toString()) as Record<string, unknown>));
+      ws.send(JSON.stringify(msg));
+    });
+  for (let i = 0; i < items.length; i += perMessage) {
+    const readings = items.slice(i, i + perMessage).map((x) => x.reading);
+    for (;;) {
+      const reply = await ask({ id: i, readings });
+      if (reply.type === 'slow_down') {
+        await new Promise((r) => setTimeout(r, Number(reply.retry_after_ms ?? 1000)));
+        continue;
+      }
+      if (reply.type === 'ack') {
+        const accepted = Number(reply.accepted);
+        outcome.set('ACCEPTED', (outcome.get('ACCEPTED') ?? 0) + accepted);
+        for (const r of reply.results as { status: string; code?: string }[]) outcome.set(r.code ?? r.status, (outcome.get(r.code ?? r.status) ?? 0) + 1);
+      } else outcome.set(String(reply.code), (outcome.get(String(reply.code)) ?? 0) + readings.length);
+      break;
+    }
+  }
+  ws.close();
+  const expected = new Map<string, number>();
+  for (const it of items) expected.set(it.expect, (expected.get(it.expect) ?? 0) + 1);
+  console.log(JSON.stringify({ sent: items.length, outcome: Object.fromEntries(outcome), expected: Object.fromEntries(expected) }, null, 2));
+}
+
+if (process.argv[1] !== undefined && import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2)).catch((err) => {
+    console.error((err as Error).message);
+    process.exit(1);
+  });
+}
