@@ -80,6 +80,8 @@ export async function run(argv: string[]): Promise<void> {
 
     let accepted = 0;
     let retries503 = 0;
+    // both phases start right after a checkpoint (same full-page-write cost)
+    await sql`checkpoint`;
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     let next = 0;
