@@ -123,6 +123,35 @@ export const MAX_CLIENT_ORDER_ID_LENGTH = 64;
 /** Books per engine; the seller key packs the book index into 20 bits. */
 export const MAX_INTERVALS_PER_ZONE = 1 << 20;
 
+// Order record layout: float64 fields at of[slot * OW + F_*], int32 fields at oi[slot * IW + I_*].
+const ORDER_BYTES = 128;
+const OW = 16; // float64 cells per record
+const IW = 32; // int32 cells per record
+const F_ID = 0;
+const F_USER = 1;
+const F_PRICE = 2;
+const F_LEFT = 3; // remaining Wh
+const F_FILLED = 4;
+const F_TOTAL = 5;
+const F_SEQ = 6;
+const F_EXPIRE = 7;
+const I_NEXT = 16; // level FIFO
+const I_PREV = 17;
+const I_LEVEL = 18;
+const I_BOOK = 19;
+const I_USLOT = 20;
+const I_ZNEXT = 21; // zone list (seq order)
+const I_ZPREV = 22;
+const I_SELLER = 23;
+const I_SIDE = 24;
+const I_SOURCE = 25;
+const I_TYPE = 26;
+const I_STP = 27;
+const I_UNEXT = 28; // user list (seq order)
+const I_UPREV = 29;
+const I_COID_KEY_LO = 30; // the client order id's index key, kept so closing does not hash again
+const I_COID_KEY_HI = 31;
+
 const SUBS_PER_BOOK = 10; // side * 5 + source; (SELL, ANY) unused
 const NONE = -1;
 
@@ -183,33 +212,14 @@ export class ZoneEngine {
 
   // orders (struct of arrays)
   private oCap: number;
-  private oId: Float64Array;
-  private oUser: Float64Array;
-  private oPrice: Float64Array;
-  private oLeft: Float64Array;
-  private oFilled: Float64Array;
-  private oTotal: Float64Array;
-  private oSeq: Float64Array;
-  private oExpire: Float64Array;
-  private oNext: Int32Array;
-  private oPrev: Int32Array;
-  private oLevel: Int32Array;
-  private oBook: Int32Array;
-  private oUslot: Int32Array;
-  private oUNext: Int32Array;
-  private oUPrev: Int32Array;
-  private oZNext: Int32Array;
-  private oZPrev: Int32Array;
-  private oSeller: Int32Array;
-  private oSide: Uint8Array;
-  private oSource: Uint8Array;
-  private oType: Uint8Array;
-  private oStp: Uint8Array;
+  /** Order records, one 128-byte record per slot: 8 float64 fields, then int32 fields (views of one buffer). */
+  private of: Float64Array;
+  private oi: Int32Array;
   private oCoid: string[] = [];
   private orderFree = NONE;
   private orderTop = 0;
   private openCount = 0;
-  private orderIndex = new IntMap(1 << 12);
+  private orderIndex = new IntMap(1 << 12, true);
   private zHead = NONE;
   private zTail = NONE;
 
@@ -294,6 +304,7 @@ export class ZoneEngine {
   private tkUser = 0;
   private tkUslot = NONE;
   private tkCoid = '';
+  private tkCoidKey = 0;
   private tkSide = BUY;
   private tkSource = ANY;
   private tkType = T_LIMIT;
@@ -313,28 +324,9 @@ export class ZoneEngine {
     this.zoneId = zone_id;
     const n = Math.max(16, options.initial_order_slots ?? 1024);
     this.oCap = n;
-    this.oId = new Float64Array(n);
-    this.oUser = new Float64Array(n);
-    this.oPrice = new Float64Array(n);
-    this.oLeft = new Float64Array(n);
-    this.oFilled = new Float64Array(n);
-    this.oTotal = new Float64Array(n);
-    this.oSeq = new Float64Array(n);
-    this.oExpire = new Float64Array(n);
-    this.oNext = new Int32Array(n);
-    this.oPrev = new Int32Array(n);
-    this.oLevel = new Int32Array(n);
-    this.oBook = new Int32Array(n);
-    this.oUslot = new Int32Array(n);
-    this.oUNext = new Int32Array(n);
-    this.oUPrev = new Int32Array(n);
-    this.oZNext = new Int32Array(n);
-    this.oZPrev = new Int32Array(n);
-    this.oSeller = new Int32Array(n);
-    this.oSide = new Uint8Array(n);
-    this.oSource = new Uint8Array(n);
-    this.oType = new Uint8Array(n);
-    this.oStp = new Uint8Array(n);
+    const buf = new ArrayBuffer(n * ORDER_BYTES);
+    this.of = new Float64Array(buf);
+    this.oi = new Int32Array(buf);
     this.evCap = Math.max(64, options.initial_event_slots ?? 1024);
     this.ev = new Float64Array(this.evCap * EVENT_WIDTH);
   }
@@ -475,7 +467,8 @@ export class ZoneEngine {
     if (this.status !== ST_ACTIVE) return this.rejectOrder(c, R_ZONE_HALTED);
     if (this.bookClosed[book] !== 0) return this.rejectOrder(c, R_INTERVAL_CLOSED);
     let us = this.userIndex.get(uid);
-    if (us !== NONE && this.findCoid(us, coid) !== NONE) return this.rejectOrder(c, R_DUPLICATE_CLIENT_ORDER_ID);
+    const coidKey = coidKeyOf(uid, coid);
+    if (us !== NONE && this.findCoid(coidKey, uid, coid) !== NONE) return this.rejectOrder(c, R_DUPLICATE_CLIENT_ORDER_ID);
     if (price < this.bandMin || price > this.bandMax) return this.rejectOrder(c, R_PRICE_OUT_OF_BAND);
     if (price % this.stepTicks !== 0) return this.rejectOrder(c, R_BAD_TICK);
     if (qty < this.minQty || qty > this.maxQty) return this.rejectOrder(c, R_QTY_OUT_OF_RANGE);
@@ -510,6 +503,7 @@ export class ZoneEngine {
     this.tkUser = uid;
     this.tkUslot = us;
     this.tkCoid = coid;
+    this.tkCoidKey = coidKey;
     this.tkType = type;
     this.tkLeft = qty;
     this.tkFilled = 0;
@@ -596,7 +590,7 @@ export class ZoneEngine {
     const minKey = this.minKey();
     const book = this.tkBook;
     const lvHead = this.lvHead;
-    const oSeq = this.oSeq;
+    const of = this.of;
     for (;;) {
       if (this.tkLeft <= 0) return false;
       let bestKey = -Infinity;
@@ -609,17 +603,18 @@ export class ZoneEngine {
         const k = sb.keys[n - 1];
         if (k < minKey || k < bestKey) continue;
         const slot = lvHead[sb.lvls[n - 1]];
-        if (k > bestKey || oSeq[slot] < bestSeq) {
+        const seq = of[slot * OW + F_SEQ];
+        if (k > bestKey || seq < bestSeq) {
           bestKey = k;
           bestSlot = slot;
-          bestSeq = oSeq[slot];
+          bestSeq = seq;
         }
       }
       if (bestSlot === NONE) return false;
       const capLeft = this.bookCapacity[book] - this.bookMatched[book];
       // No capacity left: stop before self-trade prevention is considered.
       if (capLeft <= 0) return false;
-      if (this.oUslot[bestSlot] === this.tkUslot) {
+      if (this.oi[bestSlot * IW + I_USLOT] === this.tkUslot) {
         if (this.tkStp === STP_OLDEST) {
           this.closeResting(bestSlot, E_CANCELLED, C_SELF_TRADE);
           continue;
@@ -636,19 +631,19 @@ export class ZoneEngine {
 
   /** Fills min(incoming left, resting left, capacity left) at the resting order's price. */
   private fill(slot: number, capLeft: number): void {
-    const makerLeft = this.oLeft[slot];
+    const makerLeft = this.of[slot * OW + F_LEFT];
     let q = this.tkLeft < makerLeft ? this.tkLeft : makerLeft;
     if (capLeft < q) q = capLeft;
-    const lvl = this.oLevel[slot];
-    this.oLeft[slot] = makerLeft - q;
-    this.oFilled[slot] += q;
+    const lvl = this.oi[slot * IW + I_LEVEL];
+    this.of[slot * OW + F_LEFT] = makerLeft - q;
+    this.of[slot * OW + F_FILLED] += q;
     this.lvQty[lvl] -= q;
     this.touch(lvl);
     this.tkLeft -= q;
     this.tkFilled += q;
     this.bookMatched[this.tkBook] += q;
     if (this.tkSide === BUY) {
-      const s = this.oSeller[slot];
+      const s = this.oi[slot * IW + I_SELLER];
       this.sOpen[s] -= q;
       this.sSold[s] += q;
     } else {
@@ -658,13 +653,13 @@ export class ZoneEngine {
     const f = this.emit(E_FILL, this.bookInterval[this.tkBook]);
     const ev = this.ev;
     ev[f + 3] = ++this.tradeSeq;
-    ev[f + 4] = this.oId[slot];
-    ev[f + 5] = this.oUser[slot];
+    ev[f + 4] = this.of[slot * OW + F_ID];
+    ev[f + 5] = this.of[slot * OW + F_USER];
     ev[f + 6] = this.tkId;
     ev[f + 7] = this.tkUser;
-    ev[f + 8] = this.oPrice[slot];
+    ev[f + 8] = this.of[slot * OW + F_PRICE];
     ev[f + 9] = q;
-    ev[f + 10] = this.tkSide === BUY ? this.oSource[slot] : this.tkSource;
+    ev[f + 10] = this.tkSide === BUY ? this.oi[slot * IW + I_SOURCE] : this.tkSource;
     ev[f + 11] = this.tkSide;
     ev[f + 12] = makerLeft - q;
     ev[f + 13] = this.tkLeft;
@@ -699,7 +694,7 @@ export class ZoneEngine {
         if (cur[i] === NONE) continue;
         const k = cand[i].keys[pos[i]];
         if (k < minKey || k < bestKey) continue;
-        const s = this.oSeq[cur[i]];
+        const s = this.of[(cur[i]) * OW + F_SEQ];
         if (k > bestKey || s < bestSeq) {
           best = i;
           bestKey = k;
@@ -709,16 +704,16 @@ export class ZoneEngine {
       if (best === NONE) return false;
       if (cap <= 0) return false;
       const slot = cur[best];
-      if (this.oUslot[slot] === this.tkUslot) {
+      if (this.oi[slot * IW + I_USLOT] === this.tkUslot) {
         if (this.tkStp !== STP_OLDEST) return false; // the incoming remainder would be cancelled
       } else {
-        let q = left < this.oLeft[slot] ? left : this.oLeft[slot];
+        let q = left < this.of[slot * OW + F_LEFT] ? left : this.of[slot * OW + F_LEFT];
         if (cap < q) q = cap;
         left -= q;
         cap -= q;
       }
       // advance the cursor
-      const next = this.oNext[slot];
+      const next = this.oi[slot * IW + I_NEXT];
       if (next !== NONE) cur[best] = next;
       else {
         const p = --pos[best];
@@ -736,21 +731,23 @@ export class ZoneEngine {
     if (slot === NONE) {
       slot = this.allocOrder();
       const us = this.tkUslot;
-      this.oId[slot] = this.tkId;
-      this.oUser[slot] = this.tkUser;
-      this.oUslot[slot] = us;
+      this.of[slot * OW + F_ID] = this.tkId;
+      this.of[slot * OW + F_USER] = this.tkUser;
+      this.oi[slot * IW + I_USLOT] = us;
       this.oCoid[slot] = this.tkCoid;
-      this.oSide[slot] = this.tkSide;
-      this.oSource[slot] = this.tkSource;
-      this.oType[slot] = this.tkType;
-      this.oStp[slot] = this.tkStp;
-      this.oBook[slot] = this.tkBook;
-      this.oSeller[slot] = this.tkSeller;
-      this.oExpire[slot] = this.tkExpire;
-      this.oSeq[slot] = this.tkSeq;
-      this.oTotal[slot] = this.tkTotal;
+      this.oi[slot * IW + I_SIDE] = this.tkSide;
+      this.oi[slot * IW + I_SOURCE] = this.tkSource;
+      this.oi[slot * IW + I_TYPE] = this.tkType;
+      this.oi[slot * IW + I_STP] = this.tkStp;
+      this.oi[slot * IW + I_BOOK] = this.tkBook;
+      this.oi[slot * IW + I_SELLER] = this.tkSeller;
+      this.of[slot * OW + F_EXPIRE] = this.tkExpire;
+      this.of[slot * OW + F_SEQ] = this.tkSeq;
+      this.of[slot * OW + F_TOTAL] = this.tkTotal;
       this.orderIndex.set(this.tkId, slot);
-      this.addCoid(us, this.tkCoid, slot);
+      this.addCoid(this.tkCoidKey, this.tkUser, this.tkCoid, slot);
+      this.oi[slot * IW + I_COID_KEY_LO] = this.tkCoidKey % 4294967296;
+      this.oi[slot * IW + I_COID_KEY_HI] = Math.floor(this.tkCoidKey / 4294967296);
       this.uOpen[us]++;
       this.openCount++;
       this.bookOpen[this.tkBook]++;
@@ -761,24 +758,24 @@ export class ZoneEngine {
         this.heapPush(this.tkExpire, this.tkId, slot);
       }
     }
-    this.oPrice[slot] = this.tkPrice;
-    this.oLeft[slot] = this.tkLeft;
-    this.oFilled[slot] = this.tkFilled;
+    this.of[slot * OW + F_PRICE] = this.tkPrice;
+    this.of[slot * OW + F_LEFT] = this.tkLeft;
+    this.of[slot * OW + F_FILLED] = this.tkFilled;
     if (this.tkSide === SELL) this.sOpen[this.tkSeller] += this.tkLeft;
     this.linkToLevel(slot);
   }
 
   /** Cancels (E_CANCELLED) or expires (E_EXPIRED) a resting order with the given reason/cause. */
   private closeResting(slot: number, evType: number, why: number): void {
-    const f = this.emit(evType, this.bookInterval[this.oBook[slot]]);
+    const f = this.emit(evType, this.bookInterval[this.oi[slot * IW + I_BOOK]]);
     const ev = this.ev;
-    ev[f + 3] = this.oId[slot];
-    ev[f + 4] = this.oUser[slot];
+    ev[f + 3] = this.of[slot * OW + F_ID];
+    ev[f + 4] = this.of[slot * OW + F_USER];
     ev[f + 5] = why;
-    ev[f + 6] = this.oLeft[slot];
-    ev[f + 7] = this.oFilled[slot];
+    ev[f + 6] = this.of[slot * OW + F_LEFT];
+    ev[f + 7] = this.of[slot * OW + F_FILLED];
     this.evStr[this.evN - 1] = this.oCoid[slot];
-    if (this.oSide[slot] === SELL) this.sOpen[this.oSeller[slot]] -= this.oLeft[slot];
+    if (this.oi[slot * IW + I_SIDE] === SELL) this.sOpen[this.oi[slot * IW + I_SELLER]] -= this.of[slot * OW + F_LEFT];
     this.unlinkFromLevel(slot);
     this.releaseOrder(slot);
   }
@@ -786,7 +783,7 @@ export class ZoneEngine {
   private allocOrder(): number {
     let slot = this.orderFree;
     if (slot !== NONE) {
-      this.orderFree = this.oNext[slot];
+      this.orderFree = this.oi[slot * IW + I_NEXT];
       return slot;
     }
     if (this.orderTop === this.oCap) this.growOrders();
@@ -795,101 +792,89 @@ export class ZoneEngine {
 
   /** Forgets a closed order: lists, indexes, counts. It must already be off its level. */
   private releaseOrder(slot: number): void {
-    const us = this.oUslot[slot];
+    const us = this.oi[slot * IW + I_USLOT];
     // user list
-    const un = this.oUNext[slot];
-    const up = this.oUPrev[slot];
-    if (up !== NONE) this.oUNext[up] = un;
+    const un = this.oi[slot * IW + I_UNEXT];
+    const up = this.oi[slot * IW + I_UPREV];
+    if (up !== NONE) this.oi[up * IW + I_UNEXT] = un;
     else this.uHead[us] = un;
-    if (un !== NONE) this.oUPrev[un] = up;
+    if (un !== NONE) this.oi[un * IW + I_UPREV] = up;
     else this.uTail[us] = up;
     // zone list
-    const zn = this.oZNext[slot];
-    const zp = this.oZPrev[slot];
-    if (zp !== NONE) this.oZNext[zp] = zn;
+    const zn = this.oi[slot * IW + I_ZNEXT];
+    const zp = this.oi[slot * IW + I_ZPREV];
+    if (zp !== NONE) this.oi[zp * IW + I_ZNEXT] = zn;
     else this.zHead = zn;
-    if (zn !== NONE) this.oZPrev[zn] = zp;
+    if (zn !== NONE) this.oi[zn * IW + I_ZPREV] = zp;
     else this.zTail = zp;
-    this.orderIndex.delete(this.oId[slot]);
-    this.removeCoid(us, this.oCoid[slot], slot);
+    this.orderIndex.delete(this.of[slot * OW + F_ID]);
+    const coidKey = (this.oi[slot * IW + I_COID_KEY_LO] >>> 0) + this.oi[slot * IW + I_COID_KEY_HI] * 4294967296;
+    this.removeCoid(coidKey, this.of[slot * OW + F_USER], this.oCoid[slot], slot);
     this.uOpen[us]--;
     this.openCount--;
-    this.bookOpen[this.oBook[slot]]--;
-    if (this.oExpire[slot] !== 0) this.liveGtd--;
-    this.oId[slot] = 0;
+    this.bookOpen[this.oi[slot * IW + I_BOOK]]--;
+    if (this.of[slot * OW + F_EXPIRE] !== 0) this.liveGtd--;
+    this.of[slot * OW + F_ID] = 0;
     this.oCoid[slot] = '';
-    this.oNext[slot] = this.orderFree;
+    this.oi[slot * IW + I_NEXT] = this.orderFree;
     this.orderFree = slot;
   }
 
   // -------------------------------------------------------------------------------------------
   // Client order id index
 
-  private coidKey(us: number, coid: string): number {
-    let a = 0x811c9dc5 ^ us;
-    let b = Math.imul(us, 0x9e3779b1) | 0;
-    for (let i = 0; i < coid.length; i++) {
-      const ch = coid.charCodeAt(i);
-      a = Math.imul(a ^ ch, 0x01000193);
-      b = Math.imul(b ^ ch, 0x5bd1e995) ^ (b >>> 13);
-    }
-    return (b & 0xfffff) * 4294967296 + (a >>> 0) + 1; // positive, below 2^53
-  }
-
-  /** Slot of the user's open order with this client order id, or NONE. */
-  private findCoid(us: number, coid: string): number {
-    const slot = this.coidIndex.get(this.coidKey(us, coid));
-    if (slot !== NONE && this.oUslot[slot] === us && this.oCoid[slot] === coid) return slot;
+  /** Slot of the user's open order with this client order id (key = coidKeyOf(user, id)), or NONE. */
+  private findCoid(key: number, uid: number, coid: string): number {
+    const slot = this.coidIndex.get(key);
+    if (slot !== NONE && this.of[slot * OW + F_USER] === uid && this.oCoid[slot] === coid) return slot;
     if (this.coidOverflow.size === 0) return NONE;
-    return this.coidOverflow.get(`${us}\u0000${coid}`) ?? NONE;
+    return this.coidOverflow.get(`${uid}\u0000${coid}`) ?? NONE;
   }
 
-  private addCoid(us: number, coid: string, slot: number): void {
-    const key = this.coidKey(us, coid);
+  private addCoid(key: number, uid: number, coid: string, slot: number): void {
     if (this.coidIndex.get(key) === NONE) this.coidIndex.set(key, slot);
-    else this.coidOverflow.set(`${us}\u0000${coid}`, slot); // a true 52-bit collision
+    else this.coidOverflow.set(`${uid}\u0000${coid}`, slot); // a true 52-bit collision
   }
 
-  private removeCoid(us: number, coid: string, slot: number): void {
-    const key = this.coidKey(us, coid);
+  private removeCoid(key: number, uid: number, coid: string, slot: number): void {
     if (this.coidIndex.get(key) === slot) this.coidIndex.delete(key);
-    else this.coidOverflow.delete(`${us}\u0000${coid}`);
+    else this.coidOverflow.delete(`${uid}\u0000${coid}`);
   }
 
   private linkUserTail(slot: number): void {
-    const us = this.oUslot[slot];
+    const us = this.oi[slot * IW + I_USLOT];
     const t = this.uTail[us];
-    this.oUPrev[slot] = t;
-    this.oUNext[slot] = NONE;
-    if (t !== NONE) this.oUNext[t] = slot;
+    this.oi[slot * IW + I_UPREV] = t;
+    this.oi[slot * IW + I_UNEXT] = NONE;
+    if (t !== NONE) this.oi[t * IW + I_UNEXT] = slot;
     else this.uHead[us] = slot;
     this.uTail[us] = slot;
   }
 
   private linkZoneTail(slot: number): void {
     const t = this.zTail;
-    this.oZPrev[slot] = t;
-    this.oZNext[slot] = NONE;
-    if (t !== NONE) this.oZNext[t] = slot;
+    this.oi[slot * IW + I_ZPREV] = t;
+    this.oi[slot * IW + I_ZNEXT] = NONE;
+    if (t !== NONE) this.oi[t * IW + I_ZNEXT] = slot;
     else this.zHead = slot;
     this.zTail = slot;
   }
 
   /** Moves an order to the tail of its user's and the zone's lists (it took a new, highest seq). */
   private moveToTails(slot: number): void {
-    const us = this.oUslot[slot];
-    const un = this.oUNext[slot];
-    const up = this.oUPrev[slot];
-    if (up !== NONE) this.oUNext[up] = un;
+    const us = this.oi[slot * IW + I_USLOT];
+    const un = this.oi[slot * IW + I_UNEXT];
+    const up = this.oi[slot * IW + I_UPREV];
+    if (up !== NONE) this.oi[up * IW + I_UNEXT] = un;
     else this.uHead[us] = un;
-    if (un !== NONE) this.oUPrev[un] = up;
+    if (un !== NONE) this.oi[un * IW + I_UPREV] = up;
     else this.uTail[us] = up;
     this.linkUserTail(slot);
-    const zn = this.oZNext[slot];
-    const zp = this.oZPrev[slot];
-    if (zp !== NONE) this.oZNext[zp] = zn;
+    const zn = this.oi[slot * IW + I_ZNEXT];
+    const zp = this.oi[slot * IW + I_ZPREV];
+    if (zp !== NONE) this.oi[zp * IW + I_ZNEXT] = zn;
     else this.zHead = zn;
-    if (zn !== NONE) this.oZPrev[zn] = zp;
+    if (zn !== NONE) this.oi[zn * IW + I_ZPREV] = zp;
     else this.zTail = zp;
     this.linkZoneTail(slot);
   }
@@ -908,10 +893,10 @@ export class ZoneEngine {
 
   /** Appends the order to the FIFO of its (book, side, source, price) level, creating the level. */
   private linkToLevel(slot: number): void {
-    const side = this.oSide[slot];
-    const subIdx = this.oBook[slot] * SUBS_PER_BOOK + side * 5 + this.oSource[slot];
+    const side = this.oi[slot * IW + I_SIDE];
+    const subIdx = this.oi[slot * IW + I_BOOK] * SUBS_PER_BOOK + side * 5 + this.oi[slot * IW + I_SOURCE];
     const sb = this.subBook(subIdx);
-    const price = this.oPrice[slot];
+    const price = this.of[slot * OW + F_PRICE];
     const key = side === BUY ? price : -price;
     let lvl: number;
     const n = sb.n;
@@ -943,27 +928,27 @@ export class ZoneEngine {
       }
     }
     const t = this.lvTail[lvl];
-    this.oLevel[slot] = lvl;
-    this.oPrev[slot] = t;
-    this.oNext[slot] = NONE;
-    if (t !== NONE) this.oNext[t] = slot;
+    this.oi[slot * IW + I_LEVEL] = lvl;
+    this.oi[slot * IW + I_PREV] = t;
+    this.oi[slot * IW + I_NEXT] = NONE;
+    if (t !== NONE) this.oi[t * IW + I_NEXT] = slot;
     else this.lvHead[lvl] = slot;
     this.lvTail[lvl] = slot;
-    this.lvQty[lvl] += this.oLeft[slot];
+    this.lvQty[lvl] += this.of[slot * OW + F_LEFT];
     this.lvCount[lvl]++;
     this.touch(lvl);
   }
 
   /** Takes the order off its level's FIFO (its remaining Wh leave the level); drops an emptied level. */
   private unlinkFromLevel(slot: number): void {
-    const lvl = this.oLevel[slot];
-    const p = this.oPrev[slot];
-    const n = this.oNext[slot];
-    if (p !== NONE) this.oNext[p] = n;
+    const lvl = this.oi[slot * IW + I_LEVEL];
+    const p = this.oi[slot * IW + I_PREV];
+    const n = this.oi[slot * IW + I_NEXT];
+    if (p !== NONE) this.oi[p * IW + I_NEXT] = n;
     else this.lvHead[lvl] = n;
-    if (n !== NONE) this.oPrev[n] = p;
+    if (n !== NONE) this.oi[n * IW + I_PREV] = p;
     else this.lvTail[lvl] = p;
-    this.lvQty[lvl] -= this.oLeft[slot];
+    this.lvQty[lvl] -= this.of[slot * OW + F_LEFT];
     this.touch(lvl);
     if (--this.lvCount[lvl] === 0) this.removeLevel(lvl);
   }
@@ -1079,7 +1064,7 @@ export class ZoneEngine {
     if (!isPositiveInt(c.order_id) || !isPositiveInt(c.user_id)) return this.rejectOrder(c, R_INVALID_ORDER);
     const slot = this.orderIndex.get(c.order_id);
     // Another user's order answers exactly like a finished one: no hint that it exists.
-    if (slot === NONE || this.oUser[slot] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
+    if (slot === NONE || this.of[slot * OW + F_USER] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
     this.closeResting(slot, E_CANCELLED, C_USER);
   }
 
@@ -1096,11 +1081,11 @@ export class ZoneEngine {
       return this.rejectOrder(c, R_INVALID_ORDER);
     }
     const slot = this.orderIndex.get(c.order_id);
-    if (slot === NONE || this.oUser[slot] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
+    if (slot === NONE || this.of[slot * OW + F_USER] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
     if (this.status !== ST_ACTIVE) return this.rejectOrder(c, R_ZONE_HALTED); // reductions too
-    const oldPrice = this.oPrice[slot];
-    const oldTotal = this.oTotal[slot];
-    const filled = this.oFilled[slot];
+    const oldPrice = this.of[slot * OW + F_PRICE];
+    const oldTotal = this.of[slot * OW + F_TOTAL];
+    const filled = this.of[slot * OW + F_FILLED];
     const price = newPrice === undefined ? oldPrice : newPrice;
     const total = newQty === undefined ? oldTotal : newQty;
     // A new total at or below the filled quantity cancels the remainder.
@@ -1113,8 +1098,8 @@ export class ZoneEngine {
       if (total < this.minQty || total > this.maxQty) return this.rejectOrder(c, R_QTY_OUT_OF_RANGE);
       if (total % this.lotWh !== 0) return this.rejectOrder(c, R_BAD_LOT);
     }
-    const side = this.oSide[slot];
-    const seller = this.oSeller[slot];
+    const side = this.oi[slot * IW + I_SIDE];
+    const seller = this.oi[slot * IW + I_SELLER];
     const increase = total - oldTotal;
     if (side === SELL && increase > 0) {
       const limit = this.sLimit[seller];
@@ -1123,21 +1108,21 @@ export class ZoneEngine {
       }
     }
     const keep = price === oldPrice && total <= oldTotal;
-    const type = this.oType[slot];
+    const type = this.oi[slot * IW + I_TYPE];
     if (!keep && type === T_POST_ONLY) {
       this.tkSide = side;
-      this.tkSource = this.oSource[slot];
-      this.tkBook = this.oBook[slot];
+      this.tkSource = this.oi[slot * IW + I_SOURCE];
+      this.tkBook = this.oi[slot * IW + I_BOOK];
       this.tkPrice = price;
       if (this.crosses()) return this.rejectOrder(c, R_POST_ONLY_WOULD_MATCH); // left unchanged
     }
     const newLeft = total - filled;
     if (keep) {
       // Same price, total not above the old one: priority kept.
-      const delta = this.oLeft[slot] - newLeft;
-      const lvl = this.oLevel[slot];
-      this.oTotal[slot] = total;
-      this.oLeft[slot] = newLeft;
+      const delta = this.of[slot * OW + F_LEFT] - newLeft;
+      const lvl = this.oi[slot * IW + I_LEVEL];
+      this.of[slot * OW + F_TOTAL] = total;
+      this.of[slot * OW + F_LEFT] = newLeft;
       this.lvQty[lvl] -= delta;
       this.touch(lvl);
       if (side === SELL) this.sOpen[seller] -= delta;
@@ -1145,29 +1130,29 @@ export class ZoneEngine {
       return;
     }
     // Priority lost: off the book, new seq, then it matches again as an incoming order of its type.
-    if (side === SELL) this.sOpen[seller] -= this.oLeft[slot];
+    if (side === SELL) this.sOpen[seller] -= this.of[slot * OW + F_LEFT];
     this.unlinkFromLevel(slot);
-    this.oTotal[slot] = total;
-    this.oPrice[slot] = price;
-    this.oLeft[slot] = newLeft;
-    this.oSeq[slot] = this.nextSeq++;
+    this.of[slot * OW + F_TOTAL] = total;
+    this.of[slot * OW + F_PRICE] = price;
+    this.of[slot * OW + F_LEFT] = newLeft;
+    this.of[slot * OW + F_SEQ] = this.nextSeq++;
     this.moveToTails(slot);
     this.emitAmended(slot, false);
-    this.tkId = this.oId[slot];
-    this.tkUser = this.oUser[slot];
-    this.tkUslot = this.oUslot[slot];
+    this.tkId = this.of[slot * OW + F_ID];
+    this.tkUser = this.of[slot * OW + F_USER];
+    this.tkUslot = this.oi[slot * IW + I_USLOT];
     this.tkCoid = this.oCoid[slot];
     this.tkSide = side;
-    this.tkSource = this.oSource[slot];
+    this.tkSource = this.oi[slot * IW + I_SOURCE];
     this.tkType = type;
-    this.tkStp = this.oStp[slot];
+    this.tkStp = this.oi[slot * IW + I_STP];
     this.tkPrice = price;
     this.tkLeft = newLeft;
     this.tkFilled = filled;
     this.tkTotal = total;
-    this.tkSeq = this.oSeq[slot];
-    this.tkExpire = this.oExpire[slot];
-    this.tkBook = this.oBook[slot];
+    this.tkSeq = this.of[slot * OW + F_SEQ];
+    this.tkExpire = this.of[slot * OW + F_EXPIRE];
+    this.tkBook = this.oi[slot * IW + I_BOOK];
     this.tkSlot = slot;
     this.tkSeller = seller;
     const killed = type === T_POST_ONLY ? false : this.match();
@@ -1183,7 +1168,7 @@ export class ZoneEngine {
       if (us === NONE) return;
       // The user's list is in seq order.
       for (let s = this.uHead[us]; s !== NONE; ) {
-        const next = this.oUNext[s];
+        const next = this.oi[s * IW + I_UNEXT];
         this.closeResting(s, E_CANCELLED, C_MASS_CANCEL);
         s = next;
       }
@@ -1203,8 +1188,8 @@ export class ZoneEngine {
   /** Closes every open order of one book (or all books when book is NONE), in seq order. */
   private closeBookOrders(book: number, evType: number, why: number): void {
     for (let s = this.zHead; s !== NONE; ) {
-      const next = this.oZNext[s];
-      if (book === NONE || this.oBook[s] === book) this.closeResting(s, evType, why);
+      const next = this.oi[s * IW + I_ZNEXT];
+      if (book === NONE || this.oi[s * IW + I_BOOK] === book) this.closeResting(s, evType, why);
       s = next;
     }
   }
@@ -1222,16 +1207,15 @@ export class ZoneEngine {
       const slot = this.hSlot[0];
       this.heapPop();
       // Stale entries (order closed, slot reused) are skipped.
-      if (this.oId[slot] === id && this.oExpire[slot] === exp) due.push(slot);
+      if (this.of[slot * OW + F_ID] === id && this.of[slot * OW + F_EXPIRE] === exp) due.push(slot);
     }
     if (due.length > 1) {
-      const oExpire = this.oExpire;
-      const oSeq = this.oSeq;
-      due.sort((a, b) => oExpire[a] - oExpire[b] || oSeq[a] - oSeq[b]);
+      const of = this.of;
+      due.sort((a, b) => of[a * OW + F_EXPIRE] - of[b * OW + F_EXPIRE] || of[a * OW + F_SEQ] - of[b * OW + F_SEQ]);
     }
     for (let i = 0; i < due.length; i++) {
       const slot = due[i];
-      if (this.oId[slot] !== 0) this.closeResting(slot, E_EXPIRED, X_GOOD_TILL_TIME);
+      if (this.of[slot * OW + F_ID] !== 0) this.closeResting(slot, E_EXPIRED, X_GOOD_TILL_TIME);
     }
     this.nextDueMs = this.hN > 0 ? this.hExp[0] : Infinity;
   }
@@ -1286,8 +1270,8 @@ export class ZoneEngine {
     this.nextDueMs = Infinity;
     const live = this.liveGtd;
     this.liveGtd = -1_000_000_000; // no recursive rebuild while re-pushing
-    for (let s = this.zHead; s !== NONE; s = this.oZNext[s]) {
-      if (this.oExpire[s] !== 0) this.heapPush(this.oExpire[s], this.oId[s], s);
+    for (let s = this.zHead; s !== NONE; s = this.oi[s * IW + I_ZNEXT]) {
+      if (this.of[s * OW + F_EXPIRE] !== 0) this.heapPush(this.of[s * OW + F_EXPIRE], this.of[s * OW + F_ID], s);
     }
     this.liveGtd = live;
   }
@@ -1486,16 +1470,16 @@ export class ZoneEngine {
   }
 
   private emitAmended(slot: number, kept: boolean): void {
-    const f = this.emit(E_AMENDED, this.bookInterval[this.oBook[slot]]);
+    const f = this.emit(E_AMENDED, this.bookInterval[this.oi[slot * IW + I_BOOK]]);
     const ev = this.ev;
-    ev[f + 3] = this.oId[slot];
-    ev[f + 4] = this.oUser[slot];
-    ev[f + 5] = this.oPrice[slot];
-    ev[f + 6] = this.oTotal[slot];
-    ev[f + 7] = this.oLeft[slot];
-    ev[f + 8] = this.oSeq[slot];
+    ev[f + 3] = this.of[slot * OW + F_ID];
+    ev[f + 4] = this.of[slot * OW + F_USER];
+    ev[f + 5] = this.of[slot * OW + F_PRICE];
+    ev[f + 6] = this.of[slot * OW + F_TOTAL];
+    ev[f + 7] = this.of[slot * OW + F_LEFT];
+    ev[f + 8] = this.of[slot * OW + F_SEQ];
     ev[f + 9] = kept ? 1 : 0;
-    ev[f + 10] = this.oFilled[slot];
+    ev[f + 10] = this.of[slot * OW + F_FILLED];
     this.evStr[this.evN - 1] = this.oCoid[slot];
   }
 
@@ -1526,28 +1510,10 @@ export class ZoneEngine {
 
   private growOrders(): void {
     const n = this.oCap * 2;
-    this.oId = growF64(this.oId, n);
-    this.oUser = growF64(this.oUser, n);
-    this.oPrice = growF64(this.oPrice, n);
-    this.oLeft = growF64(this.oLeft, n);
-    this.oFilled = growF64(this.oFilled, n);
-    this.oTotal = growF64(this.oTotal, n);
-    this.oSeq = growF64(this.oSeq, n);
-    this.oExpire = growF64(this.oExpire, n);
-    this.oNext = growI32(this.oNext, n);
-    this.oPrev = growI32(this.oPrev, n);
-    this.oLevel = growI32(this.oLevel, n);
-    this.oBook = growI32(this.oBook, n);
-    this.oUslot = growI32(this.oUslot, n);
-    this.oUNext = growI32(this.oUNext, n);
-    this.oUPrev = growI32(this.oUPrev, n);
-    this.oZNext = growI32(this.oZNext, n);
-    this.oZPrev = growI32(this.oZPrev, n);
-    this.oSeller = growI32(this.oSeller, n);
-    this.oSide = growU8(this.oSide, n);
-    this.oSource = growU8(this.oSource, n);
-    this.oType = growU8(this.oType, n);
-    this.oStp = growU8(this.oStp, n);
+    const buf = new ArrayBuffer(n * ORDER_BYTES);
+    new Uint8Array(buf).set(new Uint8Array(this.of.buffer));
+    this.of = new Float64Array(buf);
+    this.oi = new Int32Array(buf);
     this.oCap = n;
   }
 
@@ -1597,7 +1563,7 @@ export class ZoneEngine {
     const us = this.userIndex.get(user_id);
     const out: OrderView[] = [];
     if (us === NONE) return out;
-    for (let s = this.uHead[us]; s !== NONE; s = this.oUNext[s]) out.push(this.view(s));
+    for (let s = this.uHead[us]; s !== NONE; s = this.oi[s * IW + I_UNEXT]) out.push(this.view(s));
     return out;
   }
 
@@ -1609,14 +1575,14 @@ export class ZoneEngine {
   orderIdByClientOrderId(user_id: number, client_order_id: string): number | undefined {
     const us = this.userIndex.get(user_id);
     if (us === NONE) return undefined;
-    const slot = this.findCoid(us, client_order_id);
-    return slot === NONE ? undefined : this.oId[slot];
+    const slot = this.findCoid(coidKeyOf(user_id, client_order_id), user_id, client_order_id);
+    return slot === NONE ? undefined : this.of[slot * OW + F_ID];
   }
 
   /** Every open order of the zone in seq order. */
   openOrders(): OrderView[] {
     const out: OrderView[] = [];
-    for (let s = this.zHead; s !== NONE; s = this.oZNext[s]) out.push(this.view(s));
+    for (let s = this.zHead; s !== NONE; s = this.oi[s * IW + I_ZNEXT]) out.push(this.view(s));
     return out;
   }
 
@@ -1682,7 +1648,7 @@ export class ZoneEngine {
         const sb = this.subs[book * SUBS_PER_BOOK + side * 5 + s];
         if (sb == null) continue;
         for (let i = sb.n - 1; i >= 0; i--) {
-          for (let o = this.lvHead[sb.lvls[i]]; o !== NONE; o = this.oNext[o]) orders.push(this.view(o));
+          for (let o = this.lvHead[sb.lvls[i]]; o !== NONE; o = this.oi[o * IW + I_NEXT]) orders.push(this.view(o));
         }
       }
       orders.sort((a, b) => (side === BUY ? b.price_ticks - a.price_ticks : a.price_ticks - b.price_ticks) || a.seq - b.seq);
@@ -1694,20 +1660,20 @@ export class ZoneEngine {
 
   private view(slot: number): OrderView {
     return {
-      order_id: this.oId[slot],
-      user_id: this.oUser[slot],
+      order_id: this.of[slot * OW + F_ID],
+      user_id: this.of[slot * OW + F_USER],
       client_order_id: this.oCoid[slot],
-      interval_id: this.bookInterval[this.oBook[slot]],
-      side: SIDES[this.oSide[slot]],
-      source: SOURCES[this.oSource[slot]],
-      order_type: ORDER_TYPES[this.oType[slot]],
-      stp: STP_MODES[this.oStp[slot]],
-      price_ticks: this.oPrice[slot],
-      qty_wh: this.oTotal[slot],
-      remaining_wh: this.oLeft[slot],
-      filled_wh: this.oFilled[slot],
-      seq: this.oSeq[slot],
-      expire_at_ms: this.oExpire[slot],
+      interval_id: this.bookInterval[this.oi[slot * IW + I_BOOK]],
+      side: SIDES[this.oi[slot * IW + I_SIDE]],
+      source: SOURCES[this.oi[slot * IW + I_SOURCE]],
+      order_type: ORDER_TYPES[this.oi[slot * IW + I_TYPE]],
+      stp: STP_MODES[this.oi[slot * IW + I_STP]],
+      price_ticks: this.of[slot * OW + F_PRICE],
+      qty_wh: this.of[slot * OW + F_TOTAL],
+      remaining_wh: this.of[slot * OW + F_LEFT],
+      filled_wh: this.of[slot * OW + F_FILLED],
+      seq: this.of[slot * OW + F_SEQ],
+      expire_at_ms: this.of[slot * OW + F_EXPIRE],
     };
   }
 
@@ -1802,6 +1768,7 @@ export class ZoneEngine {
       e.tkUser = o.user_id;
       e.tkUslot = us;
       e.tkCoid = o.client_order_id;
+      e.tkCoidKey = coidKeyOf(o.user_id, o.client_order_id);
       e.tkSide = side;
       e.tkSource = sourceCode(o.source);
       e.tkType = orderTypeCode(o.order_type);
@@ -1825,6 +1792,18 @@ export class ZoneEngine {
   stateHash(): string {
     return hashString(JSON.stringify(this.serialize()));
   }
+}
+
+/** A 52-bit hash of (user id, client order id), positive: the key of the client order id index. */
+function coidKeyOf(uid: number, coid: string): number {
+  let a = 0x811c9dc5 ^ (uid | 0);
+  let b = Math.imul(((uid / 4294967296) | 0) ^ uid, 0x9e3779b1) | 0;
+  for (let i = 0; i < coid.length; i++) {
+    const ch = coid.charCodeAt(i);
+    a = Math.imul(a ^ ch, 0x01000193);
+    b = Math.imul(b ^ ch, 0x5bd1e995) ^ (b >>> 13);
+  }
+  return (b & 0xfffff) * 4294967296 + (a >>> 0) + 1;
 }
 
 function sellerKey(us: number, book: number): number {
