@@ -49,6 +49,9 @@ interface Session extends FeedSink {
   login_attempts: number;
   login_pending: boolean;
   last_send_ms: number;
+  /** Frames waiting for the end-of-task flush. */
+  outbox: (string | Uint8Array)[];
+  outbox_bytes: number;
   zones_traded: Set<number>;
   closed: boolean;
 }
@@ -78,16 +81,40 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
   const keyBuckets = new Map<string, TokenBucket>();
 
   // ---- sending ----------------------------------------------------------------------------
+  // Frames are queued per session and written in one cork per session at the end of the current
+  // task: one syscall for many messages (fan-out loops and acks resolved together).
+  const dirty = new Set<Session>();
+  let flushScheduled = false;
+  const flush = (): void => {
+    flushScheduled = false;
+    for (const s of dirty) {
+      const ws = s.ws;
+      const frames = s.outbox;
+      s.outbox = [];
+      s.outbox_bytes = 0;
+      if (ws === null || s.closed) continue;
+      ws.cork(() => {
+        for (const f of frames) {
+          if (ws.send(f, typeof f !== 'string') === 2) {
+            metrics.dropped_sends.inc();
+            for (const feed of s.feeds.values()) if (feed.kind === 'book') s.conflating.add(feed);
+          }
+        }
+      });
+    }
+    dirty.clear();
+  };
   const sendRaw = (s: Session, bytes: string | Uint8Array): number => {
-    const ws = s.ws;
-    if (ws === null || s.closed) return 2;
-    let r = 1;
-    ws.cork(() => {
-      r = ws.send(bytes, typeof bytes !== 'string');
-    });
+    if (s.ws === null || s.closed) return 2;
+    s.outbox.push(bytes);
+    s.outbox_bytes += bytes.length;
     s.last_send_ms = now();
-    if (r === 2) metrics.dropped_sends.inc();
-    return r;
+    dirty.add(s);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      queueMicrotask(flush);
+    }
+    return 1;
   };
   const send = (s: Session, m: OutMessage): void => {
     if (s.closed) return;
@@ -95,12 +122,20 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
   };
   const closeWith = (s: Session, code: number, reason: string): void => {
     if (s.closed || s.ws === null) return;
-    s.ws.end(code, reason);
+    const ws = s.ws;
+    const pending = s.outbox;
+    s.outbox = [];
+    s.outbox_bytes = 0;
+    // what was queued before the close (e.g. the reject that explains it) goes out first
+    ws.cork(() => {
+      for (const f of pending) ws.send(f, typeof f !== 'string');
+    });
+    ws.end(code, reason);
   };
   const tooSlow = (s: Session): boolean => {
     const ws = s.ws;
     if (ws === null) return true;
-    const b = ws.getBufferedAmount();
+    const b = ws.getBufferedAmount() + s.outbox_bytes;
     if (b > limits.disconnect_buffered_bytes) {
       metrics.slow_consumer_disconnects.inc();
       closeWith(s, CLOSE.SLOW_CONSUMER, 'SLOW_CONSUMER: too many bytes buffered');
@@ -127,6 +162,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       login_attempts: 0,
       login_pending: false,
       last_send_ms: now(),
+      outbox: [],
+      outbox_bytes: 0,
       zones_traded: new Set(),
       closed: false,
       deliver(feed, msg, frames) {
@@ -137,12 +174,12 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
             return;
           }
           if (tooSlow(s)) return;
-          if (s.ws!.getBufferedAmount() > limits.conflate_buffered_bytes) {
+          if (s.ws!.getBufferedAmount() + s.outbox_bytes > limits.conflate_buffered_bytes) {
             s.conflating.add(feed);
             metrics.conflated_updates.inc();
             return;
           }
-          if (sendRaw(s, frame(s, msg, frames)) === 2) s.conflating.add(feed);
+          sendRaw(s, frame(s, msg, frames));
           return;
         }
         if (tooSlow(s)) return;
