@@ -31,6 +31,23 @@ export class IdIndex {
     return h >>> 0;
   }
 
+  /**
+   * The hash of a transfer id, or -1 when the id is not 1..max_length printable ASCII
+   * characters (0x21..0x7e): validation and hashing in one pass over the characters.
+   */
+  hashId(s: string, max_length: number): number {
+    const n = s.length;
+    if (n === 0 || n > max_length) return -1;
+    let h = (0x811c9dc5 ^ this.seed) >>> 0;
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x21 || c > 0x7e) return -1;
+      h ^= c;
+      h = Math.imul(h, 0x01000193);
+    }
+    return h >>> 0;
+  }
+
   /** The value stored for `s`, or 0. */
   get(s: string, h: number = this.hash(s)): number {
     const slots = this.slots, hashes = this.hashes, keys = this.keys, mask = this.mask;
