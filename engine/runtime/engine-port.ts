@@ -1,6 +1,6 @@
 // The runtime's view of the engine core: the three things it needs from a zone engine. Kept
 // narrow so the runtime does not depend on the core's internals (engine/core/engine.ts).
-import { ZoneEngine } from '../core/engine.js';
+import { ZoneEngine } from '../index.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
 
 export interface RuntimeZoneEngine {

@@ -48,6 +48,8 @@ export type FromWorker =
       checkpoints_verified: number;
       state_hash: string;
       intervals: IntervalView[];
+      /** Some open order has a good-till time (the zone needs EXPIRE_DUE when idle). */
+      has_gtt: boolean;
       duration_ms: number;
     }
   | { t: 'dumped'; req: number; zone_id: number; state: EngineSnapshot; state_hash: string }

@@ -14,6 +14,7 @@ import {
   type JournalRow,
 } from './codec.js';
 import { createZoneEngine, restoreZoneEngine, type RuntimeZoneEngine } from './engine-port.js';
+import { connectNoDelay } from './pg.js';
 
 export class RecoveryError extends Error {
   constructor(
@@ -48,9 +49,22 @@ export interface RecoverOptions {
   verify_events?: boolean;
 }
 
-export async function recoverZone(sql: Sql, zone_id: number, options: RecoverOptions = {}): Promise<RecoveryResult> {
-  const t0 = performance.now();
+/**
+ * Rebuilds one zone from the database at `url` on a connection of its own (postgres.js leaves a
+ * connection unusable after a COPY TO stream, so that connection is destroyed afterwards).
+ */
+export async function recoverZone(url: string, zone_id: number, options: RecoverOptions = {}): Promise<RecoveryResult> {
   assertInt(zone_id);
+  const sql = connectNoDelay(url, { max: 1, application: 'kwx-recovery' });
+  try {
+    return await recoverWith(sql, zone_id, options);
+  } finally {
+    await sql.end({ timeout: 0 });
+  }
+}
+
+async function recoverWith(sql: Sql, zone_id: number, options: RecoverOptions): Promise<RecoveryResult> {
+  const t0 = performance.now();
   let engine: RuntimeZoneEngine = createZoneEngine(zone_id);
   let snapshot_seq = 0;
   let last_ts_ms = 0;

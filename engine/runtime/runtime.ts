@@ -10,7 +10,9 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { connect, type Sql } from '../../schema/db.js';
+import type { Sql } from '../../schema/db.js';
+import { MAX_ZONE_ID, orderIdFor } from './ids.js';
+import { projectOnce, startProjector } from './projections.js';
 import { PROJECT_ROOT } from '../../schema/paths.js';
 import type { Logger } from '../../schema/log.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
@@ -27,20 +29,11 @@ import type {
   ZoneStatusView,
 } from './types.js';
 
-/** Order ids and trade ids are zone_id × 2^36 + a per-zone number, unique exchange-wide. */
-export const ZONE_ID_SHIFT = 2 ** 36;
-export const MAX_ZONE_ID = Math.floor(Number.MAX_SAFE_INTEGER / ZONE_ID_SHIFT) - 1;
 /** Commands per worker message; more are sent in the next message. */
 export const WORKER_BATCH_MAX = 2048;
 /** Advisory lock held by the one runtime that writes the journal of a database. */
 export const RUNTIME_LOCK_KEY = 0x6b77782d72756e74n; // "kwx-runt"
 
-export function orderIdFor(zone_id: number, seq: number): number {
-  return zone_id * ZONE_ID_SHIFT + seq;
-}
-export function tradeIdFor(zone_id: number, trade_id: number): number {
-  return zone_id * ZONE_ID_SHIFT + trade_id;
-}
 
 /** The compiled worker entry (workers run JavaScript: `npm run build` first, also under vitest). */
 export function workerEntry(): string {
@@ -68,6 +61,8 @@ export interface RuntimeOptions {
   clock_tick_ms?: number;
   /** An idle zone with good-till-time orders gets EXPIRE_DUE this often. Default 1000. */
   expire_every_ms?: number;
+  /** Project the journal into the orders and trades tables in the background. Default true. */
+  projections?: boolean;
   /** Wall clock, ms; injectable for tests. */
   now?: () => number;
   log?: Logger;
@@ -104,6 +99,7 @@ interface ZoneSlot {
   /** Lifecycle commands sent and not yet committed, by interval (avoids sending twice). */
   lifecycle_pending: Set<string>;
   config: Command | null;
+  last_recovery: ZoneStatusView['last_recovery'];
 }
 
 interface WorkerSlot {
@@ -133,6 +129,8 @@ export interface Runtime {
   status(): RuntimeStatus;
   /** Test hook: makes a worker die as if it had a bug. */
   crashWorker(index: number): void;
+  /** Resolves when the orders/trades read models include every committed command. */
+  syncProjections(): Promise<void>;
   /** Stops accepting, waits for the journal, stops workers. */
   stop(): Promise<void>;
 }
@@ -163,6 +161,7 @@ class RuntimeImpl implements Runtime {
   private intervalsRefreshedAt = 0;
   private readonly now: () => number;
   private readonly snapshotEvery: number;
+  private projector: { nudge(): void; stop(): Promise<void> } | null = null;
   private readonly checkpointWaiters = new Map<string, (c: { seq: number; state_hash: string }) => void>();
 
   constructor(private readonly opts: RuntimeOptions) {
@@ -210,9 +209,13 @@ class RuntimeImpl implements Runtime {
         intervals: new Map(),
         lifecycle_pending: new Set(),
         config: z.config,
+        last_recovery: null,
       });
     });
     await Promise.all([...this.zones.values()].map((z) => this.recoverZone(z)));
+    if (this.opts.projections !== false) {
+      this.projector = startProjector(this.sql, { zones: [...this.zones.keys()], log: this.opts.log });
+    }
     if (this.opts.lifecycle !== false) {
       await this.refreshIntervals();
       this.clock = setInterval(() => void this.tick(), this.opts.clock_tick_ms ?? 200);
@@ -306,7 +309,14 @@ class RuntimeImpl implements Runtime {
     z.last_ts_ms = m.last_ts_ms;
     z.since_checkpoint = m.replayed_rows;
     z.engine_intervals = new Map(m.intervals.map((iv: IntervalView) => [iv.interval_id, { closed: iv.closed }]));
-    z.has_gtt = true; // conservative after a restart: idle expiry runs until proven unneeded
+    z.last_recovery = {
+      snapshot_seq: m.snapshot_seq,
+      replayed_rows: m.replayed_rows,
+      checkpoints_verified: m.checkpoints_verified,
+      state_hash: m.state_hash,
+      duration_ms: m.duration_ms,
+    };
+    z.has_gtt = m.has_gtt;
     z.status = 'READY';
     this.opts.log?.info('zone recovered', {
       zone_id: z.zone_id,
@@ -617,7 +627,13 @@ class RuntimeImpl implements Runtime {
   }
 
   status(): RuntimeStatus {
-    const zones: ZoneStatusView[] = [...this.zones.values()].map((z) => ({ zone_id: z.zone_id, status: z.status, last_seq: z.next_seq - 1, worker: z.worker }));
+    const zones: ZoneStatusView[] = [...this.zones.values()].map((z) => ({
+      zone_id: z.zone_id,
+      status: z.status,
+      last_seq: z.next_seq - 1,
+      worker: z.worker,
+      last_recovery: z.last_recovery,
+    }));
     return {
       available: this.journal.canAccept() && !this.stopping,
       journal: this.journal.state,
@@ -626,6 +642,11 @@ class RuntimeImpl implements Runtime {
       zones,
       worker_restarts: this.workerRestarts,
     };
+  }
+
+  async syncProjections(): Promise<void> {
+    await this.journal.drain();
+    await projectOnce(this.sql, [...this.zones.keys()]);
   }
 
   crashWorker(index: number): void {
@@ -640,6 +661,7 @@ class RuntimeImpl implements Runtime {
     // Wait until every sequenced command has come back and committed.
     for (let i = 0; i < 500 && this.inflight > 0; i++) await new Promise((r) => setTimeout(r, 10));
     await this.journal.close();
+    await this.projector?.stop();
     for (const w of this.workers) {
       w.alive = false;
       await w.worker.terminate();

@@ -67,6 +67,8 @@ export interface ZoneStatusView {
   /** Last sequence number handed out. */
   last_seq: number;
   worker: number;
+  /** How the zone was last rebuilt: from the snapshot at snapshot_seq plus replayed_rows of journal. */
+  last_recovery: { snapshot_seq: number; replayed_rows: number; checkpoints_verified: number; state_hash: string; duration_ms: number } | null;
 }
 
 export interface RuntimeStatus {

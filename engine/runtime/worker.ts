@@ -6,7 +6,6 @@ import { parentPort } from 'node:worker_threads';
 import type { Command, EngineEvent } from '../core/types.js';
 import { CopyTupleWriter, encodeCheckpointPayload, encodeCommandPayload, encodeState, JOURNAL_KIND_CHECKPOINT, JOURNAL_KIND_COMMAND } from './codec.js';
 import type { RuntimeZoneEngine } from './engine-port.js';
-import { connectNoDelay } from './pg.js';
 import type { FromWorker, SnapshotOut, ToWorker, WorkItem } from './protocol.js';
 import { recoverZone } from './recovery.js';
 
@@ -59,9 +58,8 @@ function runBatch(items: (number | WorkItem)[]): void {
 }
 
 async function recover(msg: Extract<ToWorker, { t: 'recover' }>): Promise<void> {
-  const sql = connectNoDelay(msg.url, { max: 1, application: 'kwx-recovery' });
   try {
-    const r = await recoverZone(sql, msg.zone_id, { from_scratch: msg.from_scratch });
+    const r = await recoverZone(msg.url, msg.zone_id, { from_scratch: msg.from_scratch });
     zones.set(msg.zone_id, r.engine);
     post({
       t: 'recovered',
@@ -74,13 +72,12 @@ async function recover(msg: Extract<ToWorker, { t: 'recover' }>): Promise<void> 
       checkpoints_verified: r.checkpoints_verified,
       state_hash: r.state_hash,
       intervals: r.intervals,
+      has_gtt: r.engine.serialize().orders.some((o) => o.expire_at_ms > 0),
       duration_ms: r.duration_ms,
     });
   } catch (err) {
     const e = err as Error & { code?: string };
     post({ t: 'failed', req: msg.req, zone_id: msg.zone_id, code: e.code ?? 'RECOVERY_FAILED', message: e.message });
-  } finally {
-    await sql.end({ timeout: 1 });
   }
 }
 

@@ -1,0 +1,298 @@
+// `npm run bench -- pipeline [--orders N] [--rate R] [--workers W]`
+// Durable throughput and ack latency through sequencer → zone worker → journal (group commit) →
+// ack, recovery time of a 1,000,000-row journal, and the raw ceiling: the same journal rows
+// written by plain batched COPY with no engine. Also measures the worker transport options.
+// Uses a scratch database on DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+import { randomBytes } from 'node:crypto';
+import { serialize as v8Serialize, deserialize as v8Deserialize } from 'node:v8';
+import hdr from 'hdr-histogram-js';
+import { connect, type Sql } from '../schema/db.js';
+import { migrate } from '../schema/migrate.js';
+import { printTable, writeResults } from './report.js';
+import { startRuntime, type Runtime } from '../engine/runtime/runtime.js';
+import { recoverZone } from '../engine/runtime/recovery.js';
+import { connectNoDelay } from '../engine/runtime/pg.js';
+import { COPY_HEADER, COPY_TRAILER, CopyJournalReader, CopyTupleWriter, decodeEvents, encodeCommandPayload } from '../engine/runtime/codec.js';
+import type { SubmitCommand } from '../engine/runtime/types.js';
+import type { Command, EngineEvent } from '../engine/core/types.js';
+
+function arg(args: string[], name: string, def: number): number {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : def;
+}
+
+function rng(seed: number): () => number {
+  let s = seed | 0;
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Market {
+  zones: number[];
+  intervals: number[];
+  users: number[];
+}
+
+async function seed(sql: Sql, zones: number, users: number): Promise<Market> {
+  const m: Market = { zones: [], intervals: [], users: [] };
+  const now = Date.now();
+  for (let i = 0; i < zones; i++) {
+    const [z] = await sql<{ id: string }[]>`
+      insert into grid_zones (code, name, currency, tick_size, capacity_w, price_band_min_ticks, price_band_max_ticks, max_order_wh, max_open_orders_per_user)
+      values (${`BENCH${i}`}, ${`bench ${i}`}, 'EUR', 0.0001, 1000000000, 1, 1000000, 1000000000, 10000000) returning id`;
+    m.zones.push(Number(z.id));
+    const [iv] = await sql<{ id: string }[]>`
+      insert into delivery_intervals (zone_id, starts_at, ends_at, gate_opens_at, gate_closes_at, capacity_wh)
+      values (${Number(z.id)}, ${new Date(now + 2 * 86_400_000)}, ${new Date(now + 2 * 86_400_000 + 900_000)}, ${new Date(now - 60_000)}, ${new Date(now + 86_400_000)}, ${1e15})
+      returning id`;
+    m.intervals.push(Number(iv.id));
+  }
+  for (let i = 0; i < users; i++) {
+    const [u] = await sql<{ id: string }[]>`insert into users (email, name, role) values (${`b${i}@kwx.bench`}, ${`bench ${i}`}, 'PROSUMER') returning id`;
+    m.users.push(Number(u.id));
+  }
+  return m;
+}
+
+/** Limit orders around a slowly moving mid, ~20% crossing, sizes 1–100 Wh; every 4th order an IOC. */
+function makeOrders(m: Market, n: number, seedNo: number): { zone: number; cmd: SubmitCommand }[] {
+  const r = rng(seedNo);
+  const out: { zone: number; cmd: SubmitCommand }[] = new Array(n);
+  let mid = 10_000;
+  for (let i = 0; i < n; i++) {
+    if (i % 1000 === 0) mid += Math.floor(r() * 21) - 10;
+    const zi = i % m.zones.length;
+    const buy = r() < 0.5;
+    const cross = r() < 0.2;
+    const off = cross ? -Math.floor(r() * 5) : 1 + Math.floor(r() * 50);
+    out[i] = {
+      zone: m.zones[zi],
+      cmd: {
+        type: 'PLACE',
+        user_id: m.users[Math.floor(r() * m.users.length)],
+        client_order_id: `c${i}`,
+        zone_id: m.zones[zi],
+        interval_id: m.intervals[zi],
+        side: buy ? 'BUY' : 'SELL',
+        source: buy ? 'ANY' : 'SOLAR',
+        order_type: i % 4 === 3 ? 'IOC' : 'LIMIT',
+        price_ticks: buy ? mid - off : mid + off,
+        qty_wh: 1 + Math.floor(r() * 100),
+        stp: 'CANCEL_OLDEST',
+      },
+    };
+  }
+  return out;
+}
+
+async function waitOpen(rt: Runtime, m: Market): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const states = await Promise.all(m.zones.map((z) => rt.dump(z)));
+    if (states.every((s, k) => s.state.intervals.some((iv) => iv.interval_id === m.intervals[k]))) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('intervals did not open');
+}
+
+/** Closed loop with a bounded window: the sustained durable rate. */
+async function saturate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand }[], window: number): Promise<{ per_s: number; errors: number }> {
+  let next = 0;
+  let errors = 0;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let done = 0;
+    const one = (): void => {
+      if (next >= orders.length) return;
+      const o = orders[next++];
+      void rt.submit(o.zone, o.cmd).then((res) => {
+        if (!res.ok) errors++;
+        if (++done === orders.length) resolve();
+        else one();
+      });
+    };
+    for (let i = 0; i < window; i++) one();
+  });
+  return { per_s: orders.length / ((performance.now() - t0) / 1000), errors };
+}
+
+/** Open loop at a fixed rate; latency from the intended send time (no coordinated omission). */
+async function fixedRate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand }[], rate: number): Promise<{ hist: hdr.Histogram; per_s: number; errors: number }> {
+  const hist = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
+  let next = 0;
+  let done = 0;
+  let errors = 0;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    const pump = (): void => {
+      const due = Math.min(orders.length, Math.floor(((performance.now() - t0) / 1000) * rate));
+      while (next < due) {
+        const intended = t0 + (next / rate) * 1000;
+        const o = orders[next++];
+        void rt.submit(o.zone, o.cmd).then((res) => {
+          if (!res.ok) errors++;
+          hist.recordValue(Math.max(1, Math.round((performance.now() - intended) * 1000)));
+          if (++done === orders.length) resolve();
+        });
+      }
+      if (next < orders.length) setTimeout(pump, 1);
+    };
+    pump();
+  });
+  return { hist, per_s: orders.length / ((performance.now() - t0) / 1000), errors };
+}
+
+/** The same journal rows, written by plain batched COPY (one COPY + commit per batch, no engine). */
+async function rawCopy(url: string, sql: Sql, zone: number, batch: number): Promise<{ rows: number; per_s: number }> {
+  await sql`create table journal_raw (like engine_journal including all)`;
+  const tuples: Uint8Array[] = [];
+  let rows = 0;
+  const w = new CopyTupleWriter(1 << 22);
+  const reader = new CopyJournalReader((row) => {
+    w.append(row.zone_id, row.seq, row.kind, row.payload, row.ts_ms);
+    if (w.rows === batch) tuples.push(w.take());
+    rows++;
+  });
+  // A connection of its own: postgres.js leaves a connection unusable after a COPY TO stream.
+  const out = connectNoDelay(url, { max: 1 });
+  const stream = await out.unsafe(`copy (select zone_id, seq, kind, payload, ts from engine_journal where zone_id = ${zone} order by seq) to stdout (format binary)`).readable();
+  for await (const chunk of stream) reader.push(chunk as Uint8Array);
+  await out.end({ timeout: 0 });
+  if (w.rows > 0) tuples.push(w.take());
+  const bodies = tuples.map((t) => Buffer.concat([COPY_HEADER, t, COPY_TRAILER]));
+  const conn = connectNoDelay(url, { max: 1, application: 'kwx-bench-raw' });
+  const t0 = performance.now();
+  for (const body of bodies) {
+    await new Promise<void>((resolve, reject) => {
+      conn`copy journal_raw (zone_id, seq, kind, payload, ts) from stdin (format binary)`.writable().then((s) => {
+        s.on('error', reject);
+        s.on('finish', resolve);
+        s.end(body);
+      }, reject);
+    });
+  }
+  const per_s = rows / ((performance.now() - t0) / 1000);
+  await conn.end({ timeout: 1 });
+  await sql`drop table journal_raw`;
+  return { rows, per_s };
+}
+
+/** Cost per order of moving a batch of results between threads, by transport (in-thread, both ends). */
+function transport(): { name: string; ns_per_order: number }[] {
+  const N = 1000;
+  const events: EngineEvent[][] = [];
+  const cmds: Command[] = [];
+  for (let i = 0; i < N; i++) {
+    const cmd = { type: 'PLACE', ts_ms: 1, order_id: i + 1, user_id: 7, client_order_id: `c${i}`, zone_id: 1, interval_id: 1, side: 'BUY', source: 'ANY', order_type: 'LIMIT', price_ticks: 100, qty_wh: 5 } as Command;
+    cmds.push(cmd);
+    events.push([
+      { type: 'ACCEPTED', event_seq: i, zone_id: 1, ts_ms: 1, order_id: i + 1, user_id: 7, client_order_id: `c${i}`, interval_id: 1, side: 'BUY', source: 'ANY', order_type: 'LIMIT', stp: 'CANCEL_NEWEST', price_ticks: 100, qty_wh: 5, seq: i, expire_at_ms: 0 },
+      { type: 'BOOK_LEVEL', event_seq: i + 1, zone_id: 1, ts_ms: 1, interval_id: 1, side: 'BUY', source: 'ANY', price_ticks: 100, qty_wh: 5, source_qty_wh: 5, source_order_count: 1 },
+    ]);
+  }
+  const time = (f: () => void): number => {
+    for (let i = 0; i < 20; i++) f();
+    const t0 = process.hrtime.bigint();
+    const R = 200;
+    for (let i = 0; i < R; i++) f();
+    return Number(process.hrtime.bigint() - t0) / R / N;
+  };
+  const payloads = cmds.map((c, i) => encodeCommandPayload(c, events[i]));
+  return [
+    { name: 'structured clone (v8 serialize+deserialize) of events', ns_per_order: time(() => v8Deserialize(v8Serialize(events))) },
+    { name: 'decode events from the journal payload (msgpack tuples)', ns_per_order: time(() => payloads.forEach((p) => decodeEvents(p, 1, 1))) },
+    { name: 'encode journal payload (worker side, always paid)', ns_per_order: time(() => cmds.forEach((c, i) => encodeCommandPayload(c, events[i]))) },
+  ];
+}
+
+export async function run(args: string[]): Promise<void> {
+  const server = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const orders_n = arg(args, 'orders', 300_000);
+  const rate = arg(args, 'rate', 100_000);
+  const workers = arg(args, 'workers', 1);
+  const recovery_rows = arg(args, 'recovery-rows', 1_000_000);
+  const batch = arg(args, 'batch', 4096);
+  const window = arg(args, 'window', 16_384);
+  const name = `kwx_bench_pipeline_${randomBytes(4).toString('hex')}`;
+  const admin = connect(server, { max: 1 });
+  await admin.unsafe(`create database ${name}`);
+  const u = new URL(server);
+  u.pathname = `/${name}`;
+  const url = u.toString();
+  const sql = connect(url, { max: 2 });
+  const rows: Record<string, string | number>[] = [];
+  try {
+    await migrate(sql);
+    const m = await seed(sql, 2, 200);
+    const rt = await startRuntime({ database_url: url, workers, journal_batch_max: batch, journal_batch_wait_ms: 1, snapshot_every: Number.MAX_SAFE_INTEGER, clock_tick_ms: 50 });
+    const phase = (p: string): void => void process.stderr.write(`pipeline: ${p}\n`);
+    phase('waiting for intervals to open');
+    await waitOpen(rt, m);
+    phase('warm-up');
+    // Warm-up, then the saturated run, then the fixed-rate latency run.
+    await saturate(rt, makeOrders(m, 20_000, 1), 2000);
+    phase('saturated run');
+    const sat = await saturate(rt, makeOrders(m, orders_n, 2), window);
+    phase('fixed-rate run');
+    const target = Math.min(rate, Math.floor(sat.per_s * 0.9));
+    const lat = await fixedRate(rt, makeOrders(m, Math.max(target * 5, 50_000), 3), target);
+    await rt.stop();
+    phase('recovery');
+    const p50 = lat.hist.getValueAtPercentile(50) / 1000;
+    const p99 = lat.hist.getValueAtPercentile(99) / 1000;
+    const p999 = lat.hist.getValueAtPercentile(99.9) / 1000;
+    rows.push({ run: `saturated (window ${window})`, orders: orders_n, orders_per_s: Math.round(sat.per_s), errors: sat.errors });
+    rows.push({ run: `fixed rate ${target}/s`, orders: lat.hist.totalCount, orders_per_s: Math.round(lat.per_s), errors: lat.errors });
+
+    // Fill one zone's journal up to recovery_rows rows through the runtime, then time a replay of it.
+    const [{ n: have }] = await sql<{ n: string }[]>`select count(*) as n from engine_journal where zone_id = ${m.zones[0]}`;
+    const missing = recovery_rows - Number(have);
+    if (missing > 0) {
+      const rt2 = await startRuntime({ database_url: url, workers: 1, zones: [m.zones[0]], snapshot_every: Number.MAX_SAFE_INTEGER, lifecycle: false });
+      const more = makeOrders({ ...m, zones: [m.zones[0]], intervals: [m.intervals[0]] }, missing, 4);
+      await saturate(rt2, more, 4000);
+      await rt2.stop();
+    }
+    phase('replaying the journal');
+    const rec = await recoverZone(url, m.zones[0], { from_scratch: true });
+    const [{ events: evCount }] = await sql<{ events: string }[]>`select count(*) as events from engine_journal where zone_id = ${m.zones[0]}`;
+    const recovery_s = rec.duration_ms / 1000;
+
+    phase('raw COPY');
+    const raw = await rawCopy(url, sql, m.zones[0], batch);
+    const tr = transport();
+    printTable('pipeline: sequencer → worker → journal (COPY, group commit) → ack', rows);
+    printTable('ack latency (ms, open loop)', [{ p50: p50, p99: p99, p99_9: p999, max: lat.hist.maxValue / 1000 }]);
+    printTable('recovery and raw ceiling', [
+      { what: 'recovery (replay, no snapshot)', rows: rec.replayed_rows, seconds: recovery_s, rows_per_s: Math.round(rec.replayed_rows / recovery_s) },
+      { what: 'raw batched COPY, no engine', rows: raw.rows, seconds: raw.rows / raw.per_s, rows_per_s: Math.round(raw.per_s) },
+    ]);
+    printTable('worker transport, ns per order (batch of 1,000 results)', tr.map((t) => ({ transport: t.name, ns_per_order: Math.round(t.ns_per_order) })));
+    const metrics = {
+      durable_orders_per_s: Math.round(sat.per_s),
+      ack_p50_ms: p50,
+      ack_p99_ms: p99,
+      recovery_1m_events_s: recovery_s,
+      raw_copy_rows_per_s: Math.round(raw.per_s),
+      ratio_vs_raw_copy: sat.per_s / raw.per_s,
+    };
+    writeResults('pipeline', metrics, {
+      details: {
+        journal_rows_replayed: rec.replayed_rows,
+        journal_rows_in_zone: Number(evCount),
+        latency_run_rate_per_s: target,
+        ack_p999_ms: p999,
+        workers,
+        journal_batch_max: batch,
+        transport_ns_per_order: Object.fromEntries(tr.map((t) => [t.name, Math.round(t.ns_per_order)])),
+      },
+    });
+  } finally {
+    await sql.end({ timeout: 2 });
+    await admin.unsafe(`drop database if exists ${name} with (force)`);
+    await admin.end({ timeout: 2 });
+  }
+}

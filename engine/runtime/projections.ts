@@ -1,0 +1,292 @@
+// Read models projected from the journal: `orders` and `trades`. The projector tails each zone's
+// journal from its offset (engine_projection_offsets) and applies a batch of rows per transaction
+// (rows, offset and all), so it is exactly-once and restartable, and it never slows the hot path:
+// it runs behind the journal, not in it. rebuildProjections() deletes the read-model rows of the
+// zones and replays their whole journal through the same code.
+import type { Sql } from '../../schema/db.js';
+import type { Logger } from '../../schema/log.js';
+import type { EngineEvent } from '../core/types.js';
+import { decodeEvents, JOURNAL_KIND_COMMAND } from './codec.js';
+import { tradeIdFor } from './ids.js';
+
+export const PROJECTION_NAME = 'orders_trades';
+
+interface OrderRow {
+  id: number;
+  zone_id: number;
+  interval_id: number;
+  user_id: number;
+  client_order_id: string;
+  side: string;
+  order_type: string;
+  source: string;
+  stp_mode: string;
+  price_ticks: number;
+  qty_wh: number;
+  filled_wh: number;
+  status: string;
+  cancel_reason: string | null;
+  expires_at: string | null;
+  zone_seq: number;
+  created_at: string;
+  updated_at: string;
+}
+
+interface OrderPatch {
+  id: number;
+  filled_add: number;
+  filled_abs: number | null;
+  status: string | null;
+  cancel_reason: string | null;
+  price_ticks: number | null;
+  qty_wh: number | null;
+  updated_at: string;
+}
+
+interface TradeRow {
+  id: number;
+  zone_id: number;
+  interval_id: number;
+  buy_order_id: number;
+  sell_order_id: number;
+  buyer_id: number;
+  seller_id: number;
+  maker_side: string;
+  source: string;
+  price_ticks: number;
+  qty_wh: number;
+  zone_seq: number;
+  executed_at: string;
+}
+
+/** Accumulates one batch of journal rows into final row states, so each order is written once. */
+class Batch {
+  readonly inserts = new Map<number, OrderRow>();
+  readonly patches = new Map<number, OrderPatch>();
+  readonly trades: TradeRow[] = [];
+
+  apply(zone_id: number, seq: number, ts_ms: number, events: EngineEvent[]): void {
+    const at = new Date(ts_ms).toISOString();
+    for (const ev of events) {
+      switch (ev.type) {
+        case 'ACCEPTED':
+          this.inserts.set(ev.order_id, {
+            id: ev.order_id,
+            zone_id,
+            interval_id: ev.interval_id,
+            user_id: ev.user_id,
+            client_order_id: ev.client_order_id,
+            side: ev.side,
+            order_type: ev.order_type,
+            source: ev.source,
+            stp_mode: ev.stp,
+            price_ticks: ev.price_ticks,
+            qty_wh: ev.qty_wh,
+            filled_wh: 0,
+            status: 'ACTIVE',
+            cancel_reason: null,
+            expires_at: ev.expire_at_ms > 0 ? new Date(ev.expire_at_ms).toISOString() : null,
+            zone_seq: seq,
+            created_at: at,
+            updated_at: at,
+          });
+          break;
+        case 'FILL': {
+          const buyIsTaker = ev.taker_side === 'BUY';
+          this.fill(ev.maker_order_id, ev.qty_wh, ev.maker_remaining_wh, at);
+          this.fill(ev.taker_order_id, ev.qty_wh, ev.taker_remaining_wh, at);
+          this.trades.push({
+            id: tradeIdFor(zone_id, ev.trade_id),
+            zone_id,
+            interval_id: ev.interval_id,
+            buy_order_id: buyIsTaker ? ev.taker_order_id : ev.maker_order_id,
+            sell_order_id: buyIsTaker ? ev.maker_order_id : ev.taker_order_id,
+            buyer_id: buyIsTaker ? ev.taker_user_id : ev.maker_user_id,
+            seller_id: buyIsTaker ? ev.maker_user_id : ev.taker_user_id,
+            maker_side: buyIsTaker ? 'SELL' : 'BUY',
+            source: ev.source,
+            price_ticks: ev.price_ticks,
+            qty_wh: ev.qty_wh,
+            zone_seq: seq,
+            executed_at: at,
+          });
+          break;
+        }
+        case 'CANCELLED':
+          this.close(ev.order_id, 'CANCELLED', ev.reason, ev.filled_wh, at);
+          break;
+        case 'EXPIRED':
+          this.close(ev.order_id, 'EXPIRED', null, ev.filled_wh, at);
+          break;
+        case 'AMENDED': {
+          const status = ev.filled_wh > 0 ? 'PARTIALLY_FILLED' : 'ACTIVE';
+          const row = this.inserts.get(ev.order_id);
+          if (row !== undefined) Object.assign(row, { price_ticks: ev.price_ticks, qty_wh: ev.qty_wh, filled_wh: ev.filled_wh, status, updated_at: at });
+          else Object.assign(this.patch(ev.order_id, at), { price_ticks: ev.price_ticks, qty_wh: ev.qty_wh, filled_abs: ev.filled_wh, filled_add: 0, status, cancel_reason: null });
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  private patch(id: number, at: string): OrderPatch {
+    let p = this.patches.get(id);
+    if (p === undefined) {
+      p = { id, filled_add: 0, filled_abs: null, status: null, cancel_reason: null, price_ticks: null, qty_wh: null, updated_at: at };
+      this.patches.set(id, p);
+    }
+    p.updated_at = at;
+    return p;
+  }
+
+  private fill(id: number, qty: number, remaining: number, at: string): void {
+    const status = remaining === 0 ? 'MATCHED' : 'PARTIALLY_FILLED';
+    const row = this.inserts.get(id);
+    if (row !== undefined) {
+      row.filled_wh += qty;
+      row.status = status;
+      row.updated_at = at;
+      return;
+    }
+    const p = this.patch(id, at);
+    if (p.filled_abs !== null) p.filled_abs += qty;
+    else p.filled_add += qty;
+    p.status = status;
+  }
+
+  private close(id: number, status: string, reason: string | null, filled: number, at: string): void {
+    const row = this.inserts.get(id);
+    if (row !== undefined) {
+      Object.assign(row, { status, cancel_reason: reason, filled_wh: filled, updated_at: at });
+      return;
+    }
+    Object.assign(this.patch(id, at), { status, cancel_reason: reason, filled_abs: filled, filled_add: 0 });
+  }
+}
+
+export interface ProjectorOptions {
+  zones: number[];
+  /** Journal rows per transaction. */
+  batch_rows?: number;
+  poll_ms?: number;
+  log?: Logger;
+}
+
+/** Applies journal rows after each zone's offset until none are left; returns rows applied. */
+export async function projectOnce(sql: Sql, zones: number[], batch_rows = 5000): Promise<number> {
+  let total = 0;
+  for (const zone_id of zones) {
+    for (;;) {
+      const n = await projectBatch(sql, zone_id, batch_rows);
+      total += n;
+      if (n < batch_rows) break;
+    }
+  }
+  return total;
+}
+
+async function projectBatch(sql: Sql, zone_id: number, batch_rows: number): Promise<number> {
+  return sql.begin(async (tx) => {
+    // The offset row exists before it is locked, so concurrent projectors serialise on it.
+    await tx`insert into engine_projection_offsets (projection, zone_id, seq) values (${PROJECTION_NAME}, ${zone_id}, 0) on conflict do nothing`;
+    const [off] = await tx<{ seq: string }[]>`
+      select seq from engine_projection_offsets where projection = ${PROJECTION_NAME} and zone_id = ${zone_id} for update`;
+    const from = off === undefined ? 0 : Number(off.seq);
+    const rows = await tx<{ seq: string; kind: number; payload: Uint8Array; ts_ms: string }[]>`
+      select seq, kind, payload, (extract(epoch from ts) * 1000)::bigint as ts_ms from engine_journal
+      where zone_id = ${zone_id} and seq > ${from} order by seq limit ${batch_rows}`;
+    if (rows.length === 0) return 0;
+    const b = new Batch();
+    for (const r of rows) {
+      if (r.kind !== JOURNAL_KIND_COMMAND) continue;
+      const ts_ms = Number(r.ts_ms);
+      b.apply(zone_id, Number(r.seq), ts_ms, decodeEvents(r.payload, zone_id, ts_ms));
+    }
+    // Updates first: an order closed in this batch frees its client order id for an insert.
+    if (b.patches.size > 0) {
+      await tx`
+        update orders o set
+          filled_wh = coalesce(u.filled_abs, o.filled_wh + u.filled_add),
+          status = coalesce(u.status, o.status),
+          cancel_reason = case when coalesce(u.status, o.status) = 'CANCELLED' then coalesce(u.cancel_reason, o.cancel_reason) else null end,
+          price_ticks = coalesce(u.price_ticks, o.price_ticks),
+          qty_wh = coalesce(u.qty_wh, o.qty_wh),
+          updated_at = u.updated_at
+        from jsonb_to_recordset(${JSON.stringify([...b.patches.values()])}::text::jsonb) as u(
+          id bigint, filled_add bigint, filled_abs bigint, status text, cancel_reason text, price_ticks bigint, qty_wh bigint, updated_at timestamptz)
+        where o.id = u.id`;
+    }
+    if (b.inserts.size > 0) {
+      await tx`
+        insert into orders (id, zone_id, interval_id, user_id, client_order_id, side, order_type, source, stp_mode, price_ticks, qty_wh,
+                            filled_wh, status, cancel_reason, expires_at, zone_seq, created_at, updated_at)
+        select id, zone_id, interval_id, user_id, client_order_id, side, order_type, source, stp_mode, price_ticks, qty_wh,
+               filled_wh, status, cancel_reason, expires_at, zone_seq, created_at, updated_at
+        from jsonb_to_recordset(${JSON.stringify([...b.inserts.values()])}::text::jsonb) as r(
+          id bigint, zone_id bigint, interval_id bigint, user_id bigint, client_order_id text, side text, order_type text, source text,
+          stp_mode text, price_ticks bigint, qty_wh bigint, filled_wh bigint, status text, cancel_reason text, expires_at timestamptz,
+          zone_seq bigint, created_at timestamptz, updated_at timestamptz)
+        on conflict (id) do nothing`;
+    }
+    if (b.trades.length > 0) {
+      await tx`
+        insert into trades (id, zone_id, interval_id, buy_order_id, sell_order_id, buyer_id, seller_id, maker_side, source, price_ticks, qty_wh, zone_seq, executed_at, updated_at)
+        select id, zone_id, interval_id, buy_order_id, sell_order_id, buyer_id, seller_id, maker_side, source, price_ticks, qty_wh, zone_seq, executed_at, executed_at
+        from jsonb_to_recordset(${JSON.stringify(b.trades)}::text::jsonb) as t(
+          id bigint, zone_id bigint, interval_id bigint, buy_order_id bigint, sell_order_id bigint, buyer_id bigint, seller_id bigint,
+          maker_side text, source text, price_ticks bigint, qty_wh bigint, zone_seq bigint, executed_at timestamptz)
+        on conflict (id) do nothing`;
+    }
+    const last = Number(rows[rows.length - 1].seq);
+    await tx`
+      insert into engine_projection_offsets (projection, zone_id, seq) values (${PROJECTION_NAME}, ${zone_id}, ${last})
+      on conflict (projection, zone_id) do update set seq = excluded.seq, updated_at = now()`;
+    return rows.length;
+  });
+}
+
+/** Deletes the zones' orders and trades and replays their journals into them. */
+export async function rebuildProjections(sql: Sql, zones: number[]): Promise<number> {
+  await sql.begin(async (tx) => {
+    await tx`delete from trades where zone_id = any(${zones}::bigint[])`;
+    await tx`delete from orders where zone_id = any(${zones}::bigint[])`;
+    await tx`delete from engine_projection_offsets where projection = ${PROJECTION_NAME} and zone_id = any(${zones}::bigint[])`;
+  });
+  return projectOnce(sql, zones);
+}
+
+/** Runs projectOnce every poll_ms (and when nudged) until stopped; failures are logged and retried. */
+export function startProjector(sql: Sql, opts: ProjectorOptions): { nudge(): void; stop(): Promise<void> } {
+  let stopped = false;
+  let running: Promise<void> | null = null;
+  let again = false;
+  const runOnce = (): void => {
+    if (stopped) return;
+    if (running !== null) {
+      again = true;
+      return;
+    }
+    running = projectOnce(sql, opts.zones, opts.batch_rows)
+      .then(() => undefined)
+      .catch((err: Error) => opts.log?.warn('projection behind the journal (will retry)', { error: err.message }))
+      .finally(() => {
+        running = null;
+        if (again) {
+          again = false;
+          runOnce();
+        }
+      });
+  };
+  const timer = setInterval(runOnce, opts.poll_ms ?? 250);
+  timer.unref();
+  return {
+    nudge: runOnce,
+    stop: async () => {
+      stopped = true;
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
