@@ -19,7 +19,7 @@ describe('persistence and restart', () => {
     const store = new LedgerStore(db.sql, ledger);
     const flushes: Promise<unknown>[] = [];
     const { stats } = runSimulation({
-      seed: 99, steps: 30_000, users: 40, ledger,
+      seed: 99, steps: 15_000, users: 40, ledger,
       afterStep: (step) => {
         if (step % 1_000 === 0) flushes.push(store.flush());
       },
