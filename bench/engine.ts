@@ -8,6 +8,7 @@
 // each command with process.hrtime.bigint() into an HDR histogram (timer overhead included and
 // reported). kwx throughput counts execute() (events left in the engine's typed buffer); the
 // "mixed+decode" row also turns every event into a plain object, as the runtime's apply() does.
+import { cpus, loadavg } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import { OrderBook, type LimitOrderOptions, type MarketOrderOptions } from 'nodejs-order-book';
@@ -180,11 +181,18 @@ export function newEngine(): ZoneEngine {
   return e;
 }
 
-export function runKwx(e: ZoneEngine, cmds: Command[]): { sec: number; events: number } {
+/** CPU seconds (user + system) of this process since `from`. */
+function cpuSince(from: NodeJS.CpuUsage): number {
+  const d = process.cpuUsage(from);
+  return (d.user + d.system) / 1e6;
+}
+
+export function runKwx(e: ZoneEngine, cmds: Command[]): { sec: number; cpuSec: number; events: number } {
   let events = 0;
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < cmds.length; i++) events += e.execute(cmds[i]);
-  return { sec: Number(process.hrtime.bigint() - t0) / 1e9, events };
+  return { sec: Number(process.hrtime.bigint() - t0) / 1e9, cpuSec: cpuSince(c0), events };
 }
 
 function runKwxDecoded(e: ZoneEngine, cmds: Command[]): number {
@@ -196,7 +204,8 @@ function runKwxDecoded(e: ZoneEngine, cmds: Command[]): number {
   return sec;
 }
 
-function runPeer(ob: OrderBook, ops: PeerOp[]): number {
+function runPeer(ob: OrderBook, ops: PeerOp[]): { sec: number; cpuSec: number } {
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i];
@@ -204,7 +213,7 @@ function runPeer(ob: OrderBook, ops: PeerOp[]): number {
     else if (op.k === 1) ob.cancel(op.id);
     else ob.market(op.o);
   }
-  return Number(process.hrtime.bigint() - t0) / 1e9;
+  return { sec: Number(process.hrtime.bigint() - t0) / 1e9, cpuSec: cpuSince(c0) };
 }
 
 function median(xs: number[]): number {
@@ -270,7 +279,8 @@ export async function run(args: string[]): Promise<void> {
   const RESTING = Math.round(100_000 * scale);
   const SWEEP = 50_000;
   const PEER_SWEEP = Math.round(5_000 * Math.min(1, scale * 10));
-  console.log(`engine bench: ${N.toLocaleString('en-US')} commands per workload (scale ${scale}), node ${process.version}`);
+  const loadStart = loadavg()[0];
+  console.log(`engine bench: ${N.toLocaleString('en-US')} commands per workload (scale ${scale}), node ${process.version}, load average ${loadStart.toFixed(2)}`);
 
   const rows: Row[] = [];
   const metrics: Record<string, number> = {};
@@ -279,6 +289,7 @@ export async function run(args: string[]): Promise<void> {
     const w = make(N);
     if (only !== undefined && only !== w.name) continue;
     const kwxSecs: number[] = [];
+    const kwxCpu: number[] = [];
     let events = 0;
     let resting = 0;
     const gc = watchGc();
@@ -287,26 +298,35 @@ export async function run(args: string[]): Promise<void> {
       for (const c of w.prefill.kwx) e.execute(c);
       const r = runKwx(e, w.kwx);
       kwxSecs.push(r.sec);
+      kwxCpu.push(r.cpuSec);
       events = r.events;
       resting = e.openOrderCount;
     }
     await settle();
     gc.stop();
     const kwxOps = w.kwx.length / median(kwxSecs);
+    const kwxCpuOps = w.kwx.length / median(kwxCpu);
     let peerOps = NaN;
+    let peerCpuOps = NaN;
     if (withPeer) {
       const ob = new OrderBook();
       runPeer(ob, w.prefill.peer);
-      peerOps = w.peer.length / runPeer(ob, w.peer);
+      const r = runPeer(ob, w.peer);
+      peerOps = w.peer.length / r.sec;
+      peerCpuOps = w.peer.length / r.cpuSec;
     }
     metrics[`${w.name}_ops_per_s`] = Math.round(kwxOps);
     metrics[`peer_${w.name}_ops_per_s`] = Math.round(peerOps);
+    metrics[`${w.name}_ops_per_cpu_s`] = Math.round(kwxCpuOps);
+    metrics[`peer_${w.name}_ops_per_cpu_s`] = Math.round(peerCpuOps);
     rows.push({
       workload: w.name,
       commands: w.kwx.length,
       kwx_ops_per_s: Math.round(kwxOps),
       peer_ops_per_s: Math.round(peerOps),
       ratio: Math.round((kwxOps / peerOps) * 10) / 10,
+      kwx_per_cpu_s: Math.round(kwxCpuOps),
+      peer_per_cpu_s: Math.round(peerCpuOps),
       kwx_events: events,
       resting_after: resting,
       gc_per_run: Math.round(gc.tally.count / 3),
@@ -316,7 +336,7 @@ export async function run(args: string[]): Promise<void> {
       const e = newEngine();
       const sec = runKwxDecoded(e, w.kwx);
       metrics.mixed_decoded_ops_per_s = Math.round(w.kwx.length / sec);
-      rows.push({ workload: 'mixed+decode', commands: w.kwx.length, kwx_ops_per_s: Math.round(w.kwx.length / sec), peer_ops_per_s: Math.round(peerOps), ratio: Math.round((w.kwx.length / sec / peerOps) * 10) / 10, kwx_events: '', resting_after: '', gc_per_run: '', gc_max_ms: '' });
+      rows.push({ workload: 'mixed+decode', commands: w.kwx.length, kwx_ops_per_s: Math.round(w.kwx.length / sec), peer_ops_per_s: Math.round(peerOps), ratio: Math.round((w.kwx.length / sec / peerOps) * 10) / 10, kwx_per_cpu_s: '', peer_per_cpu_s: '', kwx_events: '', resting_after: '', gc_per_run: '', gc_max_ms: '' });
       const lat = latency(w);
       metrics.mixed_p50_ns = lat.p50;
       metrics.mixed_p99_ns = lat.p99;
@@ -366,5 +386,7 @@ export async function run(args: string[]): Promise<void> {
     ordered[k] = metrics[k];
   }
   for (const [k, v] of Object.entries(metrics)) if (!(k in ordered)) ordered[k] = v;
-  writeResults('engine', ordered, { scale, commands_per_workload: N });
+  const loadEnd = loadavg()[0];
+  console.log(`load average (1 min) at start ${loadStart.toFixed(2)}, at end ${loadEnd.toFixed(2)} on ${cpus().length} cores (shared machine)`);
+  writeResults('engine', ordered, { scale, commands_per_workload: N, load_avg_1m_start: loadStart, load_avg_1m_end: loadEnd });
 }
