@@ -10,6 +10,11 @@ export class Partitions {
 
   constructor(private readonly sql: Sql) {}
 
+  /** Forgets what is known (after a write found no partition: one was dropped behind our back). */
+  reset(): void {
+    this.known.clear();
+  }
+
   async load(): Promise<void> {
     const rows = await this.sql<{ relname: string }[]>`
       select c.relname from pg_inherits i

@@ -110,6 +110,23 @@ export class Writer {
     }
   }
 
+  /**
+   * Runs a write; if it found no partition for a row (a partition was dropped after this process
+   * learnt of it, e.g. by a retention job), re-reads the partitions, creates the missing ones and
+   * retries once. The statement is atomic, so the failed attempt left nothing behind.
+   */
+  private async withPartitionRetry<T>(table: 'meter_readings' | 'device_telemetry', minMs: number, maxMs: number, write: () => Promise<T>): Promise<T> {
+    try {
+      return await write();
+    } catch (err) {
+      if ((err as { code?: string }).code !== '23514' || !/no partition/.test((err as Error).message)) throw err;
+      this.partitions.reset();
+      await this.partitions.load();
+      await this.partitions.ensure(table, minMs, maxMs);
+      return write();
+    }
+  }
+
   private async flushReadings(jobs: ReadingsJob[]): Promise<void> {
     try {
       const seq = ++this.seq;
@@ -124,7 +141,7 @@ export class Writer {
       if (minMs <= maxMs) await this.partitions.ensure('meter_readings', minMs, maxMs);
       // unique per group (microseconds from seq), so that rows this group inserted can be told apart
       const receivedAt = groupInstant(this.opts.now(), seq);
-      const notInserted = await this.insertReadings(jobs, seq, receivedAt);
+      const notInserted = await this.withPartitionRetry('meter_readings', minMs, maxMs, () => this.insertReadings(jobs, seq, receivedAt));
       // ordinal (1-based, over the concatenated rows) → job and row position
       const toClassify: { job: number; pos: number; repeat: boolean }[] = [];
       if (notInserted.length > 0) {
@@ -308,10 +325,8 @@ export class Writer {
           unit.push(textArrayBody(p.unit));
         }
         const lit = (parts: string[]): string => `{${parts.join(',')}}`;
-        const rows = await this.sql.unsafe<{ ord: number }[]>(
-          INSERT_TELEMETRY,
-          [lit(dev), lit(metric), lit(ts), lit(value), lit(unit), receivedAt] as never[],
-          { prepare: true },
+        const rows = await this.withPartitionRetry('device_telemetry', minMs, maxMs, () =>
+          this.sql.unsafe<{ ord: number }[]>(INSERT_TELEMETRY, [lit(dev), lit(metric), lit(ts), lit(value), lit(unit), receivedAt] as never[], { prepare: true }),
         );
         if (rows.length > 0) {
           const items = rows.map((r) => {

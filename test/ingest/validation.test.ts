@@ -199,11 +199,12 @@ describe('telemetry', () => {
 });
 
 describe('partitions', () => {
+  const names = async () => (await h.db.sql<{ relname: string }[]>`
+    select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_class p on p.oid = i.inhparent
+    where p.relname = 'meter_readings'`).map((r) => r.relname);
+  const day = (ms: number) => new Date(ms).toISOString().slice(0, 10).replace(/-/g, '');
+
   it('daily partitions exist ahead of now, and a back-filled day gets its partition on demand', async () => {
-    const names = async () => (await h.db.sql<{ relname: string }[]>`
-      select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid join pg_class p on p.oid = i.inhparent
-      where p.relname = 'meter_readings'`).map((r) => r.relname);
-    const day = (ms: number) => new Date(ms).toISOString().slice(0, 10).replace(/-/g, '');
     const before = await names();
     for (let k = 0; k <= 7; k++) expect(before).toContain(`meter_readings_p${day(Date.now() + k * 86_400_000)}`);
     const old = Date.now() - 40 * 86_400_000;
@@ -212,5 +213,16 @@ describe('partitions', () => {
     const r = await post(`${h.base}/readings`, m.token, JSON.stringify([reading('BACK-1', slot(0, 15, old), 5, 5)]));
     expect(r.body.accepted).toBe(1);
     expect(await names()).toContain(`meter_readings_p${day(old)}`);
+  });
+
+  it('a partition dropped behind the service\'s back is re-created and the batch still stored', async () => {
+    const m = await createMeter(h.db, { serial: 'DROP-1', user_id: h.user_id, zone_id: h.zone_id });
+    const when = Date.now() - 60 * 86_400_000;
+    expect((await post(`${h.base}/readings`, m.token, JSON.stringify([reading('DROP-1', slot(0, 15, when), 1, 1)]))).body.accepted).toBe(1);
+    await h.db.sql.unsafe(`drop table meter_readings_p${day(when)}`);
+    const r = await post(`${h.base}/readings`, m.token, JSON.stringify([reading('DROP-1', slot(1, 15, when), 2, 2)]));
+    expect(r.status).toBe(200);
+    expect(r.body.accepted).toBe(1);
+    expect(await names()).toContain(`meter_readings_p${day(when)}`);
   });
 });
