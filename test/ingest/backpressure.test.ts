@@ -71,6 +71,39 @@ describe('backpressure: bounded queue, no loss', () => {
     expect(h.service.stats()).toMatchObject({ queued_items: 0, queued_batches: 0 });
   });
 
+  it('a write that fails (connection killed mid-statement) is not acknowledged: 503 STORAGE_UNAVAILABLE, and the resend stores it', async () => {
+    const m = await createMeter(h.db, { serial: 'KILL-1', user_id: h.user_id, zone_id: h.zone_id });
+    const blocker = await h.db.sql.reserve();
+    await blocker`begin`;
+    await blocker`lock table meter_readings in share mode`;
+    let answer;
+    try {
+      const pending = post(`${h.base}/readings`, m.token, JSON.stringify(batchOf('KILL-1', 3)));
+      // wait until the writer's statement is blocked on our lock, then kill its connection
+      for (;;) {
+        const [{ n }] = await blocker`
+          select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock'`;
+        if (n > 0) break;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await blocker`
+        select pg_terminate_backend(pid) from pg_stat_activity
+        where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock'`;
+      answer = await pending;
+    } finally {
+      await blocker`rollback`.catch(() => {});
+      blocker.release();
+    }
+    expect(answer.status).toBe(503);
+    expect(answer.body.error.code).toBe('STORAGE_UNAVAILABLE');
+    expect(answer.headers.get('retry-after')).toBe('1');
+    const [{ n: none }] = await h.db.sql`select count(*)::int as n from meter_readings where meter_id = ${m.id}`;
+    expect(none).toBe(0);
+    const again = await post(`${h.base}/readings`, m.token, JSON.stringify(batchOf('KILL-1', 3)));
+    expect(again.body).toMatchObject({ accepted: 3, duplicates: 0 });
+  });
+
   it('a batch at the item limit is accepted, one more item is 413 BATCH_TOO_LARGE', async () => {
     const m = await createMeter(h.db, { serial: 'LIM-1', user_id: h.user_id, zone_id: h.zone_id });
     const ok = await post(`${h.base}/readings`, m.token, JSON.stringify(batchOf('LIM-1', 10)));
