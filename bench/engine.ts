@@ -10,11 +10,17 @@
 // "mixed+decode" row also turns every event into a plain object, as the runtime's apply() does.
 import { cpus, loadavg } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import * as hdr from 'hdr-histogram-js';
 import { OrderBook, type LimitOrderOptions, type MarketOrderOptions } from 'nodejs-order-book';
 import { ZoneEngine } from '../engine/index.js';
 import type { Command, PlaceCommand } from '../engine/index.js';
 import { printTable, writeResults, type Row } from './report.js';
+
+// A full GC before every timed section (kwx and peer alike), so neither pays for the other's garbage.
+setFlagsFromString('--expose_gc');
+const fullGc = runInNewContext('gc') as () => void;
 
 const ZONE = 1;
 const IV = 1;
@@ -164,7 +170,7 @@ export function genDeep(resting: number, count: number): Workload {
 }
 
 export function newEngine(): ZoneEngine {
-  const e = new ZoneEngine(ZONE, { initial_order_slots: 1 << 16 });
+  const e = new ZoneEngine(ZONE, { initial_order_slots: 1 << 20 }); // sized at start, as a zone worker would be
   e.execute({
     type: 'CONFIGURE_ZONE',
     ts_ms: 0,
@@ -227,6 +233,7 @@ function latency(w: Workload): { p50: number; p99: number; p999: number; max: nu
   for (const c of w.prefill.kwx) e.execute(c);
   const h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 1e10, numberOfSignificantValueDigits: 3, useWebAssembly: false });
   const cmds = w.kwx;
+  fullGc();
   for (let i = 0; i < cmds.length; i++) {
     const t0 = process.hrtime.bigint();
     e.execute(cmds[i]);
@@ -296,6 +303,7 @@ export async function run(args: string[]): Promise<void> {
     for (let rep = 0; rep < 3; rep++) {
       const e = newEngine();
       for (const c of w.prefill.kwx) e.execute(c);
+      fullGc();
       const r = runKwx(e, w.kwx);
       kwxSecs.push(r.sec);
       kwxCpu.push(r.cpuSec);
@@ -311,6 +319,7 @@ export async function run(args: string[]): Promise<void> {
     if (withPeer) {
       const ob = new OrderBook();
       runPeer(ob, w.prefill.peer);
+      fullGc();
       const r = runPeer(ob, w.peer);
       peerOps = w.peer.length / r.sec;
       peerCpuOps = w.peer.length / r.cpuSec;
@@ -334,6 +343,7 @@ export async function run(args: string[]): Promise<void> {
     });
     if (w.name === 'mixed') {
       const e = newEngine();
+      fullGc();
       const sec = runKwxDecoded(e, w.kwx);
       metrics.mixed_decoded_ops_per_s = Math.round(w.kwx.length / sec);
       rows.push({ workload: 'mixed+decode', commands: w.kwx.length, kwx_ops_per_s: Math.round(w.kwx.length / sec), peer_ops_per_s: Math.round(peerOps), ratio: Math.round((w.kwx.length / sec / peerOps) * 10) / 10, kwx_per_cpu_s: '', peer_per_cpu_s: '', kwx_events: '', resting_after: '', gc_per_run: '', gc_max_ms: '' });
@@ -353,6 +363,7 @@ export async function run(args: string[]): Promise<void> {
     if (peer) {
       const ob = new OrderBook();
       for (let i = 1; i <= n; i++) ob.limit({ id: String(i), side: 'sell', size: 1, price: 100 } as unknown as LimitOrderOptions);
+      fullGc();
       const t0 = process.hrtime.bigint();
       ob.limit({ id: 'taker', side: 'buy', size: n, price: 100 } as unknown as LimitOrderOptions);
       return Number(process.hrtime.bigint() - t0) / 1e6;
@@ -362,6 +373,7 @@ export async function run(args: string[]): Promise<void> {
     for (let i = 0; i < n; i++) g.limit('SELL', 100, 1);
     for (const c of g.kwx) e.execute(c);
     const taker: PlaceCommand = { type: 'PLACE', ts_ms: 1, order_id: 1e9, user_id: USERS + 1, client_order_id: 'taker', zone_id: ZONE, interval_id: IV, side: 'BUY', source: 'ANY', order_type: 'LIMIT', price_ticks: 100, qty_wh: n };
+    fullGc();
     const t0 = process.hrtime.bigint();
     const events = e.execute(taker);
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;

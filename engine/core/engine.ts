@@ -1,11 +1,12 @@
 // The matching engine of one zone: a pure, deterministic state machine. Commands in, events out;
 // no I/O, no clock (time is each command's ts_ms), no randomness. Rules: MARKET-RULES.md.
 //
-// Data layout (docs/engine.md has the picture):
-// - orders live in pooled slots of typed arrays (struct of arrays); a free list recycles slots;
-// - every resting order sits on four intrusive doubly-linked lists: its price level's FIFO, its
-//   user's orders (seq order), the zone's orders (seq order) and nothing else, so cancel by id is
-//   O(1) after one hash lookup (IntMap order_id -> slot);
+// Data layout (docs/engine.md has the details):
+// - orders live in pooled 128-byte records of one ArrayBuffer (float64 and int32 views); a free
+//   list recycles slots; order_id -> slot is a typed Robin Hood hash, so cancel by id is O(1);
+// - a resting order sits on one intrusive doubly-linked list, its price level's FIFO. Operator
+//   paths that need seq order over the zone (halt, gate closure, mass cancel) scan the pool and
+//   sort instead of keeping zone/user lists that would cost cache misses on every cancel and fill;
 // - a book is one delivery interval; each book has one sub-book per (side, source): buys for ANY,
 //   SOLAR, WIND, BATTERY, HYDRO and sells of the four sources. A sub-book is a sorted array of
 //   price levels, best at the end (so taking or removing the best level is O(1)); a level is a slot
@@ -140,15 +141,11 @@ const I_PREV = 17;
 const I_LEVEL = 18;
 const I_BOOK = 19;
 const I_USLOT = 20;
-const I_ZNEXT = 21; // zone list (seq order)
-const I_ZPREV = 22;
 const I_SELLER = 23;
 const I_SIDE = 24;
 const I_SOURCE = 25;
 const I_TYPE = 26;
 const I_STP = 27;
-const I_UNEXT = 28; // user list (seq order)
-const I_UPREV = 29;
 const I_COID_KEY_LO = 30; // the client order id's index key, kept so closing does not hash again
 const I_COID_KEY_HI = 31;
 
@@ -185,7 +182,10 @@ function str(x: unknown): string {
 }
 
 export interface ZoneEngineOptions {
-  /** Initial pool sizes (they grow by doubling). */
+  /**
+   * Open orders to size the pools and indexes for at start (they still grow by doubling past it).
+   * Sizing up front keeps growth (and the GC it triggers) out of the matching loop.
+   */
   initial_order_slots?: number;
   initial_event_slots?: number;
 }
@@ -219,9 +219,7 @@ export class ZoneEngine {
   private orderFree = NONE;
   private orderTop = 0;
   private openCount = 0;
-  private orderIndex = new IntMap(1 << 12, true);
-  private zHead = NONE;
-  private zTail = NONE;
+  private orderIndex: IntMap;
 
   // price levels
   private lvCap = 1024;
@@ -251,13 +249,11 @@ export class ZoneEngine {
   private userN = 0;
   private uId = new Float64Array(256);
   private uOpen = new Int32Array(256);
-  private uHead = new Int32Array(256);
-  private uTail = new Int32Array(256);
   private userIndex = new IntMap(256);
   // client order ids of open orders: a 52-bit hash of (user, id) -> slot, verified against the
   // slot's own (user, id); the rare true hash collision goes to coidOverflow. Cheaper than a JS
   // Map with string keys per user (measured: the Map was the engine's hottest line).
-  private coidIndex = new IntMap(1 << 12);
+  private coidIndex: IntMap;
   private coidOverflow = new Map<string, number>();
 
   // sellers: per (user, book) limit, sold and open sell Wh
@@ -327,6 +323,8 @@ export class ZoneEngine {
     const buf = new ArrayBuffer(n * ORDER_BYTES);
     this.of = new Float64Array(buf);
     this.oi = new Int32Array(buf);
+    this.orderIndex = new IntMap(n, true);
+    this.coidIndex = new IntMap(n);
     this.evCap = Math.max(64, options.initial_event_slots ?? 1024);
     this.ev = new Float64Array(this.evCap * EVENT_WIDTH);
   }
@@ -751,8 +749,6 @@ export class ZoneEngine {
       this.uOpen[us]++;
       this.openCount++;
       this.bookOpen[this.tkBook]++;
-      this.linkUserTail(slot);
-      this.linkZoneTail(slot);
       if (this.tkExpire !== 0) {
         this.liveGtd++;
         this.heapPush(this.tkExpire, this.tkId, slot);
@@ -790,23 +786,9 @@ export class ZoneEngine {
     return this.orderTop++;
   }
 
-  /** Forgets a closed order: lists, indexes, counts. It must already be off its level. */
+  /** Forgets a closed order: indexes, counts, slot. It must already be off its level. */
   private releaseOrder(slot: number): void {
     const us = this.oi[slot * IW + I_USLOT];
-    // user list
-    const un = this.oi[slot * IW + I_UNEXT];
-    const up = this.oi[slot * IW + I_UPREV];
-    if (up !== NONE) this.oi[up * IW + I_UNEXT] = un;
-    else this.uHead[us] = un;
-    if (un !== NONE) this.oi[un * IW + I_UPREV] = up;
-    else this.uTail[us] = up;
-    // zone list
-    const zn = this.oi[slot * IW + I_ZNEXT];
-    const zp = this.oi[slot * IW + I_ZPREV];
-    if (zp !== NONE) this.oi[zp * IW + I_ZNEXT] = zn;
-    else this.zHead = zn;
-    if (zn !== NONE) this.oi[zn * IW + I_ZPREV] = zp;
-    else this.zTail = zp;
     this.orderIndex.delete(this.of[slot * OW + F_ID]);
     const coidKey = (this.oi[slot * IW + I_COID_KEY_LO] >>> 0) + this.oi[slot * IW + I_COID_KEY_HI] * 4294967296;
     this.removeCoid(coidKey, this.of[slot * OW + F_USER], this.oCoid[slot], slot);
@@ -839,44 +821,6 @@ export class ZoneEngine {
   private removeCoid(key: number, uid: number, coid: string, slot: number): void {
     if (this.coidIndex.get(key) === slot) this.coidIndex.delete(key);
     else this.coidOverflow.delete(`${uid}\u0000${coid}`);
-  }
-
-  private linkUserTail(slot: number): void {
-    const us = this.oi[slot * IW + I_USLOT];
-    const t = this.uTail[us];
-    this.oi[slot * IW + I_UPREV] = t;
-    this.oi[slot * IW + I_UNEXT] = NONE;
-    if (t !== NONE) this.oi[t * IW + I_UNEXT] = slot;
-    else this.uHead[us] = slot;
-    this.uTail[us] = slot;
-  }
-
-  private linkZoneTail(slot: number): void {
-    const t = this.zTail;
-    this.oi[slot * IW + I_ZPREV] = t;
-    this.oi[slot * IW + I_ZNEXT] = NONE;
-    if (t !== NONE) this.oi[t * IW + I_ZNEXT] = slot;
-    else this.zHead = slot;
-    this.zTail = slot;
-  }
-
-  /** Moves an order to the tail of its user's and the zone's lists (it took a new, highest seq). */
-  private moveToTails(slot: number): void {
-    const us = this.oi[slot * IW + I_USLOT];
-    const un = this.oi[slot * IW + I_UNEXT];
-    const up = this.oi[slot * IW + I_UPREV];
-    if (up !== NONE) this.oi[up * IW + I_UNEXT] = un;
-    else this.uHead[us] = un;
-    if (un !== NONE) this.oi[un * IW + I_UPREV] = up;
-    else this.uTail[us] = up;
-    this.linkUserTail(slot);
-    const zn = this.oi[slot * IW + I_ZNEXT];
-    const zp = this.oi[slot * IW + I_ZPREV];
-    if (zp !== NONE) this.oi[zp * IW + I_ZNEXT] = zn;
-    else this.zHead = zn;
-    if (zn !== NONE) this.oi[zn * IW + I_ZPREV] = zp;
-    else this.zTail = zp;
-    this.linkZoneTail(slot);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1136,7 +1080,6 @@ export class ZoneEngine {
     this.of[slot * OW + F_PRICE] = price;
     this.of[slot * OW + F_LEFT] = newLeft;
     this.of[slot * OW + F_SEQ] = this.nextSeq++;
-    this.moveToTails(slot);
     this.emitAmended(slot, false);
     this.tkId = this.of[slot * OW + F_ID];
     this.tkUser = this.of[slot * OW + F_USER];
@@ -1166,12 +1109,8 @@ export class ZoneEngine {
       if (scope === 'USER_ZONE' && c.zone_id !== this.zoneId) return this.rejectCommand(c, R_UNKNOWN_ZONE);
       const us = this.userIndex.get(c.user_id);
       if (us === NONE) return;
-      // The user's list is in seq order.
-      for (let s = this.uHead[us]; s !== NONE; ) {
-        const next = this.oi[s * IW + I_UNEXT];
-        this.closeResting(s, E_CANCELLED, C_MASS_CANCEL);
-        s = next;
-      }
+      const oi = this.oi;
+      for (const s of this.openSlotsInSeqOrder((slot) => oi[slot * IW + I_USLOT] === us)) this.closeResting(s, E_CANCELLED, C_MASS_CANCEL);
       return;
     }
     if (scope === 'INTERVAL') {
@@ -1187,11 +1126,21 @@ export class ZoneEngine {
 
   /** Closes every open order of one book (or all books when book is NONE), in seq order. */
   private closeBookOrders(book: number, evType: number, why: number): void {
-    for (let s = this.zHead; s !== NONE; ) {
-      const next = this.oi[s * IW + I_ZNEXT];
-      if (book === NONE || this.oi[s * IW + I_BOOK] === book) this.closeResting(s, evType, why);
-      s = next;
-    }
+    const oi = this.oi;
+    const slots = this.openSlotsInSeqOrder((s) => book === NONE || oi[s * IW + I_BOOK] === book);
+    for (const s of slots) this.closeResting(s, evType, why);
+  }
+
+  /**
+   * Open order slots passing `keep`, in seq order. A scan of the pool: the operator paths (halt,
+   * gate closure, mass cancel, snapshots) pay O(pool) so that the order hot path keeps no zone or
+   * user lists (each costs two cache misses per cancel or fill).
+   */
+  private openSlotsInSeqOrder(keep: (slot: number) => boolean): number[] {
+    const of = this.of;
+    const out: number[] = [];
+    for (let s = 0; s < this.orderTop; s++) if (of[s * OW + F_ID] !== 0 && keep(s)) out.push(s);
+    return out.sort((a, b) => of[a * OW + F_SEQ] - of[b * OW + F_SEQ]);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1270,8 +1219,8 @@ export class ZoneEngine {
     this.nextDueMs = Infinity;
     const live = this.liveGtd;
     this.liveGtd = -1_000_000_000; // no recursive rebuild while re-pushing
-    for (let s = this.zHead; s !== NONE; s = this.oi[s * IW + I_ZNEXT]) {
-      if (this.of[s * OW + F_EXPIRE] !== 0) this.heapPush(this.of[s * OW + F_EXPIRE], this.of[s * OW + F_ID], s);
+    for (let s = 0; s < this.orderTop; s++) {
+      if (this.of[s * OW + F_ID] !== 0 && this.of[s * OW + F_EXPIRE] !== 0) this.heapPush(this.of[s * OW + F_EXPIRE], this.of[s * OW + F_ID], s);
     }
     this.liveGtd = live;
   }
@@ -1394,15 +1343,11 @@ export class ZoneEngine {
       const n = this.uCap * 2;
       this.uId = growF64(this.uId, n);
       this.uOpen = growI32(this.uOpen, n);
-      this.uHead = growI32(this.uHead, n);
-      this.uTail = growI32(this.uTail, n);
       this.uCap = n;
     }
     const us = this.userN++;
     this.uId[us] = uid;
     this.uOpen[us] = 0;
-    this.uHead[us] = NONE;
-    this.uTail[us] = NONE;
     this.userIndex.set(uid, us);
     return us;
   }
@@ -1563,7 +1508,8 @@ export class ZoneEngine {
     const us = this.userIndex.get(user_id);
     const out: OrderView[] = [];
     if (us === NONE) return out;
-    for (let s = this.uHead[us]; s !== NONE; s = this.oi[s * IW + I_UNEXT]) out.push(this.view(s));
+    const oi = this.oi;
+    for (const s of this.openSlotsInSeqOrder((slot) => oi[slot * IW + I_USLOT] === us)) out.push(this.view(s));
     return out;
   }
 
@@ -1582,7 +1528,7 @@ export class ZoneEngine {
   /** Every open order of the zone in seq order. */
   openOrders(): OrderView[] {
     const out: OrderView[] = [];
-    for (let s = this.zHead; s !== NONE; s = this.oi[s * IW + I_ZNEXT]) out.push(this.view(s));
+    for (const s of this.openSlotsInSeqOrder(() => true)) out.push(this.view(s));
     return out;
   }
 
