@@ -222,9 +222,7 @@ export class Writer {
     }
     const lit = (parts: string[]): string => `{${parts.join(',')}}`;
     const nums = (a: number[]): string => `{${a.join(',')}}`;
-    const [{ inserted }] = await this.sql.unsafe<{ inserted: number }[]>(
-      INSERT_READINGS,
-      [
+    const params = [
         lit(meterIds),
         lit(cols.start_s),
         lit(cols.minutes),
@@ -250,13 +248,31 @@ export class Writer {
         nums(last.p),
         nums(last.c),
         nums(last.q),
-      ] as never[],
-      { prepare: true },
-    );
+      ] as never[];
+    const inserted = await this.runInsert(jobs, params);
     if (inserted === total) return [];
     // some rows were already stored (resends): find them by their received_at, which is not ours
     const rows = await this.sql.unsafe<{ ord: number }[]>(FIND_NOT_INSERTED, [lit(meterIds), lit(cols.start_s), receivedAt] as never[], { prepare: true });
     return rows.map((r) => r.ord);
+  }
+
+  /**
+   * A plain INSERT costs about a third less than INSERT … ON CONFLICT DO NOTHING (no speculative
+   * insertion). When no job can hold a resend (no row older than its meter's latest, no repeat),
+   * try it first; a unique violation rolls the whole statement back and the careful statement runs.
+   */
+  private async runInsert(jobs: ReadingsJob[], params: never[]): Promise<number> {
+    const fresh = jobs.every((j) => j.d.late_starts_s.length === 0 && j.d.repeats.n === 0);
+    if (fresh) {
+      try {
+        const [{ inserted }] = await this.sql.unsafe<{ inserted: number }[]>(INSERT_READINGS_FRESH, params, { prepare: true });
+        return inserted;
+      } catch (err) {
+        if ((err as { code?: string }).code !== '23505') throw err;
+      }
+    }
+    const [{ inserted }] = await this.sql.unsafe<{ inserted: number }[]>(INSERT_READINGS, params, { prepare: true });
+    return inserted;
   }
 
   private async classifyReadings(
@@ -486,6 +502,10 @@ fill as (
   from filled where g.meter_id = filled.meter_id and g.gap_start = filled.gap_start
 )
 select count(*)::int4 as inserted from ins`;
+
+/** The same statement without ON CONFLICT: fails (and changes nothing) if any row is already stored. */
+const INSERT_READINGS_FRESH = INSERT_READINGS.replace('on conflict do nothing\n  returning', 'returning');
+if (INSERT_READINGS_FRESH === INSERT_READINGS) throw new Error('writer: INSERT_READINGS_FRESH derivation failed');
 
 const FIND_NOT_INSERTED = `
 select x.ord::int4 as ord

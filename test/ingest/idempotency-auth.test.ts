@@ -52,6 +52,23 @@ describe('duplicates: idempotent resend vs conflict', () => {
     expect(conflicts.map((c) => [Number(c.production_wh), Number(c.stored_production_wh), c.status, c.received_count])).toEqual([[999, 100, 'OPEN', 2]]);
   });
 
+  it('a stored row the service did not know about (written by another process) is still detected as duplicate or conflict', async () => {
+    const m = await createMeter(h.db, { serial: 'OTHERPROC-1', user_id: h.user_id, zone_id: h.zone_id });
+    // rows written behind the service's back: its view of the meter has no latest reading
+    await h.db.sql`
+      insert into meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at)
+      values (${m.id}, ${slot(5)}, 15, 10, 10, 0, now()), (${m.id}, ${slot(4)}, 15, 20, 20, 0, now())`;
+    const r = await post(`${h.base}/readings`, m.token, JSON.stringify([
+      reading('OTHERPROC-1', slot(5), 10, 10),
+      reading('OTHERPROC-1', slot(4), 21, 20),
+      reading('OTHERPROC-1', slot(3), 30, 30),
+    ]));
+    expect(r.body).toMatchObject({ accepted: 1, duplicates: 1, conflicts: 1 });
+    expect(codes(r.body)).toEqual({ 0: 'DUPLICATE', 1: 'DUPLICATE_CONFLICT' });
+    const rows = await h.db.sql`select production_wh from meter_readings where meter_id = ${m.id} order by interval_start`;
+    expect(rows.map((x) => Number(x.production_wh))).toEqual([10, 20, 30]);
+  });
+
   it('the same interval twice in one batch: identical → DUPLICATE, different → DUPLICATE_CONFLICT (first one stored)', async () => {
     const m = await createMeter(h.db, { serial: 'REP-1', user_id: h.user_id, zone_id: h.zone_id });
     const r = await post(`${h.base}/readings`, m.token, JSON.stringify([
