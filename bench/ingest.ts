@@ -1,4 +1,4 @@
-// `npm run bench -- ingest [--readings N] [--meters M] [--batch B] [--concurrency C] [--threads T]`
+// `npm run bench -- ingest [--readings N] [--meters M] [--batch B] [--concurrency C] [--threads T] [--writers W]`
 //
 // Against a real PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres):
 // 1. HTTP batches (JSON, one meter per request, simulator curves) → uWS → decode+validate in
@@ -23,6 +23,7 @@ interface Args {
   batch: number;
   concurrency: number;
   threads: number;
+  writers: number;
 }
 
 function parseArgs(args: string[]): Args {
@@ -33,7 +34,7 @@ function parseArgs(args: string[]): Args {
     if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`--${name} needs a positive integer`);
     return v;
   };
-  return { readings: get('readings', 1_000_000), meters: get('meters', 500), batch: get('batch', 2_000), concurrency: get('concurrency', 8), threads: get('threads', 1) };
+  return { readings: get('readings', 1_000_000), meters: get('meters', 500), batch: get('batch', 2_000), concurrency: get('concurrency', 8), threads: get('threads', 1), writers: get('writers', 2) };
 }
 
 const DAY = 86_400_000;
@@ -71,7 +72,7 @@ export async function run(argv: string[]): Promise<void> {
     const order = interleave(bodies, meters.length);
     const total = a.meters * perMeter;
 
-    const service = await createIngestService({ sql, log: createLogger('warn', 'ingest-bench'), worker_threads: a.threads });
+    const service = await createIngestService({ sql, log: createLogger('warn', 'ingest-bench'), worker_threads: a.threads, limits: { writer_connections: a.writers } });
     const app = uWS.App();
     registerIngestRoutes(app, { service, log: createLogger('warn', 'ingest-bench') });
     const listen = await new Promise<uWS.us_listen_socket>((resolve, reject) => app.listen('127.0.0.1', 0, (s) => (s === false ? reject(new Error('listen failed')) : resolve(s))));
