@@ -170,7 +170,7 @@ export function genDeep(resting: number, count: number): Workload {
 }
 
 export function newEngine(): ZoneEngine {
-  const e = new ZoneEngine(ZONE, { initial_order_slots: 1 << 20 }); // sized at start, as a zone worker would be
+  const e = new ZoneEngine(ZONE, { initial_order_slots: 1 << 20, initial_event_slots: 1 << 17 }); // sized at start, as a zone worker would be
   e.execute({
     type: 'CONFIGURE_ZONE',
     ts_ms: 0,

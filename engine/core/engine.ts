@@ -743,9 +743,9 @@ export class ZoneEngine {
       this.of[slot * OW + F_SEQ] = this.tkSeq;
       this.of[slot * OW + F_TOTAL] = this.tkTotal;
       this.orderIndex.set(this.tkId, slot);
-      this.addCoid(this.tkCoidKey, this.tkUser, this.tkCoid, slot);
       this.oi[slot * IW + I_COID_KEY_LO] = this.tkCoidKey % 4294967296;
       this.oi[slot * IW + I_COID_KEY_HI] = Math.floor(this.tkCoidKey / 4294967296);
+      this.addCoid(this.tkCoidKey, this.tkUser, this.tkCoid, slot);
       this.uOpen[us]++;
       this.openCount++;
       this.bookOpen[this.tkBook]++;
@@ -790,8 +790,7 @@ export class ZoneEngine {
   private releaseOrder(slot: number): void {
     const us = this.oi[slot * IW + I_USLOT];
     this.orderIndex.delete(this.of[slot * OW + F_ID]);
-    const coidKey = (this.oi[slot * IW + I_COID_KEY_LO] >>> 0) + this.oi[slot * IW + I_COID_KEY_HI] * 4294967296;
-    this.removeCoid(coidKey, this.of[slot * OW + F_USER], this.oCoid[slot], slot);
+    this.removeCoid(this.of[slot * OW + F_USER], this.oCoid[slot], slot);
     this.uOpen[us]--;
     this.openCount--;
     this.bookOpen[this.oi[slot * IW + I_BOOK]]--;
@@ -805,22 +804,53 @@ export class ZoneEngine {
   // -------------------------------------------------------------------------------------------
   // Client order id index
 
+  // Entries are not removed when an order closes (that would be a random memory access on every
+  // fill and cancel); a lookup checks that the slot still holds a live order with this key, user
+  // and id, and the index is rebuilt from the live orders when stale entries dominate.
+
+  /** Does the slot hold a live order whose client order id key is `key`? */
+  private coidSlotLive(slot: number, key: number): boolean {
+    return (
+      this.of[slot * OW + F_ID] !== 0 &&
+      (this.oi[slot * IW + I_COID_KEY_LO] >>> 0) + this.oi[slot * IW + I_COID_KEY_HI] * 4294967296 === key
+    );
+  }
+
   /** Slot of the user's open order with this client order id (key = coidKeyOf(user, id)), or NONE. */
   private findCoid(key: number, uid: number, coid: string): number {
     const slot = this.coidIndex.get(key);
-    if (slot !== NONE && this.of[slot * OW + F_USER] === uid && this.oCoid[slot] === coid) return slot;
+    if (slot !== NONE && this.coidSlotLive(slot, key) && this.of[slot * OW + F_USER] === uid && this.oCoid[slot] === coid) return slot;
     if (this.coidOverflow.size === 0) return NONE;
     return this.coidOverflow.get(`${uid}\u0000${coid}`) ?? NONE;
   }
 
+  /** Indexes a new open order's client order id (its key is already in its record). */
   private addCoid(key: number, uid: number, coid: string, slot: number): void {
-    if (this.coidIndex.get(key) === NONE) this.coidIndex.set(key, slot);
-    else this.coidOverflow.set(`${uid}\u0000${coid}`, slot); // a true 52-bit collision
+    if (this.coidIndex.size > 2 * this.openCount + (this.orderTop >> 2) + 4096) this.rebuildCoidIndex();
+    const held = this.coidIndex.get(key);
+    if (held === NONE || held === slot || !this.coidSlotLive(held, key)) this.coidIndex.set(key, slot);
+    else this.coidOverflow.set(`${uid}\u0000${coid}`, slot); // a true 52-bit collision with a live order
   }
 
-  private removeCoid(key: number, uid: number, coid: string, slot: number): void {
-    if (this.coidIndex.get(key) === slot) this.coidIndex.delete(key);
-    else this.coidOverflow.delete(`${uid}\u0000${coid}`);
+  /** Called when an order closes: only the rare overflow entry is removed eagerly. */
+  private removeCoid(uid: number, coid: string, slot: number): void {
+    if (this.coidOverflow.size === 0) return;
+    const k = `${uid}\u0000${coid}`;
+    if (this.coidOverflow.get(k) === slot) this.coidOverflow.delete(k);
+  }
+
+  private rebuildCoidIndex(): void {
+    this.coidIndex.clear();
+    for (let s = 0; s < this.orderTop; s++) {
+      if (this.of[s * OW + F_ID] === 0) continue;
+      const key = (this.oi[s * IW + I_COID_KEY_LO] >>> 0) + this.oi[s * IW + I_COID_KEY_HI] * 4294967296;
+      const held = this.coidIndex.get(key);
+      if (held === NONE) this.coidIndex.set(key, s);
+      else if (this.oCoid[held] !== this.oCoid[s] || this.of[held * OW + F_USER] !== this.of[s * OW + F_USER]) {
+        // keep the collision in the overflow (it may already be there)
+        this.coidOverflow.set(`${this.of[s * OW + F_USER]}\u0000${this.oCoid[s]}`, s);
+      }
+    }
   }
 
   // -------------------------------------------------------------------------------------------
