@@ -2,18 +2,21 @@
 // payload bytes, the PostgreSQL binary COPY tuples the journal writer streams, and a reader for
 // binary COPY output (used by recovery, which is the hot path when a zone restarts).
 //
-// Payload of a COMMAND row (kind 1):  u32 BE length of A | A | B
-//   A = msgpack(command tuple), B = msgpack(array of event tuples)
-// so recovery decodes only A (the command) and skips the events.
-// Payload of a CHECKPOINT row (kind 2): msgpack([state_hash]) — the engine's state hash after every
-// row of the zone up to and including this one (a checkpoint does not change engine state).
+// Payload of a COMMAND row (kind 1): [format 2] [command tuple] [varint n] [n event tuples]
+// Payload of a CHECKPOINT row (kind 2): [format 2] [string state_hash] — the engine's state hash
+// after every row of the zone up to and including this one (a checkpoint changes no state).
 //
-// Tuples are positional: [type_code, field1, field2, …] using the field lists below, which keeps a
-// row about a third of the size of msgpack maps. zone_id and ts_ms are not repeated in the tuples:
-// they are columns of the row and are put back on decode. An object whose keys differ from its
-// list (a field the engine added later) is written as [-1, whole object] so nothing is lost.
+// A tuple is [varint type code + 1] followed by its fields in the order of the lists below
+// (0 = the whole object as a msgpack blob, for a shape this version does not know). zone_id and
+// ts_ms are not repeated inside: they are columns of the row and are put back on decode.
+// A field is one tagged value: 0 null/absent, 1 true, 2 false, 3 zigzag varint (safe integers),
+// 4 float64, 5 string (varint length + UTF-8), 6 a well-known string by index (sides, sources,
+// order types, reasons …), 7 msgpack blob (nested objects such as a zone config).
+// Written straight into the COPY buffer by the worker (no per-row allocation) and read on the
+// main thread to hand events to acks and subscribers, so events cross threads as bytes only.
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import type { Command, EngineEvent } from '../core/types.js';
+import { CANCEL_REASONS, EXPIRE_CAUSES, REJECT_CODES } from '../core/types.js';
 
 export const JOURNAL_KIND_COMMAND = 1;
 export const JOURNAL_KIND_CHECKPOINT = 2;
@@ -51,6 +54,8 @@ const EVENT_FIELDS: Record<string, readonly string[]> = {
   SELLER_LIMIT_SET: ['event_seq', 'interval_id', 'user_id', 'limit_wh'],
 };
 
+type Obj = Record<string, unknown>;
+
 interface TypeTable {
   codes: Map<string, number>;
   names: string[];
@@ -68,90 +73,298 @@ function table(lists: Record<string, readonly string[]>): TypeTable {
 const COMMANDS = table(COMMAND_FIELDS);
 const EVENTS = table(EVENT_FIELDS);
 
-type Obj = Record<string, unknown>;
+/** Strings written as one byte. Append only: the index is part of the journal format. */
+const WELL_KNOWN: readonly string[] = [
+  'BUY', 'SELL', 'ANY', 'SOLAR', 'WIND', 'BATTERY', 'HYDRO',
+  'LIMIT', 'MARKET', 'IOC', 'FOK', 'POST_ONLY',
+  'CANCEL_NEWEST', 'CANCEL_OLDEST', 'CANCEL_BOTH',
+  'ACTIVE', 'HALTED', 'MAINTENANCE', 'CANCEL_RESTING', 'KEEP_RESTING', 'USER', 'USER_ZONE', 'INTERVAL',
+  ...REJECT_CODES, ...CANCEL_REASONS, ...EXPIRE_CAUSES,
+  ...Object.keys(COMMAND_FIELDS),
+];
+const WELL_KNOWN_INDEX = new Map<string, number>();
+WELL_KNOWN.forEach((w, i) => {
+  if (!WELL_KNOWN_INDEX.has(w)) WELL_KNOWN_INDEX.set(w, i);
+});
 
-function toTuple(t: TypeTable, o: Obj, implicit: number): unknown[] {
-  const code = t.codes.get(o.type as string);
-  if (code === undefined) return [-1, o];
-  const fields = t.fields[code];
-  const out: unknown[] = [code];
-  let present = implicit;
-  for (const f of fields) {
-    const v = o[f.name];
-    if (v !== undefined) present++;
-    out.push(v === undefined ? null : v);
+const FORMAT = 2;
+const T_NULL = 0;
+const T_TRUE = 1;
+const T_FALSE = 2;
+const T_INT = 3;
+const T_F64 = 4;
+const T_STR = 5;
+const T_KNOWN = 6;
+const T_BLOB = 7;
+const ZIGZAG_MAX = 2 ** 52;
+
+const msgEncoder = new Encoder({ ignoreUndefined: true });
+const msgDecoder = new Decoder();
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
+/** A growable byte buffer with the primitives of the payload format. */
+export class ByteWriter {
+  protected buf: Uint8Array;
+  protected view: DataView;
+  protected len = 0;
+
+  constructor(initial_bytes = 64 * 1024) {
+    this.buf = new Uint8Array(initial_bytes);
+    this.view = new DataView(this.buf.buffer);
   }
-  let keys = 0;
-  for (const k in o) if (o[k] !== undefined) keys++;
-  // 'type' is implicit in the code; anything else unexpected → keep the whole object.
-  return keys === present + 1 ? out : [-1, o];
+
+  get byteLength(): number {
+    return this.len;
+  }
+
+  protected ensure(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  protected varint(n: number): void {
+    this.ensure(8);
+    while (n >= 0x80) {
+      this.buf[this.len++] = (n % 0x80) | 0x80;
+      n = Math.floor(n / 0x80);
+    }
+    this.buf[this.len++] = n;
+  }
+
+  protected value(v: unknown): void {
+    this.ensure(10);
+    if (v === null || v === undefined) this.buf[this.len++] = T_NULL;
+    else if (typeof v === 'number') {
+      if (Number.isSafeInteger(v) && v < ZIGZAG_MAX && v > -ZIGZAG_MAX) {
+        this.buf[this.len++] = T_INT;
+        this.varint(v >= 0 ? v * 2 : -v * 2 - 1);
+      } else {
+        this.buf[this.len++] = T_F64;
+        this.view.setFloat64(this.len, v);
+        this.len += 8;
+      }
+    } else if (typeof v === 'string') {
+      const k = WELL_KNOWN_INDEX.get(v);
+      if (k !== undefined) {
+        this.buf[this.len++] = T_KNOWN;
+        this.buf[this.len++] = k;
+      } else {
+        this.buf[this.len++] = T_STR;
+        this.string(v);
+      }
+    } else if (typeof v === 'boolean') this.buf[this.len++] = v ? T_TRUE : T_FALSE;
+    else this.blob(v);
+  }
+
+  private string(s: string): void {
+    let ascii = s.length < 128;
+    for (let i = 0; ascii && i < s.length; i++) if (s.charCodeAt(i) > 0x7f) ascii = false;
+    if (ascii) {
+      this.ensure(1 + s.length);
+      this.buf[this.len++] = s.length;
+      for (let i = 0; i < s.length; i++) this.buf[this.len++] = s.charCodeAt(i);
+      return;
+    }
+    const b = utf8.encode(s);
+    this.varint(b.length);
+    this.ensure(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+  }
+
+  private blob(v: unknown): void {
+    const b = msgEncoder.encode(v);
+    this.buf[this.len++] = T_BLOB;
+    this.varint(b.length);
+    this.ensure(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+  }
+
+  protected tuple(t: TypeTable, o: Obj, implicit: number): void {
+    const code = t.codes.get(o.type as string);
+    if (code !== undefined) {
+      const fields = t.fields[code];
+      let present = implicit + 1;
+      let keys = 0;
+      for (const k in o) if (o[k] !== undefined) keys++;
+      for (const f of fields) if (o[f.name] !== undefined) present++;
+      if (keys === present) {
+        this.varint(code + 1);
+        for (const f of fields) this.value(o[f.name]);
+        return;
+      }
+    }
+    // A shape this version does not know (a field the engine added later): keep all of it.
+    this.varint(0);
+    this.blob(o);
+  }
+
+  /** The payload of a COMMAND row. */
+  commandPayload(cmd: Command, events: readonly EngineEvent[]): void {
+    this.ensure(1);
+    this.buf[this.len++] = FORMAT;
+    this.tuple(COMMANDS, cmd as unknown as Obj, (COMMANDS_WITH_ZONE.has(cmd.type) ? 1 : 0) + 1);
+    this.varint(events.length);
+    for (let i = 0; i < events.length; i++) this.tuple(EVENTS, events[i] as unknown as Obj, 2);
+  }
+
+  checkpointPayload(state_hash: string): void {
+    this.ensure(1);
+    this.buf[this.len++] = FORMAT;
+    this.value(state_hash);
+  }
+
+  /** The bytes written so far (an exact-size copy), and a reset. */
+  take(): Uint8Array {
+    const out = this.buf.slice(0, this.len);
+    this.len = 0;
+    return out;
+  }
 }
 
-function fromTuple(t: TypeTable, a: unknown[], base: Obj): Obj {
-  const code = a[0] as number;
-  if (code === -1) return a[1] as Obj;
-  const o: Obj = { type: t.names[code], ...base };
-  const fields = t.fields[code];
-  for (let i = 0; i < fields.length; i++) {
-    const v = a[i + 1];
-    if (v === null && fields[i].optional) continue;
-    o[fields[i].name] = v;
+/** Reads the payload format. */
+class ByteReader {
+  private view: DataView;
+  o = 0;
+
+  constructor(private readonly buf: Uint8Array) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   }
-  return o;
+
+  varint(): number {
+    let n = 0;
+    let mul = 1;
+    for (;;) {
+      const b = this.buf[this.o++];
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) return n;
+      mul *= 0x80;
+    }
+  }
+
+  value(): unknown {
+    const tag = this.buf[this.o++];
+    switch (tag) {
+      case T_NULL:
+        return null;
+      case T_TRUE:
+        return true;
+      case T_FALSE:
+        return false;
+      case T_INT: {
+        const z = this.varint();
+        return z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+      }
+      case T_F64: {
+        const v = this.view.getFloat64(this.o);
+        this.o += 8;
+        return v;
+      }
+      case T_STR:
+        return this.string();
+      case T_KNOWN:
+        return WELL_KNOWN[this.buf[this.o++]];
+      case T_BLOB: {
+        const n = this.varint();
+        const v = msgDecoder.decode(this.buf.subarray(this.o, this.o + n));
+        this.o += n;
+        return v;
+      }
+      default:
+        throw new Error(`bad journal payload: tag ${tag} at ${this.o - 1}`);
+    }
+  }
+
+  private string(): string {
+    const n = this.varint();
+    const start = this.o;
+    this.o += n;
+    let ascii = n < 64;
+    for (let i = start; ascii && i < this.o; i++) if (this.buf[i] > 0x7f) ascii = false;
+    if (!ascii) return utf8Decoder.decode(this.buf.subarray(start, this.o));
+    let s = '';
+    for (let i = start; i < this.o; i++) s += String.fromCharCode(this.buf[i]);
+    return s;
+  }
+
+  tuple(t: TypeTable, base: Obj): Obj {
+    const code = this.varint() - 1;
+    if (code === -1) return this.value() as Obj;
+    const o: Obj = { type: t.names[code], ...base };
+    const fields = t.fields[code];
+    for (let i = 0; i < fields.length; i++) {
+      const v = this.value();
+      if (v === null && fields[i].optional) continue;
+      o[fields[i].name] = v;
+    }
+    return o;
+  }
 }
 
-// One encoder/decoder per thread; both are reentrant for our use (no async).
-const encoder = new Encoder({ ignoreUndefined: true });
-const decoder = new Decoder();
-
-export function encodeCommandPayload(cmd: Command, events: readonly EngineEvent[]): Uint8Array {
-  const c = cmd as unknown as Obj;
-  // zone_id and ts_ms live in the row; zone_id is implicit only for commands that carry it.
-  const a = encoder.encode(toTuple(COMMANDS, c, (COMMANDS_WITH_ZONE.has(cmd.type) ? 1 : 0) + 1));
-  const evs: unknown[] = new Array(events.length);
-  for (let i = 0; i < events.length; i++) evs[i] = toTuple(EVENTS, events[i] as unknown as Obj, 2);
-  const b = encoder.encode(evs);
-  const out = new Uint8Array(4 + a.length + b.length);
-  new DataView(out.buffer).setUint32(0, a.length);
-  out.set(a, 4);
-  out.set(b, 4 + a.length);
-  return out;
+function reader(payload: Uint8Array): ByteReader {
+  if (payload[0] !== FORMAT) throw new Error(`journal payload format ${payload[0]} is not supported (expected ${FORMAT})`);
+  const r = new ByteReader(payload);
+  r.o = 1;
+  return r;
 }
 
 function commandBase(type: string, zone_id: number, ts_ms: number): Obj {
   return COMMANDS_WITH_ZONE.has(type) ? { ts_ms, zone_id } : { ts_ms };
 }
 
-/** Decodes only the command of a COMMAND payload. */
+function readCommand(r: ByteReader, zone_id: number, ts_ms: number): Command {
+  const save = r.o;
+  const code = r.varint() - 1;
+  r.o = save;
+  const base = code === -1 ? {} : commandBase(COMMANDS.names[code], zone_id, ts_ms);
+  return r.tuple(COMMANDS, base) as unknown as Command;
+}
+
+/** Decodes only the command of a COMMAND payload (recovery). */
 export function decodeCommand(payload: Uint8Array, zone_id: number, ts_ms: number): Command {
-  const len = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0);
-  const a = decoder.decode(payload.subarray(4, 4 + len)) as unknown[];
-  const type = COMMANDS.names[a[0] as number];
-  return fromTuple(COMMANDS, a, a[0] === -1 ? {} : commandBase(type, zone_id, ts_ms)) as unknown as Command;
+  return readCommand(reader(payload), zone_id, ts_ms);
 }
 
 /** Decodes the events of a COMMAND payload. */
 export function decodeEvents(payload: Uint8Array, zone_id: number, ts_ms: number): EngineEvent[] {
-  const len = new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getUint32(0);
-  const b = decoder.decode(payload.subarray(4 + len)) as unknown[][];
-  const base = { zone_id, ts_ms };
-  return b.map((t) => fromTuple(EVENTS, t, base) as unknown as EngineEvent);
+  const r = reader(payload);
+  readCommand(r, zone_id, ts_ms);
+  const n = r.varint();
+  const out: EngineEvent[] = new Array(n);
+  for (let i = 0; i < n; i++) out[i] = r.tuple(EVENTS, { zone_id, ts_ms }) as unknown as EngineEvent;
+  return out;
+}
+
+export function encodeCommandPayload(cmd: Command, events: readonly EngineEvent[]): Uint8Array {
+  const w = new ByteWriter(256);
+  w.commandPayload(cmd, events);
+  return w.take();
 }
 
 export function encodeCheckpointPayload(state_hash: string): Uint8Array {
-  return encoder.encode([state_hash]);
+  const w = new ByteWriter(64);
+  w.checkpointPayload(state_hash);
+  return w.take();
 }
 
 export function decodeCheckpointPayload(payload: Uint8Array): string {
-  return (decoder.decode(payload) as [string])[0];
+  return reader(payload).value() as string;
 }
 
+/** Snapshots (engine_snapshots.state) are msgpack of the engine's serialize() output. */
 export function encodeState(state: unknown): Uint8Array {
-  return encoder.encode(state);
+  return msgEncoder.encode(state);
 }
 
 export function decodeState<T>(bytes: Uint8Array): T {
-  return decoder.decode(bytes) as T;
+  return msgDecoder.decode(bytes) as T;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,61 +379,72 @@ const TUPLE_OVERHEAD = 2 + 12 + 12 + 6 + 4 + 12;
 
 /**
  * Appends binary COPY tuples for engine_journal (zone_id, seq, kind, payload, ts), growing its
- * buffer by doubling. `take()` hands the bytes over (for a transfer to another thread).
+ * buffer by doubling. Command payloads are encoded in place. `take()` hands the bytes over (for a
+ * transfer to another thread).
  */
-export class CopyTupleWriter {
-  private buf: Uint8Array;
-  private view: DataView;
-  private len = 0;
+export class CopyTupleWriter extends ByteWriter {
   rows = 0;
-
-  constructor(initial_bytes = 64 * 1024) {
-    this.buf = new Uint8Array(initial_bytes);
-    this.view = new DataView(this.buf.buffer);
-  }
+  private payloadAt = 0;
 
   append(zone_id: number, seq: number, kind: number, payload: Uint8Array, ts_ms: number): void {
-    this.ensure(TUPLE_OVERHEAD + payload.length);
+    this.begin(zone_id, seq, kind);
+    this.ensure(payload.length);
+    this.buf.set(payload, this.len);
+    this.len += payload.length;
+    this.end(ts_ms);
+  }
+
+  /** Writes a COMMAND row; returns the payload's offset (its length is byteLength - offset - 12). */
+  appendCommand(zone_id: number, seq: number, cmd: Command, events: readonly EngineEvent[]): number {
+    this.begin(zone_id, seq, JOURNAL_KIND_COMMAND);
+    const at = this.payloadAt;
+    this.commandPayload(cmd, events);
+    this.end(cmd.ts_ms);
+    return at;
+  }
+
+  /** Writes a CHECKPOINT row. */
+  appendCheckpoint(zone_id: number, seq: number, state_hash: string, ts_ms: number): void {
+    this.begin(zone_id, seq, JOURNAL_KIND_CHECKPOINT);
+    this.checkpointPayload(state_hash);
+    this.end(ts_ms);
+  }
+
+  private begin(zone_id: number, seq: number, kind: number): void {
+    this.ensure(36);
     const v = this.view;
-    let o = this.len;
+    const o = this.len;
     v.setInt16(o, 5);
     v.setInt32(o + 2, 8);
-    v.setBigInt64(o + 6, BigInt(zone_id));
+    setInt64(v, o + 6, zone_id);
     v.setInt32(o + 14, 8);
-    v.setBigInt64(o + 18, BigInt(seq));
+    setInt64(v, o + 18, seq);
     v.setInt32(o + 26, 2);
     v.setInt16(o + 30, kind);
-    v.setInt32(o + 32, payload.length);
-    o += 36;
-    this.buf.set(payload, o);
-    o += payload.length;
-    v.setInt32(o, 8);
-    v.setBigInt64(o + 4, BigInt(ts_ms - PG_EPOCH_MS) * 1000n);
-    this.len = o + 12;
+    this.len = o + 36;
+    this.payloadAt = this.len;
+  }
+
+  private end(ts_ms: number): void {
+    this.view.setInt32(this.payloadAt - 4, this.len - this.payloadAt);
+    this.ensure(12);
+    this.view.setInt32(this.len, 8);
+    setInt64(this.view, this.len + 4, (ts_ms - PG_EPOCH_MS) * 1000);
+    this.len += 12;
     this.rows++;
   }
 
-  get byteLength(): number {
-    return this.len;
-  }
-
-  /** The tuples written so far (a copy sized exactly), and a reset. */
-  take(): Uint8Array {
-    const out = this.buf.slice(0, this.len);
-    this.len = 0;
+  override take(): Uint8Array {
     this.rows = 0;
-    return out;
+    return super.take();
   }
+}
 
-  private ensure(n: number): void {
-    if (this.len + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.len + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.len));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
-  }
+/** Big-endian int64 of a safe integer without BigInt. */
+function setInt64(v: DataView, o: number, n: number): void {
+  const hi = Math.floor(n / 4294967296);
+  v.setInt32(o, hi);
+  v.setUint32(o + 4, n - hi * 4294967296);
 }
 
 export interface JournalRow {

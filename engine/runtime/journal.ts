@@ -54,6 +54,8 @@ export interface JournalStats {
   rows: number;
   bytes: number;
   retries: number;
+  /** Wall time with a commit in flight. */
+  busy_ms: number;
 }
 
 export class JournalWriter {
@@ -66,7 +68,7 @@ export class JournalWriter {
   private timer: NodeJS.Timeout | null = null;
   private drainWaiters: (() => void)[] = [];
   private _state: JournalState = 'AVAILABLE';
-  readonly stats: JournalStats = { commits: 0, rows: 0, bytes: 0, retries: 0 };
+  readonly stats: JournalStats = { commits: 0, rows: 0, bytes: 0, retries: 0, busy_ms: 0 };
 
   constructor(private readonly opts: JournalWriterOptions) {}
 
@@ -150,6 +152,7 @@ export class JournalWriter {
     for (const p of batch) parts.push(p.chunk.bytes);
     parts.push(COPY_TRAILER);
     const body = Buffer.concat(parts);
+    const started = performance.now();
     let delay = this.opts.retry_initial_ms ?? 50;
     const slow = setTimeout(() => this.setState('UNAVAILABLE', `journal commit slower than ${this.opts.slow_commit_ms} ms`), this.opts.slow_commit_ms);
     for (let attempt = 0; ; attempt++) {
@@ -166,6 +169,7 @@ export class JournalWriter {
       }
     }
     clearTimeout(slow);
+    this.stats.busy_ms += performance.now() - started;
     this.stats.commits++;
     this.stats.rows += this.inflightRows;
     this.stats.bytes += body.length;

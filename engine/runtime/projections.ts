@@ -1,8 +1,12 @@
 // Read models projected from the journal: `orders` and `trades`. The projector tails each zone's
-// journal from its offset (engine_projection_offsets) and applies a batch of rows per transaction
-// (rows, offset and all), so it is exactly-once and restartable, and it never slows the hot path:
-// it runs behind the journal, not in it. rebuildProjections() deletes the read-model rows of the
-// zones and replays their whole journal through the same code.
+// journal from its offset (engine_projection_offsets) and applies a batch of rows at a time; every
+// write is idempotent (inserts skip existing ids, updates set absolute values), so a batch
+// re-applied after a crash or a dropped connection gives the same rows, and the offset is moved
+// last. No explicit transaction: postgres.js throws from a timer when it sends ROLLBACK on a
+// connection that has just dropped, which would take the process down during an outage.
+// One projector per database (the runtime's); it never slows the hot path: it runs behind the
+// journal, not in it. rebuildProjections() deletes the read-model rows of the zones and replays
+// their whole journal through the same code.
 import type { Sql } from '../../schema/db.js';
 import type { Logger } from '../../schema/log.js';
 import type { EngineEvent } from '../core/types.js';
@@ -34,7 +38,8 @@ interface OrderRow {
 
 interface OrderPatch {
   id: number;
-  filled_add: number;
+  /** Remaining quantity after the batch (filled = total − remaining), or null when filled_abs says it. */
+  remaining: number | null;
   filled_abs: number | null;
   status: string | null;
   cancel_reason: string | null;
@@ -122,7 +127,7 @@ class Batch {
           const status = ev.filled_wh > 0 ? 'PARTIALLY_FILLED' : 'ACTIVE';
           const row = this.inserts.get(ev.order_id);
           if (row !== undefined) Object.assign(row, { price_ticks: ev.price_ticks, qty_wh: ev.qty_wh, filled_wh: ev.filled_wh, status, updated_at: at });
-          else Object.assign(this.patch(ev.order_id, at), { price_ticks: ev.price_ticks, qty_wh: ev.qty_wh, filled_abs: ev.filled_wh, filled_add: 0, status, cancel_reason: null });
+          else Object.assign(this.patch(ev.order_id, at), { price_ticks: ev.price_ticks, qty_wh: ev.qty_wh, filled_abs: null, remaining: ev.remaining_wh, status, cancel_reason: null });
           break;
         }
         default:
@@ -134,7 +139,7 @@ class Batch {
   private patch(id: number, at: string): OrderPatch {
     let p = this.patches.get(id);
     if (p === undefined) {
-      p = { id, filled_add: 0, filled_abs: null, status: null, cancel_reason: null, price_ticks: null, qty_wh: null, updated_at: at };
+      p = { id, remaining: null, filled_abs: null, status: null, cancel_reason: null, price_ticks: null, qty_wh: null, updated_at: at };
       this.patches.set(id, p);
     }
     p.updated_at = at;
@@ -151,8 +156,8 @@ class Batch {
       return;
     }
     const p = this.patch(id, at);
-    if (p.filled_abs !== null) p.filled_abs += qty;
-    else p.filled_add += qty;
+    p.remaining = remaining;
+    p.filled_abs = null;
     p.status = status;
   }
 
@@ -162,7 +167,7 @@ class Batch {
       Object.assign(row, { status, cancel_reason: reason, filled_wh: filled, updated_at: at });
       return;
     }
-    Object.assign(this.patch(id, at), { status, cancel_reason: reason, filled_abs: filled, filled_add: 0 });
+    Object.assign(this.patch(id, at), { status, cancel_reason: reason, filled_abs: filled, remaining: null });
   }
 }
 
@@ -188,11 +193,10 @@ export async function projectOnce(sql: Sql, zones: number[], batch_rows = 5000):
 }
 
 async function projectBatch(sql: Sql, zone_id: number, batch_rows: number): Promise<number> {
-  return sql.begin(async (tx) => {
-    // The offset row exists before it is locked, so concurrent projectors serialise on it.
-    await tx`insert into engine_projection_offsets (projection, zone_id, seq) values (${PROJECTION_NAME}, ${zone_id}, 0) on conflict do nothing`;
+  {
+    const tx = sql;
     const [off] = await tx<{ seq: string }[]>`
-      select seq from engine_projection_offsets where projection = ${PROJECTION_NAME} and zone_id = ${zone_id} for update`;
+      select seq from engine_projection_offsets where projection = ${PROJECTION_NAME} and zone_id = ${zone_id}`;
     const from = off === undefined ? 0 : Number(off.seq);
     const rows = await tx<{ seq: string; kind: number; payload: Uint8Array; ts_ms: string }[]>`
       select seq, kind, payload, (extract(epoch from ts) * 1000)::bigint as ts_ms from engine_journal
@@ -208,14 +212,14 @@ async function projectBatch(sql: Sql, zone_id: number, batch_rows: number): Prom
     if (b.patches.size > 0) {
       await tx`
         update orders o set
-          filled_wh = coalesce(u.filled_abs, o.filled_wh + u.filled_add),
+          filled_wh = coalesce(u.filled_abs, coalesce(u.qty_wh, o.qty_wh) - u.remaining, o.filled_wh),
           status = coalesce(u.status, o.status),
           cancel_reason = case when coalesce(u.status, o.status) = 'CANCELLED' then coalesce(u.cancel_reason, o.cancel_reason) else null end,
           price_ticks = coalesce(u.price_ticks, o.price_ticks),
           qty_wh = coalesce(u.qty_wh, o.qty_wh),
           updated_at = u.updated_at
         from jsonb_to_recordset(${JSON.stringify([...b.patches.values()])}::text::jsonb) as u(
-          id bigint, filled_add bigint, filled_abs bigint, status text, cancel_reason text, price_ticks bigint, qty_wh bigint, updated_at timestamptz)
+          id bigint, remaining bigint, filled_abs bigint, status text, cancel_reason text, price_ticks bigint, qty_wh bigint, updated_at timestamptz)
         where o.id = u.id`;
     }
     if (b.inserts.size > 0) {
@@ -244,7 +248,7 @@ async function projectBatch(sql: Sql, zone_id: number, batch_rows: number): Prom
       insert into engine_projection_offsets (projection, zone_id, seq) values (${PROJECTION_NAME}, ${zone_id}, ${last})
       on conflict (projection, zone_id) do update set seq = excluded.seq, updated_at = now()`;
     return rows.length;
-  });
+  }
 }
 
 /** Deletes the zones' orders and trades and replays their journals into them. */
@@ -257,36 +261,38 @@ export async function rebuildProjections(sql: Sql, zones: number[]): Promise<num
   return projectOnce(sql, zones);
 }
 
-/** Runs projectOnce every poll_ms (and when nudged) until stopped; failures are logged and retried. */
-export function startProjector(sql: Sql, opts: ProjectorOptions): { nudge(): void; stop(): Promise<void> } {
+/**
+ * Runs projectOnce every poll_ms until stopped, one pass at a time (passes never overlap, which
+ * the idempotent writes rely on); failures are logged and retried on the next pass.
+ */
+export function startProjector(sql: Sql, opts: ProjectorOptions): { sync(): Promise<void>; stop(): Promise<void> } {
   let stopped = false;
-  let running: Promise<void> | null = null;
-  let again = false;
-  const runOnce = (): void => {
-    if (stopped) return;
-    if (running !== null) {
-      again = true;
-      return;
-    }
-    running = projectOnce(sql, opts.zones, opts.batch_rows)
-      .then(() => undefined)
-      .catch((err: Error) => opts.log?.warn('projection behind the journal (will retry)', { error: err.message }))
-      .finally(() => {
-        running = null;
-        if (again) {
-          again = false;
-          runOnce();
-        }
-      });
+  let chain: Promise<void> = Promise.resolve();
+  let queued = false;
+  const pass = (): Promise<void> => {
+    chain = chain.then(() =>
+      projectOnce(sql, opts.zones, opts.batch_rows).then(
+        () => undefined,
+        (err: Error) => opts.log?.warn('projection behind the journal (will retry)', { error: err.message }),
+      ),
+    );
+    return chain;
   };
-  const timer = setInterval(runOnce, opts.poll_ms ?? 250);
+  const timer = setInterval(() => {
+    if (stopped || queued) return;
+    queued = true;
+    void pass().finally(() => (queued = false));
+  }, opts.poll_ms ?? 250);
   timer.unref();
   return {
-    nudge: runOnce,
+    sync: async () => {
+      const c = pass();
+      await c;
+    },
     stop: async () => {
       stopped = true;
       clearInterval(timer);
-      await running;
+      await chain;
     },
   };
 }

@@ -1,7 +1,9 @@
 // Messages between the runtime (main thread) and its zone workers (worker.ts).
 // Commands go in batches (one postMessage per batch, structured clone); results come back as one
 // transferred buffer of binary COPY tuples for the journal plus the events per command.
-import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
+import type { Command, EngineSnapshot, IntervalView } from '../core/types.js';
+
+export const ROW_FIELDS = 5;
 
 /** A checkpoint is sequenced like a command but is not an engine command: it records the state hash. */
 export interface CheckpointItem {
@@ -33,8 +35,12 @@ export type FromWorker =
       rows: number;
       first_zone_id: number;
       first_seq: number;
-      /** Flat triples: zone_id, seq, events (empty for a checkpoint). */
-      results: (number | EngineEvent[])[];
+      /**
+       * Per row, ROW_FIELDS numbers: zone_id, seq, payload offset in bytes, payload length
+       * (-1 = a checkpoint row), ts_ms. Events travel as the payload bytes and are decoded on
+       * the main thread after commit (cheaper than a structured clone of event objects).
+       */
+      index: Float64Array;
       snapshots: SnapshotOut[];
     }
   | {

@@ -18,7 +18,8 @@ import type { Logger } from '../../schema/log.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
 import { JournalWriter, type JournalState } from './journal.js';
 import { connectNoDelay } from './pg.js';
-import type { FromWorker, ToWorker, WorkItem } from './protocol.js';
+import { ROW_FIELDS, type FromWorker, type ToWorker, type WorkItem } from './protocol.js';
+import { decodeEvents } from './codec.js';
 import type {
   ClosedInterval,
   CommittedEvents,
@@ -59,6 +60,8 @@ export interface RuntimeOptions {
   /** Drive delivery intervals from the clock (gate opening and closure). Default true. */
   lifecycle?: boolean;
   clock_tick_ms?: number;
+  /** delivery_intervals is re-read this often for new intervals. Default 5000. */
+  intervals_refresh_ms?: number;
   /** An idle zone with good-till-time orders gets EXPIRE_DUE this often. Default 1000. */
   expire_every_ms?: number;
   /** Project the journal into the orders and trades tables in the background. Default true. */
@@ -161,7 +164,7 @@ class RuntimeImpl implements Runtime {
   private intervalsRefreshedAt = 0;
   private readonly now: () => number;
   private readonly snapshotEvery: number;
-  private projector: { nudge(): void; stop(): Promise<void> } | null = null;
+  private projector: { sync(): Promise<void>; stop(): Promise<void> } | null = null;
   private readonly checkpointWaiters = new Map<string, (c: { seq: number; state_hash: string }) => void>();
 
   constructor(private readonly opts: RuntimeOptions) {
@@ -363,9 +366,9 @@ class RuntimeImpl implements Runtime {
 
   private onWorkerMessage(slot: WorkerSlot, m: FromWorker): void {
     if (m.t === 'result') {
-      for (let i = 0; i < m.results.length; i += 3) {
-        const z = this.zones.get(m.results[i] as number);
-        if (z !== undefined) z.last_result_seq = m.results[i + 1] as number;
+      for (let x = 0; x < m.index.length; x += ROW_FIELDS) {
+        const z = this.zones.get(m.index[x]);
+        if (z !== undefined) z.last_result_seq = m.index[x + 1];
       }
       this.journal.append({ bytes: m.bytes, rows: m.rows, zone_id: m.first_zone_id, first_seq: m.first_seq }, () => this.release(m));
       return;
@@ -439,15 +442,16 @@ class RuntimeImpl implements Runtime {
 
   /** Runs after the batch holding these results has committed: acks, subscriptions, snapshots. */
   private release(m: Extract<FromWorker, { t: 'result' }>): void {
-    const res = m.results;
-    for (let i = 0; i < res.length; i += 3) {
-      const zone_id = res[i] as number;
-      const seq = res[i + 1] as number;
-      const events = res[i + 2] as EngineEvent[];
+    const ix = m.index;
+    for (let x = 0; x < ix.length; x += ROW_FIELDS) {
+      const zone_id = ix[x];
+      const seq = ix[x + 1];
+      const ts_ms = ix[x + 4];
+      const len = ix[x + 3];
       const z = this.zones.get(zone_id);
       if (z === undefined) continue;
+      const events = len < 0 ? [] : decodeEvents(m.bytes.subarray(ix[x + 2], ix[x + 2] + len), zone_id, ts_ms);
       const w = z.waiters.get(seq);
-      const ts_ms = events.length > 0 ? events[0].ts_ms : z.last_ts_ms;
       if (w !== undefined) {
         z.waiters.delete(seq);
         this.inflight--;
@@ -527,7 +531,7 @@ class RuntimeImpl implements Runtime {
     this.ticking = true;
     try {
       const now = this.now();
-      if (now - this.intervalsRefreshedAt >= 5000) await this.refreshIntervals();
+      if (now - this.intervalsRefreshedAt >= (this.opts.intervals_refresh_ms ?? 5000)) await this.refreshIntervals();
       for (const z of this.zones.values()) {
         if (z.status !== 'READY') continue;
         for (const iv of z.intervals.values()) this.driveInterval(z, iv, now);
@@ -641,12 +645,14 @@ class RuntimeImpl implements Runtime {
       inflight_commands: this.inflight,
       zones,
       worker_restarts: this.workerRestarts,
+      journal_stats: { ...this.journal.stats },
     };
   }
 
   async syncProjections(): Promise<void> {
     await this.journal.drain();
-    await projectOnce(this.sql, [...this.zones.keys()]);
+    if (this.projector !== null) await this.projector.sync();
+    else await projectOnce(this.sql, [...this.zones.keys()]);
   }
 
   crashWorker(index: number): void {

@@ -78,4 +78,6 @@ export interface RuntimeStatus {
   inflight_commands: number;
   zones: ZoneStatusView[];
   worker_restarts: number;
+  /** Journal totals since start: commits, rows, bytes, retried commits, ms spent committing. */
+  journal_stats: { commits: number; rows: number; bytes: number; retries: number; busy_ms: number };
 }

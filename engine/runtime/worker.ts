@@ -3,10 +3,10 @@
 // events as a journal row (binary COPY tuple) and sends the whole batch back in one message.
 // It never touches PostgreSQL on the hot path; it reads the journal only to recover a zone.
 import { parentPort } from 'node:worker_threads';
-import type { Command, EngineEvent } from '../core/types.js';
-import { CopyTupleWriter, encodeCheckpointPayload, encodeCommandPayload, encodeState, JOURNAL_KIND_CHECKPOINT, JOURNAL_KIND_COMMAND } from './codec.js';
+import type { Command } from '../core/types.js';
+import { CopyTupleWriter, encodeState } from './codec.js';
 import type { RuntimeZoneEngine } from './engine-port.js';
-import type { FromWorker, SnapshotOut, ToWorker, WorkItem } from './protocol.js';
+import { ROW_FIELDS, type FromWorker, type SnapshotOut, type ToWorker, type WorkItem } from './protocol.js';
 import { recoverZone } from './recovery.js';
 
 if (parentPort === null) throw new Error('engine/runtime/worker.js must run as a worker thread');
@@ -19,41 +19,36 @@ function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
 }
 
 function runBatch(items: (number | WorkItem)[]): void {
-  const results: (number | EngineEvent[])[] = new Array(items.length);
+  const rows = items.length / 3;
+  const index = new Float64Array(rows * ROW_FIELDS);
   const snapshots: SnapshotOut[] = [];
-  for (let i = 0; i < items.length; i += 3) {
-    const zone_id = items[i] as number;
-    const seq = items[i + 1] as number;
-    const item = items[i + 2] as WorkItem;
+  for (let r = 0; r < rows; r++) {
+    const zone_id = items[r * 3] as number;
+    const seq = items[r * 3 + 1] as number;
+    const item = items[r * 3 + 2] as WorkItem;
     const engine = zones.get(zone_id);
     if (engine === undefined) throw new Error(`worker does not own zone ${zone_id}`);
-    results[i] = zone_id;
-    results[i + 1] = seq;
+    const x = r * ROW_FIELDS;
+    index[x] = zone_id;
+    index[x + 1] = seq;
+    index[x + 4] = item.ts_ms;
     if (item.type === 'CHECKPOINT') {
       const state_hash = engine.stateHash();
-      writer.append(zone_id, seq, JOURNAL_KIND_CHECKPOINT, encodeCheckpointPayload(state_hash), item.ts_ms);
+      writer.appendCheckpoint(zone_id, seq, state_hash, item.ts_ms);
       snapshots.push({ zone_id, seq, state: encodeState(engine.serialize()), state_hash });
-      results[i + 2] = [];
+      index[x + 3] = -1;
     } else {
       engine.execute(item as Command);
-      const events = engine.events();
-      writer.append(zone_id, seq, JOURNAL_KIND_COMMAND, encodeCommandPayload(item as Command, events), item.ts_ms);
-      results[i + 2] = events;
+      const at = writer.appendCommand(zone_id, seq, item as Command, engine.events());
+      index[x + 2] = at;
+      index[x + 3] = writer.byteLength - at - 12;
     }
   }
-  const rows = writer.rows;
+  const count = writer.rows;
   const bytes = writer.take();
   post(
-    {
-      t: 'result',
-      bytes,
-      rows,
-      first_zone_id: items[0] as number,
-      first_seq: items[1] as number,
-      results,
-      snapshots,
-    },
-    [bytes.buffer as ArrayBuffer, ...snapshots.map((s) => s.state.buffer as ArrayBuffer)],
+    { t: 'result', bytes, rows: count, first_zone_id: items[0] as number, first_seq: items[1] as number, index, snapshots },
+    [bytes.buffer as ArrayBuffer, index.buffer as ArrayBuffer, ...snapshots.map((s) => s.state.buffer as ArrayBuffer)],
   );
 }
 

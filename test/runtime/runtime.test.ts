@@ -19,7 +19,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 beforeAll(async () => {
   db = await createTestDatabase();
   market = await seedMarket(db.sql, { zones: 2, users: 4 });
-  rt = await startRuntime({ database_url: db.url, workers: 2, clock_tick_ms: 50, snapshot_every: 50, onIntervalClosed: (c) => closed.push(c) });
+  rt = await startRuntime({ database_url: db.url, workers: 2, clock_tick_ms: 50, intervals_refresh_ms: 100, snapshot_every: 50, onIntervalClosed: (c) => closed.push(c) });
   for (const [k, z] of market.zone_ids.entries()) {
     for (let i = 0; i < 100 && !(await rt.dump(z)).state.intervals.some((iv) => iv.interval_id === market.interval_ids[k]); i++) await sleep(50);
   }
@@ -99,8 +99,8 @@ test('subscribers receive committed events per zone and per user, in seq order',
 test('the sequencer clock opens an interval at gate opening, expires its resting orders at gate closure and hands it off', async () => {
   const z = market.zone_ids[0];
   const now = Date.now();
-  const iv = await addInterval(db.sql, z, now - 1000, now + 1500);
-  // The runtime re-reads delivery_intervals every 5 s; wait for the interval to open.
+  const iv = await addInterval(db.sql, z, now - 1000, now + 2500);
+  // The runtime re-reads delivery_intervals every 100 ms here; wait for the interval to open.
   let opened = false;
   for (let i = 0; i < 200 && !opened; i++) {
     opened = (await rt.dump(z)).state.intervals.some((x) => x.interval_id === iv);
