@@ -159,12 +159,14 @@ export function policyCode(p: unknown): number {
 
 /** A positive safe integer (ids, quantities). */
 export function isPositiveInt(x: unknown): x is number {
-  return typeof x === 'number' && x > 0 && x <= Number.MAX_SAFE_INTEGER && Math.floor(x) === x;
+  if (typeof x !== 'number') return false;
+  if ((x | 0) === x) return x > 0; // the common case: fits in int32
+  return x > 0 && x <= Number.MAX_SAFE_INTEGER && Math.floor(x) === x;
 }
 
 /** Any safe integer (prices, band limits). */
 export function isSafeInt(x: unknown): x is number {
-  return typeof x === 'number' && Number.isSafeInteger(x);
+  return typeof x === 'number' && ((x | 0) === x || Number.isSafeInteger(x));
 }
 
 export function isNonNegativeInt(x: unknown): x is number {
