@@ -227,7 +227,8 @@ export async function run(args: string[]): Promise<void> {
   try {
     await migrate(sql);
     const m = await seed(sql, 2, 200);
-    const rt = await startRuntime({ database_url: url, workers, journal_batch_max: batch, journal_batch_wait_ms: 1, snapshot_every: Number.MAX_SAFE_INTEGER, clock_tick_ms: 50 });
+    // Read-model projection is off: it runs behind the journal, not in the acknowledged path.
+    const rt = await startRuntime({ database_url: url, workers, journal_batch_max: batch, journal_batch_wait_ms: 1, snapshot_every: Number.MAX_SAFE_INTEGER, clock_tick_ms: 50, projections: false });
     const phase = (p: string): void => void process.stderr.write(`pipeline: ${p}\n`);
     phase('waiting for intervals to open');
     await waitOpen(rt, m);
@@ -242,7 +243,7 @@ export async function run(args: string[]): Promise<void> {
     const satJournal = { rows_per_commit: (js1.rows - js0.rows) / commits, bytes_per_row: (js1.bytes - js0.bytes) / (js1.rows - js0.rows), journal_busy_pct: (100 * (js1.busy_ms - js0.busy_ms)) / (orders_n / sat.per_s) / 1000 };
     process.stderr.write(`pipeline: saturated ${Math.round(sat.per_s)}/s ${JSON.stringify(satJournal)}\n`);
     phase('fixed-rate run');
-    const target = Math.min(rate, Math.floor(sat.per_s * 0.9));
+    const target = Math.min(rate, Math.floor(sat.per_s * 0.7));
     const lat = await fixedRate(rt, makeOrders(m, Math.max(target * 5, 50_000), 3), target);
     await rt.stop();
     phase('recovery');
@@ -256,7 +257,7 @@ export async function run(args: string[]): Promise<void> {
     const [{ n: have }] = await sql<{ n: string }[]>`select count(*) as n from engine_journal where zone_id = ${m.zones[0]}`;
     const missing = recovery_rows - Number(have);
     if (missing > 0) {
-      const rt2 = await startRuntime({ database_url: url, workers: 1, zones: [m.zones[0]], snapshot_every: Number.MAX_SAFE_INTEGER, lifecycle: false });
+      const rt2 = await startRuntime({ database_url: url, workers: 1, zones: [m.zones[0]], snapshot_every: Number.MAX_SAFE_INTEGER, lifecycle: false, projections: false });
       const more = makeOrders({ ...m, zones: [m.zones[0]], intervals: [m.intervals[0]] }, missing, 4);
       await saturate(rt2, more, 4000);
       await rt2.stop();

@@ -231,11 +231,15 @@ export class ByteWriter {
 
 /** Reads the payload format. */
 class ByteReader {
-  private view: DataView;
+  private view!: DataView;
+  private buf!: Uint8Array;
   o = 0;
 
-  constructor(private readonly buf: Uint8Array) {
+  reset(buf: Uint8Array): this {
+    this.buf = buf;
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    this.o = 0;
+    return this;
   }
 
   varint(): number {
@@ -308,9 +312,12 @@ class ByteReader {
   }
 }
 
+// One reader per thread, reset per payload (decoding is synchronous).
+const sharedReader = new ByteReader();
+
 function reader(payload: Uint8Array): ByteReader {
   if (payload[0] !== FORMAT) throw new Error(`journal payload format ${payload[0]} is not supported (expected ${FORMAT})`);
-  const r = new ByteReader(payload);
+  const r = sharedReader.reset(payload);
   r.o = 1;
   return r;
 }
@@ -440,6 +447,11 @@ export class CopyTupleWriter extends ByteWriter {
   }
 }
 
+/** Reads a big-endian int64 that holds a safe integer, without BigInt. */
+function getInt64(v: DataView, o: number): number {
+  return v.getInt32(o) * 4294967296 + v.getUint32(o + 4);
+}
+
 /** Big-endian int64 of a safe integer without BigInt. */
 function setInt64(v: DataView, o: number, n: number): void {
   const hi = Math.floor(n / 4294967296);
@@ -497,11 +509,11 @@ export class CopyJournalReader {
       const end = o + 36 + plen + 12;
       if (end > buf.length) break;
       this.onRow({
-        zone_id: Number(v.getBigInt64(o + 6)),
-        seq: Number(v.getBigInt64(o + 18)),
+        zone_id: getInt64(v, o + 6),
+        seq: getInt64(v, o + 18),
         kind: v.getInt16(o + 30),
         payload: buf.subarray(o + 36, o + 36 + plen),
-        ts_ms: Number(v.getBigInt64(o + 40 + plen) / 1000n) + PG_EPOCH_MS,
+        ts_ms: Math.floor(getInt64(v, o + 40 + plen) / 1000) + PG_EPOCH_MS,
       });
       o = end;
     }
