@@ -9,7 +9,7 @@
 // reported). kwx throughput counts execute() (events left in the engine's typed buffer); the
 // "mixed+decode" row also turns every event into a plain object, as the runtime's apply() does.
 import { cpus, loadavg } from 'node:os';
-import { PerformanceObserver } from 'node:perf_hooks';
+import { constants as perfConstants, PerformanceObserver } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import * as hdr from 'hdr-histogram-js';
@@ -264,6 +264,8 @@ function watchGc(): { tally: GcTally; stop: () => void } {
   const tally: GcTally = { count: 0, ms: 0, maxMs: 0 };
   const obs = new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
+      const flags = (entry.detail as { flags?: number } | null)?.flags ?? 0;
+      if ((flags & perfConstants.NODE_PERFORMANCE_GC_FLAGS_FORCED) !== 0) continue; // our own fullGc() between runs
       tally.count++;
       tally.ms += entry.duration;
       tally.maxMs = Math.max(tally.maxMs, entry.duration);
