@@ -39,6 +39,8 @@ interface Batch {
   accounts: { id: Col; user_id: Col; currency: Col; kind: Col; flags: Col; created: Col };
   /** ledger_transfers rows in COPY text format, in chunks. */
   transfers_copy: string[];
+  /** Their ids (to explain a failed batch). */
+  transfer_ids: string[];
   balances: { id: Col; dp: Col; cp: Col; dpe: Col; cpe: Col };
   pendings: { id: Col; status: Col; resolved_by: Col; posted: Col };
   holds: Col[];
@@ -61,11 +63,13 @@ function serialize(c: ChangeSet): Batch {
   }
   const n = c.transfers.length;
   const transfers_copy: string[] = [];
+  const transfer_ids = new Array<string>(n);
   let lines: string[] = [];
   let lastMs = NaN;
   let lastTs = '';
   for (let i = 0; i < n; i++) {
     const x = c.transfers[i];
+    transfer_ids[i] = x.id;
     if (x.created_at_ms !== lastMs) {
       lastMs = x.created_at_ms;
       lastTs = new Date(lastMs).toISOString();
@@ -115,7 +119,7 @@ function serialize(c: ChangeSet): Batch {
     const v = [s(x.seq), x.event_id, x.certificate_id, x.kind, s(x.from_user_id), s(x.to_user_id), s(x.energy_wh), s(x.at_ms), x.prev_hash, x.hash];
     v.forEach((y, i) => events[i].push(y));
   }
-  return { accounts: a, transfers_copy, balances: b, pendings: p, holds, escrows, settlements, certificates, events, transfer_count: n };
+  return { accounts: a, transfers_copy, transfer_ids, balances: b, pendings: p, holds, escrows, settlements, certificates, events, transfer_count: n };
 }
 
 /** Escapes a text value for COPY text format (ids are printable ASCII; only \\ needs care). */
@@ -123,14 +127,38 @@ function copyText(v: string): string {
   return v.includes('\\') ? v.replace(/\\/g, '\\\\') : v;
 }
 
-/** Streams transfer rows with COPY (several times faster than INSERT … unnest here). */
+/**
+ * Streams transfer rows with COPY (several times faster than INSERT … unnest here).
+ *
+ * postgres.js hands a COPY error (or a lost connection) only to a stream that is still open:
+ * once the stream has ended, the error is dropped and 'finish' never comes. So as soon as the
+ * stream has sent CopyDone (its final step) we queue a trivial statement behind it: it fails if
+ * the COPY failed (the transaction is aborted or the connection gone), and the batch rolls back
+ * instead of waiting forever.
+ */
 async function copyTransfers(tx: Tx, chunks: string[]): Promise<void> {
   const stream = await tx`copy ledger_transfers (id, seq, debit_account_id, credit_account_id, amount, pending_id, code, flags, order_id, trade_id, created_at) from stdin`.writable();
-  await new Promise<void>((resolve, reject) => {
-    stream.on('error', reject);
+  const finished = new Promise<void>((resolve, reject) => {
     stream.on('finish', resolve);
-    stream.end(chunks.length === 1 ? chunks[0] : chunks.join(''));
+    stream.on('error', reject);
   });
+  finished.catch(() => {});
+  const s = stream as unknown as { _final?: (cb: (err?: Error | null) => void) => void };
+  const ended = new Promise<void>((resolve) => {
+    const final = s._final;
+    if (typeof final !== 'function') return resolve();
+    s._final = (cb) => {
+      final.call(stream, cb);
+      resolve();
+    };
+  });
+  stream.end(chunks.length === 1 ? chunks[0] : chunks.join(''));
+  await ended;
+  try {
+    await Promise.all([finished, tx`select 1`]);
+  } catch (err) {
+    throw new Error(`COPY of the batch's transfers failed: ${(err as Error).message}`);
+  }
 }
 
 export interface FlushResult {
@@ -207,6 +235,28 @@ export class LedgerStore {
    * by two batches at once (no deadlock).
    */
   private async write(b: Batch, previous: Promise<void>): Promise<void> {
+    try {
+      await this.writeTransaction(b, previous);
+    } catch (err) {
+      throw await this.explain(err as Error, b);
+    }
+  }
+
+  /** A failed batch whose transfer ids are already stored was raced by another writer: say so. */
+  private async explain(err: Error, b: Batch): Promise<Error> {
+    if (this.lastError !== null || b.transfer_ids.length === 0) return err;
+    try {
+      const rows = await this.sql<{ id: string }[]>`select id from ledger_transfers where id = any(${b.transfer_ids}::text[]) limit 5`;
+      if (rows.length > 0) {
+        return new Error(`transfer ids already stored by another writer: ${rows.map((r) => r.id).join(', ')} (duplicate key); the batch rolled back. ${err.message}`);
+      }
+    } catch {
+      // the database is unreachable: the original error says so
+    }
+    return err;
+  }
+
+  private async writeTransaction(b: Batch, previous: Promise<void>): Promise<void> {
     await this.sql.begin(async (tx) => {
       const a = b.accounts;
       if (a.id.length > 0) {
