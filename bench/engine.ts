@@ -264,7 +264,7 @@ function watchGc(): { tally: GcTally; stop: () => void } {
   const tally: GcTally = { count: 0, ms: 0, maxMs: 0 };
   const obs = new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
-      const flags = (entry.detail as { flags?: number } | null)?.flags ?? 0;
+      const flags = (entry as unknown as { detail?: { flags?: number } }).detail?.flags ?? 0;
       if ((flags & perfConstants.NODE_PERFORMANCE_GC_FLAGS_FORCED) !== 0) continue; // our own fullGc() between runs
       tally.count++;
       tally.ms += entry.duration;
