@@ -356,6 +356,9 @@ export function attachAdmin(d: AdminDeps): void {
       const f = verb === 'deposits' ? d.funds.deposit(req) : d.funds.withdraw(req);
       if (f !== null) bad(f.code, f.message, f.code === 'EXCHANGE_UNAVAILABLE' ? 503 : 409);
       const after = d.funds.balances(b.user_id).find((x) => x.currency === b.currency) ?? null;
+      // The movement is durable in the ledger before it is reported.
+      const durable = d.funds.durable();
+      if (durable !== null) await durable;
       const show = (x: typeof after) => (x === null ? null : { available_minor: x.available_minor.toString(), held_minor: x.held_minor.toString(), escrow_minor: x.escrow_minor.toString() });
       await c.audit(sql, verb === 'deposits' ? 'funds.deposit' : 'funds.withdraw', 'user', b.user_id, show(before), { ...show(after), transfer_id: b.transfer_id, amount: b.amount, currency: b.currency });
       return { status: 201, body: { transfer_id: b.transfer_id, balance: show(after) } };

@@ -6,6 +6,7 @@
 import { ZoneEngine } from '../engine/index.js';
 import type { Command, ConfigureZoneCommand, EngineEvent, EngineSnapshot, PlaceCommand } from '../engine/index.js';
 import type { Ledger } from '../ledger/ledger.js';
+import { buyerMaxMinor, pricingFactors } from '../ledger/money.js';
 import { fail, type Failure } from './codes.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -132,11 +133,21 @@ export interface Funds {
   unreserve(user_id: number, client_order_id: string): void;
   /** An amend may not need more than the hold has. */
   checkAmend(order_id: number, price_ticks: number | undefined, qty_wh: number | undefined): Failure | null;
-  /** Applies committed events (binds holds, fills to escrow, releases); returns users whose balances changed. */
+  /**
+   * Applies committed events (binds holds, fills to escrow, releases) exactly once per (zone, seq):
+   * a seq at or below the zone's last applied one changes nothing. Applying the same object twice
+   * returns the first call's answer. Returns users whose balances changed.
+   */
   apply(c: CommittedEvents): Set<number>;
   balances(user_id: number): BalanceView[];
   deposit(r: { transfer_id: string; user_id: number; currency: string; amount_minor: bigint }): Failure | null;
   withdraw(r: { transfer_id: string; user_id: number; currency: string; amount_minor: bigint }): Failure | null;
+  /**
+   * null when every change made so far is durable (or nothing is persisted); otherwise a promise
+   * that resolves once a ledger flush holding every change made so far has committed (rejects if
+   * the flush failed). Many callers in one event-loop turn share one flush.
+   */
+  durable(): Promise<void> | null;
 }
 
 /** Funds that never refuse (no ledger attached): balances are empty. */
@@ -149,10 +160,11 @@ export function unlimitedFunds(): Funds {
     balances: () => [],
     deposit: () => fail('EXCHANGE_UNAVAILABLE', 'no ledger is attached to this gateway'),
     withdraw: () => fail('EXCHANGE_UNAVAILABLE', 'no ledger is attached to this gateway'),
+    durable: () => null,
   };
 }
 
-type LedgerLike = Pick<Ledger, 'holdBuyOrder' | 'fillBuyOrder' | 'releaseBuyOrder' | 'balances' | 'openUserAccounts' | 'zone' | 'deposit' | 'withdraw' | 'holds'>;
+type LedgerLike = Pick<Ledger, 'holdBuyOrder' | 'fillBuyOrder' | 'releaseBuyOrder' | 'balances' | 'openUserAccounts' | 'zone' | 'deposit' | 'withdraw' | 'holds' | 'escrows'>;
 
 function ledgerFailure(err: unknown): Failure {
   const e = err as { code?: string; message?: string };
@@ -160,34 +172,228 @@ function ledgerFailure(err: unknown): Failure {
 }
 
 /**
- * Adapts the ledger. The ledger keys a hold by order id, which the sequencer assigns only when the
- * order is sequenced; so the hold is taken under a gateway hold id before submission and bound
- * to the engine's order id when the ACCEPTED event (same user + client order id) arrives.
- * Hold ids start at the process start time × 1000 so that restarts do not reuse them.
+ * Hold ids below 2^36 are gateway holds ("zone 0": engine order ids are zone_id × 2^36 + seq with
+ * zone_id ≥ 1, so the two ranges never meet). A BUY is held under such an id before it is
+ * submitted; when its ACCEPTED event commits the hold is moved to the engine's order id.
  */
-export function ledgerFunds(ledger: LedgerLike, options: { minorUnits?: (currency: string) => number; now?: () => number } = {}): Funds {
+export const GATEWAY_HOLD_ID_LIMIT = ZONE_ID_SHIFT;
+export const isGatewayHoldId = (id: number): boolean => id < GATEWAY_HOLD_ID_LIMIT;
+
+export interface LedgerFundsOptions {
+  minorUnits?: (currency: string) => number;
+  /** Currencies a user may hold balances in (the zones' currencies). */
+  currencies?: () => string[];
+  now?: () => number;
+  /** Writes the ledger's changes so far (LedgerStore.flush). Without it nothing waits for durability. */
+  flush?: () => Promise<unknown>;
+  /** A committed BUY whose hold could not be moved to its order id (the zone's fee went up and the buyer lacks the difference). */
+  onUnfunded?: (zone_id: number, order_id: number, user_id: number) => void;
+  log?: { warn(msg: string, fields?: Record<string, unknown>): void; error(msg: string, fields?: Record<string, unknown>): void };
+}
+
+export interface LedgerFunds extends Funds {
+  /** Journal replay at start-up: like apply(), and ACCEPTED buys find their gateway hold by (user, zone, price, qty). */
+  replay(c: CommittedEvents): void;
+  /** Last applied seq per zone. */
+  applied(): Map<number, number>;
+  /** Sets a zone's applied seq (from the stored cursor) when nothing has been applied yet. */
+  startAt(zone_id: number, seq: number): void;
+  /** Releases every open gateway hold (start-up: no order is in flight, so none of them reached the book). */
+  releaseOrphans(): number;
+  /**
+   * Start-up check against the engine's book: releases open holds of `zone_id` whose order is not
+   * resting; returns resting BUY orders that have no hold.
+   */
+  reconcile(zone_id: number, resting_buys: { order_id: number; user_id: number }[]): { released: number; unfunded: number[] };
+}
+
+/**
+ * Adapts the ledger. The ledger keys a hold by order id, which the sequencer assigns only when the
+ * order is sequenced; so the hold is taken under a gateway hold id (< 2^36) before submission and
+ * moved to the engine's order id (release + hold of the same amount, one synchronous step, so in
+ * one ledger flush) when the ACCEPTED event commits. The binding therefore lives in the ledger and
+ * survives a restart; gateway holds still open at start-up never reached the book (see
+ * gateway/ledger-sync.ts). Every effect is idempotent: transfer ids derive from the order id and the
+ * zone-global trade id.
+ */
+export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}): LedgerFunds {
   const now = options.now ?? Date.now;
   const minorUnits = options.minorUnits ?? (() => 2);
-  let nextHoldId = Date.now() * 1000;
-  const pending = new Map<string, number>(); // `${user}:${coid}` → hold id
-  const bound = new Map<number, number>(); // engine order id → hold id
-  const currencies = new Map<number, Set<string>>(); // user → currencies used
-  const noteCurrency = (user_id: number, currency: string): void => {
-    let s = currencies.get(user_id);
-    if (s === undefined) currencies.set(user_id, (s = new Set()));
-    s.add(currency);
-  };
-  const holdOf = (order_id: number) => {
-    const h = bound.get(order_id);
-    return h === undefined ? undefined : ledger.holds.get(h);
-  };
-  const release = (order_id: number, reason: 'CANCELLED' | 'EXPIRED', changed: Set<number>): void => {
-    const h = holdOf(order_id);
+  const log = options.log;
+  let nextHoldId = 1;
+  for (const id of ledger.holds.keys()) if (isGatewayHoldId(id) && id >= nextHoldId) nextHoldId = id + 1;
+  const pending = new Map<string, number>(); // `${user}:${coid}` → gateway hold id (live orders in flight)
+  const openGatewayHolds = new Map<string, number[]>(); // `${user}:${zone}:${price}:${qty}` → open gateway hold ids (replay)
+  const paramKey = (user_id: number, zone_id: number, price: number, qty: number): string => `${user_id}:${zone_id}:${price}:${qty}`;
+  for (const h of ledger.holds.values()) {
+    if (!isGatewayHoldId(h.order_id) || h.status !== 'OPEN') continue;
+    const k = paramKey(h.user_id, h.zone_id, h.limit_price_ticks, h.qty_wh);
+    const list = openGatewayHolds.get(k);
+    if (list === undefined) openGatewayHolds.set(k, [h.order_id]);
+    else list.push(h.order_id);
+  }
+  for (const list of openGatewayHolds.values()) list.sort((a, b) => a - b);
+  const dropGatewayHold = (hold_id: number): void => {
+    const h = ledger.holds.get(hold_id);
     if (h === undefined) return;
-    if (h.status === 'OPEN') ledger.releaseBuyOrder({ order_id: h.order_id, reason }, now());
-    bound.delete(order_id);
-    changed.add(h.user_id);
+    const k = paramKey(h.user_id, h.zone_id, h.limit_price_ticks, h.qty_wh);
+    const list = openGatewayHolds.get(k);
+    if (list === undefined) return;
+    const i = list.indexOf(hold_id);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) openGatewayHolds.delete(k);
   };
+  const currencies = new Map<number, Set<string>>(); // user → currencies used
+  for (const h of ledger.holds.values()) noteCurrencyIn(currencies, h.user_id, h.pricing.currency);
+  const noteCurrency = (user_id: number, currency: string): void => noteCurrencyIn(currencies, user_id, currency);
+  const applied = new Map<number, number>(); // zone → last applied seq
+  const results = new WeakMap<CommittedEvents, Set<number>>();
+
+  // ---- durability: one flush for every caller of a turn ----
+  let mutations = 0;
+  let durableThrough = 0;
+  const inflight: { upTo: number; p: Promise<void> }[] = [];
+  let scheduled: Promise<void> | null = null;
+  const changed = (): void => {
+    mutations++;
+  };
+  const startFlush = (): Promise<void> => {
+    const upTo = mutations;
+    const p = Promise.resolve()
+      .then(() => options.flush!())
+      .then(() => {
+        if (upTo > durableThrough) durableThrough = upTo;
+      });
+    const entry = { upTo, p };
+    inflight.push(entry);
+    const done = (): void => {
+      const i = inflight.indexOf(entry);
+      if (i >= 0) inflight.splice(i, 1);
+    };
+    p.then(done, done);
+    return p;
+  };
+  const durable = (): Promise<void> | null => {
+    if (options.flush === undefined || durableThrough >= mutations) return null;
+    for (const f of inflight) if (f.upTo >= mutations) return f.p;
+    if (scheduled === null) {
+      // Every change made in this turn joins the flush taken at the start of the next one.
+      scheduled = new Promise<void>((resolve, reject) => {
+        setImmediate(() => {
+          scheduled = null;
+          startFlush().then(resolve, reject);
+        });
+      });
+    }
+    return scheduled;
+  };
+
+  const holdOf = (order_id: number) => ledger.holds.get(order_id);
+  const release = (order_id: number, reason: 'CANCELLED' | 'EXPIRED', out: Set<number>): void => {
+    const h = holdOf(order_id);
+    if (h === undefined || h.status !== 'OPEN') return;
+    ledger.releaseBuyOrder({ order_id: h.order_id, reason }, now());
+    changed();
+    if (isGatewayHoldId(h.order_id)) dropGatewayHold(h.order_id);
+    out.add(h.user_id);
+  };
+
+  /** Moves a BUY's gateway hold to its engine order id (or nothing when already done). */
+  const bind = (zone_id: number, e: Extract<EngineEvent, { type: 'ACCEPTED' }>, replaying: boolean, out: Set<number>): void => {
+    const key = `${e.user_id}:${e.client_order_id}`;
+    const live = pending.get(key);
+    if (ledger.holds.has(e.order_id)) {
+      // Already bound (a replayed event, or a retry).
+      return;
+    }
+    let hold_id = live;
+    if (hold_id !== undefined) pending.delete(key);
+    else if (replaying) hold_id = openGatewayHolds.get(paramKey(e.user_id, zone_id, e.price_ticks, e.qty_wh))?.[0];
+    if (hold_id === undefined) return; // not held by a gateway (e.g. placed while no ledger was attached)
+    const h = ledger.holds.get(hold_id);
+    if (h === undefined || h.status !== 'OPEN') return;
+    // Same amount unless the zone's pricing changed since the hold: then the buyer must have the difference.
+    const zone = ledger.zone(h.zone_id);
+    const f = pricingFactors(zone);
+    const need = buyerMaxMinor(f, h.limit_price_ticks, h.qty_wh);
+    const available = ledger.balances(h.user_id, h.pricing.currency).available_minor;
+    if (need > h.remaining_minor + available) {
+      log?.error('ledger: hold could not move to its order id (pricing changed); cancelling the order', { order_id: e.order_id, user_id: e.user_id });
+      options.onUnfunded?.(zone_id, e.order_id, e.user_id);
+      return;
+    }
+    dropGatewayHold(hold_id);
+    ledger.releaseBuyOrder({ order_id: hold_id, reason: 'CANCELLED' }, now());
+    ledger.holdBuyOrder({ order_id: e.order_id, user_id: h.user_id, zone_id: h.zone_id, limit_price_ticks: h.limit_price_ticks, qty_wh: h.qty_wh }, now());
+    changed();
+    out.add(e.user_id);
+  };
+
+  const applyEvents = (c: CommittedEvents, replaying: boolean): Set<number> => {
+    const cached = results.get(c);
+    if (cached !== undefined) return cached;
+    const out = new Set<number>();
+    const last = applied.get(c.zone_id);
+    if (last !== undefined && c.seq <= last) {
+      results.set(c, out);
+      return out;
+    }
+    applied.set(c.zone_id, c.seq);
+    for (const e of c.events) {
+      try {
+        switch (e.type) {
+          case 'ACCEPTED':
+            if (e.side === 'BUY') bind(c.zone_id, e, replaying, out);
+            break;
+          case 'REJECTED': {
+            if (e.command !== 'PLACE') break;
+            const key = `${e.user_id}:${e.client_order_id}`;
+            const hold_id = pending.get(key);
+            if (hold_id !== undefined) {
+              pending.delete(key);
+              release(hold_id, 'CANCELLED', out);
+            }
+            break;
+          }
+          case 'FILL': {
+            const buy_order = e.taker_side === 'BUY' ? e.taker_order_id : e.maker_order_id;
+            const seller_id = e.taker_side === 'BUY' ? e.maker_user_id : e.taker_user_id;
+            const buy_remaining = e.taker_side === 'BUY' ? e.taker_remaining_wh : e.maker_remaining_wh;
+            const h = holdOf(buy_order);
+            if (h === undefined) break;
+            const trade_id = globalTradeId(c.zone_id, e.trade_id);
+            if (h.status === 'OPEN' || ledger.escrows.has(trade_id)) {
+              ledger.openUserAccounts(seller_id, h.pricing.currency, now());
+              noteCurrency(seller_id, h.pricing.currency);
+              ledger.fillBuyOrder(
+                { trade_id, order_id: h.order_id, seller_id, price_ticks: e.price_ticks, qty_wh: e.qty_wh, interval_id: e.interval_id, source: e.source },
+                now(),
+              );
+              changed();
+              out.add(h.user_id);
+              out.add(seller_id);
+            }
+            // An order amended down keeps its original hold; release what is left when it is done.
+            if (buy_remaining === 0) release(buy_order, 'CANCELLED', out);
+            break;
+          }
+          case 'CANCELLED':
+            release(e.order_id, 'CANCELLED', out);
+            break;
+          case 'EXPIRED':
+            release(e.order_id, 'EXPIRED', out);
+            break;
+          default:
+            break;
+        }
+      } catch (err) {
+        log?.error('ledger: a committed event could not be applied', { zone_id: c.zone_id, seq: c.seq, event: e.type, error: (err as Error).message });
+      }
+    }
+    results.set(c, out);
+    return out;
+  };
+
   return {
     reserve(r) {
       const key = `${r.user_id}:${r.client_order_id}`;
@@ -198,7 +404,12 @@ export function ledgerFunds(ledger: LedgerLike, options: { minorUnits?: (currenc
         noteCurrency(r.user_id, currency);
         const hold_id = nextHoldId++;
         ledger.holdBuyOrder({ order_id: hold_id, user_id: r.user_id, zone_id: r.zone_id, limit_price_ticks: r.price_ticks, qty_wh: r.qty_wh }, now());
+        changed();
         pending.set(key, hold_id);
+        const k = paramKey(r.user_id, r.zone_id, r.price_ticks, r.qty_wh);
+        const list = openGatewayHolds.get(k);
+        if (list === undefined) openGatewayHolds.set(k, [hold_id]);
+        else list.push(hold_id);
         return null;
       } catch (err) {
         return ledgerFailure(err);
@@ -209,74 +420,63 @@ export function ledgerFunds(ledger: LedgerLike, options: { minorUnits?: (currenc
       const hold_id = pending.get(key);
       if (hold_id === undefined) return;
       pending.delete(key);
-      ledger.releaseBuyOrder({ order_id: hold_id, reason: 'CANCELLED' }, now());
+      try {
+        release(hold_id, 'CANCELLED', new Set());
+      } catch (err) {
+        log?.error('ledger: a reservation could not be released', { hold_id, error: (err as Error).message });
+      }
     },
     checkAmend(order_id, price_ticks, qty_wh) {
       const h = holdOf(order_id);
-      if (h === undefined) return null; // a SELL, or not ours: the engine decides
+      if (h === undefined || isGatewayHoldId(order_id)) return null; // a SELL, or not ours: the engine decides
       if ((price_ticks !== undefined && price_ticks > h.limit_price_ticks) || (qty_wh !== undefined && qty_wh > h.qty_wh)) {
         return fail('INSUFFICIENT_FUNDS', 'an amend may not raise a buy order above the price or quantity held when it was placed; cancel and place a new order');
       }
       return null;
     },
-    apply(c) {
-      const changed = new Set<number>();
-      for (const e of c.events) {
-        switch (e.type) {
-          case 'ACCEPTED': {
-            const key = `${e.user_id}:${e.client_order_id}`;
-            const hold_id = pending.get(key);
-            if (hold_id !== undefined && e.side === 'BUY') {
-              pending.delete(key);
-              bound.set(e.order_id, hold_id);
-              changed.add(e.user_id);
-            }
-            break;
+    apply: (c) => applyEvents(c, false),
+    replay(c) {
+      applyEvents(c, true);
+    },
+    applied: () => new Map(applied),
+    startAt(zone_id, seq) {
+      if (!applied.has(zone_id)) applied.set(zone_id, seq);
+    },
+    releaseOrphans() {
+      let n = 0;
+      for (const list of [...openGatewayHolds.values()]) {
+        for (const hold_id of [...list]) {
+          try {
+            release(hold_id, 'CANCELLED', new Set());
+            n++;
+          } catch (err) {
+            log?.error('ledger: an orphaned gateway hold could not be released', { hold_id, error: (err as Error).message });
           }
-          case 'REJECTED': {
-            if (e.command !== 'PLACE') break;
-            const key = `${e.user_id}:${e.client_order_id}`;
-            const hold_id = pending.get(key);
-            if (hold_id !== undefined) {
-              pending.delete(key);
-              ledger.releaseBuyOrder({ order_id: hold_id, reason: 'CANCELLED' }, now());
-              changed.add(e.user_id);
-            }
-            break;
-          }
-          case 'FILL': {
-            const buy_order = e.taker_side === 'BUY' ? e.taker_order_id : e.maker_order_id;
-            const seller_id = e.taker_side === 'BUY' ? e.maker_user_id : e.taker_user_id;
-            const buy_remaining = e.taker_side === 'BUY' ? e.taker_remaining_wh : e.maker_remaining_wh;
-            const h = holdOf(buy_order);
-            if (h === undefined) break;
-            ledger.openUserAccounts(seller_id, h.pricing.currency, now());
-            noteCurrency(seller_id, h.pricing.currency);
-            ledger.fillBuyOrder(
-              { trade_id: globalTradeId(c.zone_id, e.trade_id), order_id: h.order_id, seller_id, price_ticks: e.price_ticks, qty_wh: e.qty_wh, interval_id: e.interval_id, source: e.source },
-              now(),
-            );
-            changed.add(h.user_id);
-            changed.add(seller_id);
-            // An order amended down keeps its original hold; release what is left when it is done.
-            if (buy_remaining === 0) release(buy_order, 'CANCELLED', changed);
-            break;
-          }
-          case 'CANCELLED':
-            release(e.order_id, 'CANCELLED', changed);
-            break;
-          case 'EXPIRED':
-            release(e.order_id, 'EXPIRED', changed);
-            break;
-          default:
-            break;
         }
       }
-      return changed;
+      pending.clear();
+      return n;
+    },
+    reconcile(zone_id, resting_buys) {
+      const resting = new Set(resting_buys.map((o) => o.order_id));
+      let released = 0;
+      for (const h of [...ledger.holds.values()]) {
+        if (h.status !== 'OPEN' || isGatewayHoldId(h.order_id) || zoneOfOrder(h.order_id) !== zone_id || resting.has(h.order_id)) continue;
+        try {
+          release(h.order_id, 'CANCELLED', new Set());
+          released++;
+        } catch (err) {
+          log?.error('ledger: a stale hold could not be released', { order_id: h.order_id, error: (err as Error).message });
+        }
+      }
+      const unfunded = resting_buys.filter((o) => ledger.holds.get(o.order_id)?.status !== 'OPEN').map((o) => o.order_id);
+      return { released, unfunded };
     },
     balances(user_id) {
       const out: BalanceView[] = [];
-      for (const currency of currencies.get(user_id) ?? []) {
+      const all = new Set(currencies.get(user_id) ?? []);
+      for (const c of options.currencies?.() ?? []) all.add(c);
+      for (const currency of all) {
         try {
           const b = ledger.balances(user_id, currency);
           out.push({ currency, minor_units: minorUnits(currency), available_minor: b.available_minor, held_minor: b.held_minor, escrow_minor: b.escrow_minor });
@@ -291,6 +491,7 @@ export function ledgerFunds(ledger: LedgerLike, options: { minorUnits?: (currenc
         ledger.openUserAccounts(r.user_id, r.currency, now());
         noteCurrency(r.user_id, r.currency);
         ledger.deposit(r, now());
+        changed();
         return null;
       } catch (err) {
         return ledgerFailure(err);
@@ -299,10 +500,18 @@ export function ledgerFunds(ledger: LedgerLike, options: { minorUnits?: (currenc
     withdraw(r) {
       try {
         ledger.withdraw(r, now());
+        changed();
         return null;
       } catch (err) {
         return ledgerFailure(err);
       }
     },
+    durable,
   };
+}
+
+function noteCurrencyIn(currencies: Map<number, Set<string>>, user_id: number, currency: string): void {
+  let s = currencies.get(user_id);
+  if (s === undefined) currencies.set(user_id, (s = new Set()));
+  s.add(currency);
 }

@@ -14,6 +14,7 @@ import type { Logger } from '../schema/log.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { attachAdmin } from './admin.js';
 import { ledgerFunds, runtimeBackend, unlimitedFunds, type Funds, type RuntimeLike, type TradingBackend } from './backend.js';
+import { startLedgerSync, type LedgerSync } from './ledger-sync.js';
 import { createInProcessBus, createRedisBus, type Bus } from './bus.js';
 import { createGatewayMetrics, type GatewayMetrics } from './gateway-metrics.js';
 import { DEFAULT_LIMITS, type GatewayLimits } from './limits.js';
@@ -33,6 +34,13 @@ export interface GatewayOptions {
   backend?: TradingBackend;
   /** The ledger (holds, escrow, balances); or give `funds` directly. Without either, buys are not funded-checked. */
   ledger?: Ledger;
+  /**
+   * The ledger's LedgerStore (anything with `flush(): Promise<unknown>`). With it, every ack, reject,
+   * fill/order/balance notification and admin deposit/withdrawal waits until the ledger changes it
+   * reports are durable (one coalesced flush per event-loop turn covers every order of that turn),
+   * and with a `runtime` the ledger is replayed from the journal and reconciled with the book at start.
+   */
+  ledgerStore?: { flush(): Promise<unknown> };
   funds?: Funds;
   /** A bus made elsewhere (tests); else one from config.redis_url. */
   bus?: Bus;
@@ -54,6 +62,8 @@ export interface Gateway {
   metrics: GatewayMetrics;
   ws: WsEndpoint;
   limits: GatewayLimits;
+  /** Ledger ↔ journal synchronisation (null without a ledger or a backend). */
+  ledgerSync: LedgerSync | null;
   close(): Promise<void>;
 }
 
@@ -67,9 +77,26 @@ export async function attachGateway(o: GatewayOptions): Promise<Gateway> {
   await catalog.refresh();
   const backend = o.backend ?? (o.runtime !== undefined ? runtimeBackend(o.runtime) : null);
   let funds = o.funds;
+  let sync: LedgerSync | null = null;
   if (funds === undefined && o.ledger !== undefined) {
     await configureLedgerZones(o.sql, o.ledger, catalog, now());
-    funds = ledgerFunds(o.ledger, { minorUnits: (c) => catalog.minorUnits(c), now });
+    const store = o.ledgerStore;
+    const lf = ledgerFunds(o.ledger, {
+      minorUnits: (c) => catalog.minorUnits(c),
+      currencies: () => [...new Set(catalog.all().map((z) => z.currency))],
+      now,
+      flush: store === undefined ? undefined : () => store.flush(),
+      log: o.log,
+      onUnfunded: (zone_id, order_id, user_id) => {
+        void backend?.submit(zone_id, { type: 'CANCEL', order_id, user_id });
+      },
+    });
+    funds = lf;
+    if (backend !== null) {
+      sync = await startLedgerSync({
+        sql: o.sql, backend, funds: lf, flush: store === undefined ? undefined : () => store.flush(), journal: o.runtime !== undefined && o.backend === undefined, log: o.log,
+      });
+    }
   }
   funds ??= unlimitedFunds();
   let ws: WsEndpoint | null = null;
@@ -94,9 +121,11 @@ export async function attachGateway(o: GatewayOptions): Promise<Gateway> {
     metrics,
     ws: endpoint,
     limits,
+    ledgerSync: sync,
     async close() {
       endpoint.close();
       publisher?.stop();
+      await sync?.stop();
       if (ownBus) await bus.close();
     },
   };

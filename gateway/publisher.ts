@@ -193,7 +193,37 @@ export async function startPublisher(opts: {
     ts,
     ...extra,
   });
+  // Private messages of a committed command (orders, fills, balances) report ledger effects: they
+  // leave only once the ledger holds them durably, in commit order (a FIFO behind funds.durable()).
+  let outbox: [number, Record<string, unknown> & { type: string }][] | null = null;
+  let tail: Promise<void> | null = null;
   const toUser = (user_id: number, msg: Record<string, unknown> & { type: string }): void => {
+    if (outbox !== null) outbox.push([user_id, msg]);
+    else emitUser(user_id, msg);
+  };
+  const flushOutbox = (): void => {
+    const msgs = outbox;
+    outbox = null;
+    if (msgs === null || msgs.length === 0) return;
+    const durable = funds.durable();
+    if (durable === null && tail === null) {
+      for (const [u, m] of msgs) emitUser(u, m);
+      return;
+    }
+    const prev = tail;
+    const p = (async () => {
+      if (prev !== null) await prev;
+      if (durable !== null) await durable;
+      for (const [u, m] of msgs) emitUser(u, m);
+    })().catch(() => {
+      // The ledger store failed: nothing it did not persist may be reported (the process must restart).
+    });
+    tail = p;
+    void p.then(() => {
+      if (tail === p) tail = null;
+    });
+  };
+  const emitUser = (user_id: number, msg: Record<string, unknown> & { type: string }): void => {
     const seq = (userSeq.get(user_id) ?? 0) + 1;
     userSeq.set(user_id, seq);
     msg.seq = seq;
@@ -223,6 +253,14 @@ export async function startPublisher(opts: {
   }
 
   const onCommitted = (c: CommittedEvents): void => {
+    outbox = [];
+    try {
+      publishCommitted(c);
+    } finally {
+      flushOutbox();
+    }
+  };
+  const publishCommitted = (c: CommittedEvents): void => {
     const ts = c.ts_ms;
     const changedUsers = funds.apply(c);
     let touched: Map<Market, string[][]> | null = null;

@@ -345,6 +345,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     return p;
   };
 
+  const d_funds = d.funds;
   const submit = async (op: string, zone_id: number, cmd: SubmitCommand): Promise<SubmitResult> => {
     const t0 = performance.now();
     let r: SubmitResult;
@@ -352,6 +353,15 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       r = await d.backend!.submit(zone_id, cmd);
     } catch (err) {
       r = { ok: false, code: 'EXCHANGE_UNAVAILABLE', message: (err as Error).message };
+    }
+    // Ledger changes the reply reports (holds bound, fills escrowed, releases) are durable first.
+    const durable = d_funds.durable();
+    if (durable !== null) {
+      try {
+        await durable;
+      } catch (err) {
+        r = { ok: false, code: 'EXCHANGE_UNAVAILABLE', message: `the ledger could not persist this operation's effects: ${(err as Error).message}` };
+      }
     }
     metrics.ack_latency.observe({ op }, (performance.now() - t0) / 1e3);
     return r;
@@ -409,6 +419,16 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     if (side === 'BUY') {
       const f = d.funds.reserve({ user_id: p.user_id, client_order_id, zone_id, price_ticks, qty_wh });
       if (f !== null) return reject(s, 'place', m, f, { client_order_id });
+      // The hold is durable before the order can reach the book (a crash never leaves an unheld BUY resting).
+      const held = d.funds.durable();
+      if (held !== null) {
+        try {
+          await held;
+        } catch (err) {
+          d.funds.unreserve(p.user_id, client_order_id);
+          return reject(s, 'place', m, fail('EXCHANGE_UNAVAILABLE', `the ledger is unavailable: ${(err as Error).message}`), { client_order_id });
+        }
+      }
     }
     s.zones_traded.add(zone_id);
     const cmd = {
