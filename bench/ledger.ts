@@ -19,7 +19,7 @@ const T0 = 1_700_000_000_000;
 /** Transfers applied between two flushes (one transaction each). */
 const BATCH_TRANSFERS = 10_000;
 /** Flushes allowed in flight: the writer keeps applying while the previous batch commits. */
-const MAX_FLUSHES_IN_FLIGHT = 2;
+const MAX_FLUSHES_IN_FLIGHT = 3;
 /** Rounds per figure (the machine is shared and noisy). */
 const ROUNDS = 3;
 
