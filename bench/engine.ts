@@ -9,7 +9,7 @@
 // reported). kwx throughput counts execute() (events left in the engine's typed buffer); the
 // "mixed+decode" row also turns every event into a plain object, as the runtime's apply() does.
 import { cpus, loadavg } from 'node:os';
-import { constants as perfConstants, PerformanceObserver } from 'node:perf_hooks';
+import { constants as perfConstants, performance, PerformanceObserver } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import * as hdr from 'hdr-histogram-js';
@@ -260,19 +260,22 @@ interface GcTally {
   maxMs: number;
 }
 
-function watchGc(): { tally: GcTally; stop: () => void } {
+/** Counts GC pauses that start inside the timed windows (not engine set-up, not our forced GCs). */
+function watchGc(): { tally: GcTally; windows: [number, number][]; stop: () => void } {
   const tally: GcTally = { count: 0, ms: 0, maxMs: 0 };
+  const windows: [number, number][] = [];
   const obs = new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
       const flags = (entry as unknown as { detail?: { flags?: number } }).detail?.flags ?? 0;
-      if ((flags & perfConstants.NODE_PERFORMANCE_GC_FLAGS_FORCED) !== 0) continue; // our own fullGc() between runs
+      if ((flags & perfConstants.NODE_PERFORMANCE_GC_FLAGS_FORCED) !== 0) continue;
+      if (!windows.some(([a, b]) => entry.startTime >= a && entry.startTime <= b)) continue;
       tally.count++;
       tally.ms += entry.duration;
       tally.maxMs = Math.max(tally.maxMs, entry.duration);
     }
   });
   obs.observe({ entryTypes: ['gc'] });
-  return { tally, stop: () => obs.disconnect() };
+  return { tally, windows, stop: () => obs.disconnect() };
 }
 
 async function settle(): Promise<void> {
@@ -306,7 +309,9 @@ export async function run(args: string[]): Promise<void> {
       const e = newEngine();
       for (const c of w.prefill.kwx) e.execute(c);
       fullGc();
+      const from = performance.now();
       const r = runKwx(e, w.kwx);
+      gc.windows.push([from, performance.now()]);
       kwxSecs.push(r.sec);
       kwxCpu.push(r.cpuSec);
       events = r.events;

@@ -327,6 +327,7 @@ export class ZoneEngine {
     this.coidIndex = new IntMap(n);
     this.evCap = Math.max(64, options.initial_event_slots ?? 1024);
     this.ev = new Float64Array(this.evCap * EVENT_WIDTH);
+    this.ev.fill(0); // touch the pages now, not in the first big sweep
   }
 
   // ===========================================================================================
