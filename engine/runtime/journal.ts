@@ -96,7 +96,7 @@ export class JournalWriter {
 
   /** Resolves when everything appended so far has committed. */
   drain(): Promise<void> {
-    if (this.backlogRows === 0 && !this.inflight) return Promise.resolve();
+    if (this.backlogRows === 0 && !this.inflight && this.releases.length === 0 && !this.releasing) return Promise.resolve();
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
@@ -175,10 +175,31 @@ export class JournalWriter {
     this.stats.bytes += body.length;
     this.inflightRows = 0;
     if (this._state === 'UNAVAILABLE') this.setState('AVAILABLE', 'journal commit succeeded');
-    for (const p of batch) p.onCommitted();
     this.inflight = false;
+    // Start the next commit before releasing this batch's outputs, and release them one chunk
+    // per event-loop turn: acks trigger new submissions, and a long synchronous release would
+    // keep the next COPY's round trips waiting behind it.
     if (this.queue.length > 0) this.schedule();
-    else if (this.drainWaiters.length > 0) for (const w of this.drainWaiters.splice(0)) w();
+    for (const p of batch) this.releases.push(p.onCommitted);
+    this.pumpReleases();
+  }
+
+  private releases: (() => void)[] = [];
+  private releasing = false;
+
+  private pumpReleases(): void {
+    if (this.releasing) return;
+    if (this.releases.length === 0) {
+      if (this.backlogRows === 0 && !this.inflight && this.drainWaiters.length > 0) for (const w of this.drainWaiters.splice(0)) w();
+      return;
+    }
+    this.releasing = true;
+    setImmediate(() => {
+      this.releasing = false;
+      const fn = this.releases.shift();
+      fn?.();
+      this.pumpReleases();
+    });
   }
 
   private connection(): Sql {

@@ -31,7 +31,7 @@ import type {
 } from './types.js';
 
 /** Commands per worker message; more are sent in the next message. */
-export const WORKER_BATCH_MAX = 2048;
+export const WORKER_BATCH_MAX = 512;
 /** Advisory lock held by the one runtime that writes the journal of a database. */
 export const RUNTIME_LOCK_KEY = 0x6b77782d72756e74n; // "kwx-runt"
 

@@ -21,10 +21,16 @@ beforeAll(async () => {
   proxy = await startProxy(db.url);
 });
 afterAll(async () => {
+  const t = (m: string): void => void (process.env.KWX_TEST_DEBUG && console.error(`outage afterAll: ${m} ${new Date().toISOString()}`));
+  t('restore');
   await proxy?.restore();
+  t('stop');
   await rt?.stop();
+  t('close');
   await proxy?.close();
+  t('drop');
   await db?.drop();
+  t('done');
 });
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
