@@ -99,9 +99,10 @@ async function waitOpen(rt: Runtime, m: Market): Promise<void> {
 }
 
 /** Closed loop with a bounded window: the sustained durable rate. */
-async function saturate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand }[], window: number): Promise<{ per_s: number; errors: number }> {
+async function saturate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand }[], window: number): Promise<{ per_s: number; errors: number; events: number }> {
   let next = 0;
   let errors = 0;
+  let events = 0;
   const t0 = performance.now();
   await new Promise<void>((resolve) => {
     let done = 0;
@@ -110,13 +111,14 @@ async function saturate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand 
       const o = orders[next++];
       void rt.submit(o.zone, o.cmd).then((res) => {
         if (!res.ok) errors++;
+        else events += res.events.length;
         if (++done === orders.length) resolve();
         else one();
       });
     };
     for (let i = 0; i < window; i++) one();
   });
-  return { per_s: orders.length / ((performance.now() - t0) / 1000), errors };
+  return { per_s: orders.length / ((performance.now() - t0) / 1000), errors, events };
 }
 
 /** Open loop at a fixed rate; latency from the intended send time (no coordinated omission). */
@@ -213,7 +215,7 @@ export async function run(args: string[]): Promise<void> {
   const orders_n = arg(args, 'orders', 300_000);
   const rate = arg(args, 'rate', 100_000);
   const workers = arg(args, 'workers', 1);
-  const recovery_rows = arg(args, 'recovery-rows', 1_000_000);
+  const recovery_events = arg(args, 'recovery-events', 1_000_000);
   const batch = arg(args, 'batch', 4096);
   const window = arg(args, 'window', 16_384);
   const name = `kwx_bench_pipeline_${randomBytes(4).toString('hex')}`;
@@ -253,7 +255,10 @@ export async function run(args: string[]): Promise<void> {
     rows.push({ run: `saturated (window ${window})`, orders: orders_n, orders_per_s: Math.round(sat.per_s), errors: sat.errors });
     rows.push({ run: `fixed rate ${target}/s`, orders: lat.hist.totalCount, orders_per_s: Math.round(lat.per_s), errors: lat.errors });
 
-    // Fill one zone's journal up to recovery_rows rows through the runtime, then time a replay of it.
+    // Fill one zone's journal through the runtime until it holds recovery_events engine events
+    // (commands × events per command of this workload), then time a replay of it.
+    const events_per_row = sat.events / orders_n;
+    const recovery_rows = Math.ceil(recovery_events / events_per_row);
     const [{ n: have }] = await sql<{ n: string }[]>`select count(*) as n from engine_journal where zone_id = ${m.zones[0]}`;
     const missing = recovery_rows - Number(have);
     if (missing > 0) {
@@ -273,7 +278,7 @@ export async function run(args: string[]): Promise<void> {
     printTable('pipeline: sequencer → worker → journal (COPY, group commit) → ack', rows);
     printTable('ack latency (ms, open loop)', [{ p50: p50, p99: p99, p99_9: p999, max: lat.hist.maxValue / 1000 }]);
     printTable('recovery and raw ceiling', [
-      { what: 'recovery (replay, no snapshot)', rows: rec.replayed_rows, seconds: recovery_s, rows_per_s: Math.round(rec.replayed_rows / recovery_s) },
+      { what: `recovery (replay of ${Math.round(rec.replayed_rows * events_per_row).toLocaleString('en-US')} events, no snapshot)`, rows: rec.replayed_rows, seconds: recovery_s, rows_per_s: Math.round(rec.replayed_rows / recovery_s) },
       { what: 'raw batched COPY, no engine', rows: raw.rows, seconds: raw.rows / raw.per_s, rows_per_s: Math.round(raw.per_s) },
     ]);
     printTable('worker transport, ns per order (batch of 1,000 results)', tr.map((t) => ({ transport: t.name, ns_per_order: Math.round(t.ns_per_order) })));
@@ -288,6 +293,8 @@ export async function run(args: string[]): Promise<void> {
     writeResults('pipeline', metrics, {
       details: {
         journal_rows_replayed: rec.replayed_rows,
+        events_per_journal_row: events_per_row,
+        journal_events_replayed: Math.round(rec.replayed_rows * events_per_row),
         journal_rows_in_zone: Number(evCount),
         latency_run_rate_per_s: target,
         ack_p999_ms: p999,
