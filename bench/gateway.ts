@@ -17,8 +17,14 @@ import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
 import { printTable, writeResults } from './report.js';
 
-const BOTS = 100;
-const ORDERS_PER_BOT = 600;
+// `--bots N`, `--orders-per-bot N` and `--no-fanout` for investigations (defaults are the issue's setup).
+const argValue = (name: string): string | undefined => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+};
+const BOTS = Number(argValue('--bots') ?? 100);
+const ORDERS_PER_BOT = Number(argValue('--orders-per-bot') ?? 600);
+const FANOUT = !process.argv.includes('--no-fanout');
 const MAX_ORDER_PHASE_MS = 15_000;
 const SUBSCRIBERS = 1000;
 const FANOUT_UPDATES = 2000;
@@ -31,6 +37,7 @@ interface WorkerJob {
   interval_id?: number;
   creds?: { key_id: string; secret: string }[];
   expected?: number;
+  orders_per_bot?: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -87,7 +94,7 @@ async function workerMain(job: WorkerJob): Promise<void> {
       let i = 0;
       let t0 = 0;
       const sendNext = (): void => {
-        if (i >= ORDERS_PER_BOT || performance.now() - started > MAX_ORDER_PHASE_MS) return resolve();
+        if (i >= (job.orders_per_bot ?? ORDERS_PER_BOT) || performance.now() - started > MAX_ORDER_PHASE_MS) return resolve();
         const sell = (b + i) % 2 === 0;
         const price = sell ? 1000 + ((i * 7 + b) % 20) : 1010 - ((i * 5 + b) % 20);
         t0 = performance.now();
@@ -251,10 +258,20 @@ export async function run(_args: string[]): Promise<void> {
   const echo = await runWorker<{ rtt_us: number[] }>({ kind: 'echo', port: echoPort });
 
   // Orders.
-  const orders = await runWorker<{ rtt_us: number[]; elapsed_ms: number; rejects: number }>({ kind: 'orders', port: server.port, zone_id, interval_id, creds });
+  const elu0 = performance.eventLoopUtilization();
+  const cpu0 = process.cpuUsage();
+  const orders = await runWorker<{ rtt_us: number[]; elapsed_ms: number; rejects: number }>({ kind: 'orders', port: server.port, zone_id, interval_id, creds, orders_per_bot: ORDERS_PER_BOT });
+
+  const elu = performance.eventLoopUtilization(elu0);
+  const cpu = process.cpuUsage(cpu0);
+  const dur = (await metrics.getSingleMetric('kwx_ws_message_duration_seconds')!.get()).values;
+  const placeSum = dur.find((v) => (v as { metricName?: string }).metricName === 'kwx_ws_message_duration_seconds_sum' && v.labels.type === 'place')?.value ?? 0;
+  const placeCount = dur.find((v) => (v as { metricName?: string }).metricName === 'kwx_ws_message_duration_seconds_count' && v.labels.type === 'place')?.value ?? 1;
+  console.log(`order phase: server time per place, message in → ack queued: ${((placeSum / placeCount) * 1e6).toFixed(0)} µs (mean)`);
+  console.log(`order phase: server event-loop utilisation ${(elu.utilization * 100).toFixed(0)}%, process CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms (all threads)`);
 
   // Fan-out: each engine command changes one level of the book → one delta to every subscriber.
-  const fan = await runWorker<{ frames: number; elapsed_ms: number }>({ kind: 'fanout', port: server.port, zone_id, interval_id: interval_id, expected: FANOUT_UPDATES * SUBSCRIBERS }, (w) => {
+  const fan = !FANOUT ? { frames: 0, elapsed_ms: 1 } : await runWorker<{ frames: number; elapsed_ms: number }>({ kind: 'fanout', port: server.port, zone_id, interval_id: interval_id, expected: FANOUT_UPDATES * SUBSCRIBERS }, (w) => {
     setTimeout(() => {
       w.postMessage('go');
       let i = 0;

@@ -20,8 +20,13 @@ export function crc32(s: string): number {
 
 /** "0.0120" → "120", "1.500" → "1500", "-0.0010" → "-10", "0.000" → "0". */
 export function stripDecimal(s: string): string {
-  const neg = s.startsWith('-');
-  const digits = (neg ? s.slice(1) : s).replace('.', '').replace(/^0+/, '');
+  const neg = s.charCodeAt(0) === 45; // '-'
+  const body = neg ? s.slice(1) : s;
+  const dot = body.indexOf('.');
+  const all = dot < 0 ? body : body.slice(0, dot) + body.slice(dot + 1);
+  let k = 0;
+  while (k < all.length && all.charCodeAt(k) === 48) k++; // leading '0's
+  const digits = k === 0 ? all : all.slice(k);
   if (digits === '') return '0';
   return neg ? `-${digits}` : digits;
 }

@@ -81,8 +81,11 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
   const keyBuckets = new Map<string, TokenBucket>();
 
   // ---- sending ----------------------------------------------------------------------------
-  // Frames are queued per session and written in one cork per session at the end of the current
-  // task: one syscall for many messages (fan-out loops and acks resolved together).
+  // Frames are queued per session and written in one cork per session once the current event-loop
+  // turn's callbacks and microtasks are done (setImmediate: the check phase right after uWS's poll):
+  // one syscall per session for everything the turn produced — the private updates published while
+  // the command commits AND the ack resolved a few microtasks later, for every session at once.
+  // (A microtask flush ran before the ack's continuation and wrote each order twice.)
   const dirty = new Set<Session>();
   let flushScheduled = false;
   const flush = (): void => {
@@ -112,7 +115,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     dirty.add(s);
     if (!flushScheduled) {
       flushScheduled = true;
-      queueMicrotask(flush);
+      setImmediate(flush);
     }
     return 1;
   };
@@ -346,6 +349,15 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
   };
 
   const d_funds = d.funds;
+  // prom-client resolves label sets by hashing on every call: keep the children of the hot path.
+  const children = new Map<string, { inc(): void } | { observe(v: number): void }>();
+  const child = <T>(key: string, make: () => T): T => {
+    let c = children.get(key) as T | undefined;
+    if (c === undefined) children.set(key, (c = make()) as never);
+    return c;
+  };
+  const countAck = (op: string): void => child(`a:${op}`, () => metrics.acks.labels({ op })).inc();
+  const observeAck = (op: string, seconds: number): void => child(`l:${op}`, () => metrics.ack_latency.labels({ op })).observe(seconds);
   const submit = async (op: string, zone_id: number, cmd: SubmitCommand): Promise<SubmitResult> => {
     const t0 = performance.now();
     let r: SubmitResult;
@@ -363,7 +375,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
         r = { ok: false, code: 'EXCHANGE_UNAVAILABLE', message: `the ledger could not persist this operation's effects: ${(err as Error).message}` };
       }
     }
-    metrics.ack_latency.observe({ op }, (performance.now() - t0) / 1e3);
+    observeAck(op, (performance.now() - t0) / 1e3);
     return r;
   };
 
@@ -442,7 +454,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     }
     const o = orderOutcome(r.events, r.order_id ?? 0, zone_id);
     if (o.reject !== null) return reject(s, 'place', m, o.reject, { client_order_id });
-    metrics.acks.inc({ op: 'place' });
+    countAck('place');
     send(s, { type: 'ack', req_id: reqId(m), op: 'place', ...o.ack! });
   };
 
@@ -482,7 +494,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       return rej.reason === 'UNKNOWN_ORDER' ? unknownOrder(s, op, m) : reject(s, op, m, fail(rej.reason, `rejected by the engine: ${rej.reason}`), { order_id });
     }
     const o = d.orders?.get(order_id);
-    metrics.acks.inc({ op });
+    countAck(op);
     const base: Record<string, unknown> = { type: 'ack', req_id: reqId(m), op, order_id };
     if (o !== undefined) Object.assign(base, wireOrder(o, zone.unit));
     const amended = r.events.find((e) => e.type === 'AMENDED');
@@ -503,7 +515,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       }
       for (const e of r.events) if (e.type === 'CANCELLED') cancelled++;
     }
-    metrics.acks.inc({ op: 'mass_cancel' });
+    countAck('mass_cancel');
     send(s, { type: 'ack', req_id: reqId(m), op: 'mass_cancel', cancelled });
   };
 
@@ -549,6 +561,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     }
   };
 
+  const okCounter = (type: string) => child(`m:${type}`, () => metrics.messages.labels({ type, outcome: 'ok' }));
+  const durationOf = (type: string) => child(`d:${type}`, () => metrics.message_seconds.labels({ type }));
   const onMessage = (s: Session, data: ArrayBuffer, isBinary: boolean): void => {
     const t0 = performance.now();
     if (data.byteLength > limits.max_message_bytes) {
@@ -583,8 +597,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     }
     handle(s, msg).then(
       () => {
-        if (msg.type !== 'login') metrics.messages.inc({ type: msg.type, outcome: 'ok' });
-        if (TRADING_TYPES.has(msg.type) || msg.type === 'ping') metrics.message_seconds.observe({ type: msg.type }, (performance.now() - t0) / 1e3);
+        if (msg.type !== 'login') okCounter(msg.type).inc();
+        if (TRADING_TYPES.has(msg.type) || msg.type === 'ping') durationOf(msg.type).observe((performance.now() - t0) / 1e3);
       },
       (err: Error) => {
         metrics.messages.inc({ type: msg.type, outcome: 'error' });
