@@ -25,6 +25,8 @@ import type { Pricing } from './money.js';
 export const COPY_CHUNK_ROWS = 4_096;
 /** Transfers read per round trip during a rebuild. */
 export const REBUILD_PAGE_ROWS = 50_000;
+/** The timer (start()) skips a tick while this many batches are still committing. */
+export const MAX_TIMED_FLUSHES_IN_FLIGHT = 3;
 
 type Tx = postgres.TransactionSql<Record<string, never>>;
 type Col = (string | null)[];
@@ -172,6 +174,8 @@ export class LedgerStore {
   private committed: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
   private lastError: Error | null = null;
+  /** Batches handed to PostgreSQL and not yet committed or failed. */
+  in_flight = 0;
   durable_seq = 0;
 
   /**
@@ -194,6 +198,7 @@ export class LedgerStore {
     const seq = this.ledger.core.transfer_count;
     const batch = changes.empty ? null : serialize(changes);
     const previous = this.committed;
+    this.in_flight++;
     const run = (async (): Promise<FlushResult> => {
       if (batch !== null) await this.write(batch, previous);
       else await previous;
@@ -202,18 +207,26 @@ export class LedgerStore {
       return { transfers: batch?.transfer_count ?? 0, durable_seq: seq };
     })();
     this.committed = run.then(
-      () => undefined,
+      () => {
+        this.in_flight--;
+      },
       (err: Error) => {
+        this.in_flight--;
         this.lastError ??= err;
       },
     );
     return run;
   }
 
-  /** Flushes every `interval_ms` (group commit). An error stops the timer; see flush(). */
+  /**
+   * Flushes every `interval_ms` (group commit). A tick is skipped while
+   * MAX_TIMED_FLUSHES_IN_FLIGHT batches are still committing (the next tick takes everything),
+   * so a slow database gets bigger batches, not more connections. An error stops the timer.
+   */
   start(interval_ms: number): void {
     if (this.timer !== null) return;
     this.timer = setInterval(() => {
+      if (this.in_flight >= MAX_TIMED_FLUSHES_IN_FLIGHT) return;
       this.flush().catch(() => this.stop());
     }, interval_ms);
   }

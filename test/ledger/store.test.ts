@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { LedgerStore, loadLedger } from '../../ledger/store.js';
+import { LedgerStore, loadLedger, MAX_TIMED_FLUSHES_IN_FLIGHT } from '../../ledger/store.js';
 import { BUYER, newLedger, T0 } from './fixtures.js';
 
 let db: TestDatabase;
@@ -36,16 +36,22 @@ describe('ledger store', () => {
     expect(rebuilt.balances(BUYER, 'EUR').available_minor).toBe(100n);
   });
 
-  it('group commit: start() flushes on a timer until stop()', async () => {
+  it('group commit: start() flushes on a timer until stop(), with a bounded number of batches in flight', async () => {
     const fresh = await createTestDatabase();
     try {
       const ledger = newLedger({ record_changes: true });
       const store = new LedgerStore(fresh.sql, ledger);
-      store.start(5);
-      for (let i = 0; i < 50; i++) ledger.deposit({ transfer_id: `t-${i}`, user_id: BUYER, currency: 'EUR', amount_minor: 1n }, T0 + i);
+      store.start(1);
+      let most_in_flight = 0;
+      for (let i = 0; i < 50; i++) {
+        ledger.deposit({ transfer_id: `t-${i}`, user_id: BUYER, currency: 'EUR', amount_minor: 1n }, T0 + i);
+        await new Promise((r) => setTimeout(r, 1));
+        most_in_flight = Math.max(most_in_flight, store.in_flight);
+      }
       for (let tries = 0; tries < 400 && store.durable_seq < 50; tries++) await new Promise((r) => setTimeout(r, 10));
       store.stop();
       expect(store.durable_seq).toBe(50);
+      expect(most_in_flight).toBeLessThanOrEqual(MAX_TIMED_FLUSHES_IN_FLIGHT);
       expect((await loadLedger(fresh.sql)).snapshot()).toEqual(ledger.snapshot());
     } finally {
       await fresh.drop();
