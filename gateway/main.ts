@@ -13,12 +13,15 @@ import { seedDemo } from '../schema/seed.js';
 import { startRuntime, type Runtime } from '../engine/runtime/runtime.js';
 import { createIngestService, registerIngestRoutes, type IngestService } from '../ingest/index.js';
 import { LedgerStore, loadLedger } from '../ledger/index.js';
+import { createApiKey } from './auth.js';
 import { attachGateway, type Gateway } from './index.js';
 import { createMetricsRegistry } from './metrics.js';
 import { startHttpServer, type HttpServer } from './server.js';
 import { UwsUnavailableError } from './uws.js';
 
 const VERSION = (JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+const KNOWN_FLAGS = new Set(['--seed-demo', '--exit-after-seed', '--exit', '--bootstrap-admin']);
 
 interface Running {
   server?: HttpServer;
@@ -52,6 +55,21 @@ async function start(config: Config, log: Logger, args: Set<string>, running: Ru
   if (config.seed_demo || args.has('--seed-demo')) {
     const seed = await seedDemo(running.sql);
     log.info('demo seeded', { zone_id: seed.zone_id, intervals: seed.interval_ids.length });
+    await printNewKeys(running.sql, seed.users);
+  }
+  const adminEmail = argValue('--bootstrap-admin');
+  if (adminEmail !== undefined) {
+    const [u] = await running.sql<{ id: string }[]>`
+      insert into users (email, name, role) values (${adminEmail}, ${adminEmail}, 'ADMIN')
+      on conflict (lower(email)) do update set role = 'ADMIN', is_active = true
+      returning id`;
+    const key = await createApiKey(running.sql, { user_id: Number(u.id), algorithm: 'HMAC_SHA256', label: 'bootstrap' });
+    process.stdout.write(JSON.stringify({ user_id: Number(u.id), email: adminEmail, role: 'ADMIN', ...key }) + '\n');
+    log.warn('admin API key created; its secret was printed once on stdout', { user_id: Number(u.id), key_id: key.key_id });
+  }
+  if (args.has('--exit-after-seed') || args.has('--exit')) {
+    running.server.setHealth('ok', { database: config.database_url === null ? 'embedded' : 'external' });
+    return;
   }
 
   const ledger = await loadLedger(running.sql);
@@ -78,6 +96,22 @@ async function start(config: Config, log: Logger, args: Set<string>, running: Ru
 
   running.server.setHealth('ok', { database: config.database_url === null ? 'embedded' : 'external' });
   log.info('ready', { version: VERSION });
+}
+
+function argValue(name: string): string | undefined {
+  const argv = process.argv.slice(2);
+  const i = argv.indexOf(name);
+  return i >= 0 && i + 1 < argv.length ? argv[i + 1] : undefined;
+}
+
+/** Gives each demo user without a key one HMAC key, printed once on stdout (secrets are stored hashed). */
+async function printNewKeys(sql: Sql, users: Record<string, number>): Promise<void> {
+  for (const [who, user_id] of Object.entries(users)) {
+    const [has] = await sql<{ n: string }[]>`select count(*)::text as n from api_keys where user_id = ${user_id} and revoked_at is null`;
+    if (has.n !== '0') continue;
+    const key = await createApiKey(sql, { user_id, algorithm: 'HMAC_SHA256', label: `demo ${who}` });
+    process.stdout.write(JSON.stringify({ demo_user: who, user_id, ...key }) + '\n');
+  }
 }
 
 async function stop(running: Running, log: Logger): Promise<void> {
@@ -131,6 +165,12 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
 
+  const argv = process.argv.slice(2);
+  const unknown = argv.filter((a, i) => a.startsWith('--') && !KNOWN_FLAGS.has(a) && argv[i - 1] !== '--bootstrap-admin');
+  if (unknown.length > 0) {
+    process.stderr.write(`kwx: unknown option ${unknown[0]}; known: ${[...KNOWN_FLAGS].join(', ')}\n`);
+    process.exit(2);
+  }
   try {
     await start(config, log, args, running);
   } catch (err) {
@@ -141,7 +181,7 @@ async function main(): Promise<void> {
     await stop(running, log);
     process.exit(1);
   }
-  if (args.has('--exit-after-seed')) shutdown('--exit-after-seed');
+  if (args.has('--exit-after-seed') || args.has('--exit')) shutdown('--exit');
 }
 
 await main();

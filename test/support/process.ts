@@ -9,6 +9,8 @@ export interface KwxProcess {
   child: ChildProcess;
   /** Everything written to stderr so far (structured logs). */
   stderr(): string;
+  /** Everything written to stdout so far (credentials printed once by --seed-demo / --bootstrap-admin). */
+  stdout(): string;
   /** Resolves with the port from the "listening" log line. */
   port: Promise<number>;
   /** Resolves with the exit code (or signal name). */
@@ -29,9 +31,12 @@ export function startKwx(env: Record<string, string | undefined>, args: string[]
     const m = /"msg":"listening"[^\n]*"port":(\d+)/.exec(err);
     if (m !== null) resolvePort(Number(m[1]));
   });
-  child.stdout!.resume();
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  return { child, stderr: () => err, port, exited };
+  return { child, stderr: () => err, stdout: () => out, port, exited };
 }
 
 /** Polls GET url until it answers `status` or the deadline passes; returns the last status seen. */

@@ -1,0 +1,143 @@
+// The whole exchange as a user runs it: `npm start` (the compiled process) with the demo seed,
+// an admin key from --bootstrap-admin, real WebSocket clients, a restart in the middle.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { adminHeaders, loginMessage, type ClientCredentials } from '../../gateway/auth.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startKwx, waitForStatus, type KwxProcess } from '../support/process.js';
+
+type Msg = Record<string, unknown> & { type: string };
+
+class Client {
+  readonly inbox: Msg[] = [];
+  private waiters: { pred: (m: Msg) => boolean; resolve: (m: Msg) => void }[] = [];
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data) => {
+      const m = JSON.parse(String(data)) as Msg;
+      this.inbox.push(m);
+      this.waiters = this.waiters.filter((w) => (w.pred(m) ? (w.resolve(m), false) : true));
+    });
+  }
+  static async open(port: number): Promise<Client> {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    return new Client(ws);
+  }
+  next(pred: (m: Msg) => boolean, timeoutMs = 10_000): Promise<Msg> {
+    const seen = this.inbox.find(pred);
+    if (seen !== undefined) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timed out; inbox: ${JSON.stringify(this.inbox.slice(-5))}`)), timeoutMs);
+      this.waiters.push({ pred, resolve: (m) => (clearTimeout(t), resolve(m)) });
+    });
+  }
+  async request(msg: Record<string, unknown>): Promise<Msg> {
+    this.ws.send(JSON.stringify(msg));
+    return this.next((m) => m.req_id === msg.req_id && (m.type === 'ack' || m.type === 'reject' || m.type === 'logged_in' || m.type === 'balances' || m.type === 'order_state'));
+  }
+  close(): void {
+    this.ws.close();
+  }
+}
+
+function credentials(stdout: string): Map<string, ClientCredentials & { user_id: number }> {
+  const creds = new Map<string, ClientCredentials & { user_id: number }>();
+  for (const line of stdout.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const o = JSON.parse(line) as { demo_user?: string; role?: string; user_id: number; key_id: string; secret: string };
+    creds.set(o.demo_user ?? 'admin', { key_id: o.key_id, algorithm: 'HMAC_SHA256', secret: o.secret, user_id: o.user_id });
+  }
+  return creds;
+}
+
+describe('the exchange end to end (npm start)', () => {
+  let db: TestDatabase;
+  let kwx: KwxProcess | undefined;
+  beforeAll(async () => {
+    db = await createTestDatabase({ migrated: false });
+  });
+  afterAll(async () => {
+    kwx?.child.kill('SIGKILL');
+    await db.drop();
+  });
+
+  const env = (): Record<string, string> => ({ PORT: '0', HOST: '127.0.0.1', DATABASE_URL: db.url, LOG_LEVEL: 'info', KWX_ENGINE_WORKERS: '1' });
+
+  it('a consumer buys a prosumer’s solar energy over WebSocket; both see the fill; the book survives a restart', async () => {
+    kwx = startKwx(env(), ['--seed-demo', '--bootstrap-admin', 'admin@e2e.kwx']);
+    const port = await kwx.port;
+    expect(await waitForStatus(`http://127.0.0.1:${port}/health`, 200, 60_000)).toBe(200);
+    const creds = credentials(kwx.stdout());
+    expect([...creds.keys()].sort()).toEqual(['admin', 'consumer', 'operator', 'prosumer']);
+    const [zone] = await db.sql<{ id: string }[]>`select id from grid_zones where code = 'DEMO-1'`;
+    const zone_id = Number(zone.id);
+    const [iv] = await db.sql<{ id: string }[]>`select id from delivery_intervals where zone_id = ${zone_id} order by starts_at desc limit 1`;
+    const interval_id = Number(iv.id);
+
+    // an ADMIN deposits 50.00 EUR for the consumer (signed admin HTTP)
+    const body = JSON.stringify({ transfer_id: 'e2e-dep-1', user_id: creds.get('consumer')!.user_id, currency: 'EUR', amount: '50.00' });
+    const dep = await fetch(`http://127.0.0.1:${port}/admin/deposits`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...adminHeaders(creds.get('admin')!, 'POST', '/admin/deposits', body) },
+      body,
+    });
+    expect(dep.status).toBe(201);
+    // a consumer may not deposit for itself
+    const body2 = JSON.stringify({ transfer_id: 'e2e-dep-2', user_id: creds.get('consumer')!.user_id, currency: 'EUR', amount: '50.00' });
+    const forbidden = await fetch(`http://127.0.0.1:${port}/admin/deposits`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...adminHeaders(creds.get('consumer')!, 'POST', '/admin/deposits', body2) },
+      body: body2,
+    });
+    expect(forbidden.status).toBe(403);
+
+    const seller = await Client.open(port);
+    const buyer = await Client.open(port);
+    expect((await seller.request({ ...loginMessage(creds.get('prosumer')!), req_id: 1 })).type).toBe('logged_in');
+    expect((await buyer.request({ ...loginMessage(creds.get('consumer')!), req_id: 1 })).type).toBe('logged_in');
+
+    const rest = await seller.request({ type: 'place', req_id: 's1', zone_id, interval_id, client_order_id: 'sun-1', side: 'SELL', order_type: 'LIMIT', source: 'SOLAR', price: '0.2000', qty: '2.000' });
+    expect(rest).toMatchObject({ type: 'ack', status: 'ACTIVE', remaining_qty: '2.000' });
+    const sellOrderId = rest.order_id as number;
+
+    // the order survives a restart: SIGTERM, start again, the book is recovered from the journal
+    seller.close();
+    buyer.close();
+    kwx.child.kill('SIGTERM');
+    expect(await kwx.exited).toBe(0);
+    kwx = startKwx(env());
+    const port2 = await kwx.port;
+    expect(await waitForStatus(`http://127.0.0.1:${port2}/health`, 200, 60_000)).toBe(200);
+
+    const seller2 = await Client.open(port2);
+    const buyer2 = await Client.open(port2);
+    expect((await seller2.request({ ...loginMessage(creds.get('prosumer')!), req_id: 1 })).type).toBe('logged_in');
+    expect((await buyer2.request({ ...loginMessage(creds.get('consumer')!), req_id: 1 })).type).toBe('logged_in');
+
+    const take = await buyer2.request({ type: 'place', req_id: 'b1', zone_id, interval_id, client_order_id: 'home-1', side: 'BUY', order_type: 'IOC', source: 'SOLAR', price: '0.2500', qty: '1.500' });
+    expect(take).toMatchObject({ type: 'ack', status: 'MATCHED', filled_qty: '1.500' });
+    expect(take.fills).toEqual([expect.objectContaining({ price: '0.2000', qty: '1.500', source: 'SOLAR' })]);
+    const makerFill = await seller2.next((m) => m.type === 'fill' && m.order_id === sellOrderId);
+    expect(makerFill).toMatchObject({ side: 'SELL', price: '0.2000', qty: '1.500', liquidity: 'MAKER' });
+
+    // the trade is in the read model once projected
+    let trades: { qty_wh: string; price_ticks: string }[] = [];
+    for (let i = 0; i < 50 && trades.length === 0; i++) {
+      trades = await db.sql<{ qty_wh: string; price_ticks: string }[]>`select qty_wh::text, price_ticks::text from trades where sell_order_id = ${sellOrderId}`;
+      if (trades.length === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(trades).toEqual([{ qty_wh: '1500', price_ticks: '2000' }]);
+
+    // a trader cannot cancel another trader's order: same answer as an unknown one
+    const foreign = await buyer2.request({ type: 'cancel', req_id: 'x1', order_id: sellOrderId });
+    expect(foreign).toMatchObject({ type: 'reject', code: 'UNKNOWN_ORDER' });
+    const own = await seller2.request({ type: 'cancel', req_id: 'c1', order_id: sellOrderId });
+    expect(own).toMatchObject({ type: 'ack', status: 'CANCELLED' });
+
+    seller2.close();
+    buyer2.close();
+    kwx.child.kill('SIGTERM');
+    expect(await kwx.exited).toBe(0);
+    kwx = undefined;
+  });
+});
