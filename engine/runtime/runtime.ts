@@ -329,7 +329,7 @@ class RuntimeImpl implements Runtime {
       duration_ms: Math.round(m.duration_ms),
     });
     if (m.last_seq === 0 && z.config !== null) {
-      const r = await this.sequence(z, z.config as SubmitCommand, true);
+      const r = await this.sequence(z, z.config as SubmitCommand);
       if (!r.ok) throw new Error(`zone ${z.zone_id}: configuring failed: ${r.message}`);
     }
   }
@@ -391,10 +391,10 @@ class RuntimeImpl implements Runtime {
     if ('zone_id' in cmd && cmd.zone_id !== undefined && cmd.zone_id !== zone_id) {
       return Promise.resolve(fail('INVALID_COMMAND', `command names zone ${String(cmd.zone_id)} but was sent to zone ${zone_id}`));
     }
-    return this.sequence(z, cmd, false);
+    return this.sequence(z, cmd);
   }
 
-  private sequence(z: ZoneSlot, cmd: SubmitCommand | { type: 'CHECKPOINT' }, _system: boolean): Promise<SubmitResult> {
+  private sequence(z: ZoneSlot, cmd: SubmitCommand | { type: 'CHECKPOINT' }): Promise<SubmitResult> {
     if (z.status !== 'READY') {
       return Promise.resolve(fail('ZONE_UNAVAILABLE', `zone ${z.zone_id} is ${z.status === 'FAILED' ? 'failed' : 'restarting'}; retry shortly`));
     }
@@ -422,7 +422,7 @@ class RuntimeImpl implements Runtime {
     const p = new Promise<SubmitResult>((resolve) => z.waiters.set(seq, { resolve, order_id }));
     if (++z.since_checkpoint >= this.snapshotEvery && cmd.type !== 'CHECKPOINT') {
       z.since_checkpoint = 0;
-      void this.sequence(z, { type: 'CHECKPOINT' }, true);
+      void this.sequence(z, { type: 'CHECKPOINT' });
     }
     if (slot.outbox.length >= WORKER_BATCH_MAX * 3) this.flush(slot);
     else if (!slot.scheduled) {
@@ -536,7 +536,7 @@ class RuntimeImpl implements Runtime {
         if (z.status !== 'READY') continue;
         for (const iv of z.intervals.values()) this.driveInterval(z, iv, now);
         if (z.has_gtt && now - z.last_command_ms >= (this.opts.expire_every_ms ?? 1000)) {
-          void this.sequence(z, { type: 'EXPIRE_DUE' }, true);
+          void this.sequence(z, { type: 'EXPIRE_DUE' });
         }
       }
     } catch (err) {
@@ -551,13 +551,13 @@ class RuntimeImpl implements Runtime {
     if (inEngine === undefined && now >= iv.gate_opens_at_ms && !z.lifecycle_pending.has(`o${iv.id}`)) {
       // Opened even when the gate is already past: the next tick closes it, which hands it off.
       z.lifecycle_pending.add(`o${iv.id}`);
-      void this.sequence(z, { type: 'OPEN_INTERVAL', interval_id: iv.id, capacity_wh: iv.capacity_wh }, true).then((r) => {
+      void this.sequence(z, { type: 'OPEN_INTERVAL', interval_id: iv.id, capacity_wh: iv.capacity_wh }).then((r) => {
         z.lifecycle_pending.delete(`o${iv.id}`);
         if (r.ok && r.events.some((e) => e.type === 'REJECTED')) z.engine_intervals.set(iv.id, { closed: false });
       });
     } else if (inEngine !== undefined && !inEngine.closed && now >= iv.gate_closes_at_ms && !z.lifecycle_pending.has(`c${iv.id}`)) {
       z.lifecycle_pending.add(`c${iv.id}`);
-      void this.sequence(z, { type: 'GATE_CLOSE', interval_id: iv.id }, true).then(() => z.lifecycle_pending.delete(`c${iv.id}`));
+      void this.sequence(z, { type: 'GATE_CLOSE', interval_id: iv.id }).then(() => z.lifecycle_pending.delete(`c${iv.id}`));
     } else if (inEngine !== undefined && inEngine.closed) {
       z.intervals.delete(iv.id);
       if (iv.status !== 'CLOSED') void this.setIntervalStatus(iv.id, 'CLOSED');
@@ -613,7 +613,7 @@ class RuntimeImpl implements Runtime {
     if (z === undefined) throw new Error(`zone ${zone_id} is not run here`);
     const key = `${zone_id}:${z.next_seq}`;
     const saved = new Promise<{ seq: number; state_hash: string }>((resolve) => this.checkpointWaiters.set(key, resolve));
-    const r = await this.sequence(z, { type: 'CHECKPOINT' }, true);
+    const r = await this.sequence(z, { type: 'CHECKPOINT' });
     if (!r.ok) {
       this.checkpointWaiters.delete(key);
       throw new Error(`${r.code}: ${r.message}`);
