@@ -9,7 +9,7 @@ import { connect, redactUrl, startEmbeddedPostgres, type EmbeddedPostgres, type 
 import { createLogger, type Logger } from '../schema/log.js';
 import { migrate } from '../schema/migrate.js';
 import { PROJECT_ROOT } from '../schema/paths.js';
-import { seedDemo } from '../schema/seed.js';
+import { seedDemo, type DemoSeed } from '../schema/seed.js';
 import { startRuntime, type Runtime } from '../engine/runtime/runtime.js';
 import { createIngestService, registerIngestRoutes, type IngestService } from '../ingest/index.js';
 import { LedgerStore, loadLedger } from '../ledger/index.js';
@@ -36,6 +36,8 @@ interface Running {
 
 /** How often the ledger's single writer persists its changes (it also flushes on shutdown). */
 const LEDGER_FLUSH_INTERVAL_MS = 5;
+/** What --seed-demo deposits for the demo prosumer and consumer: 1,000.00 EUR each. */
+const DEMO_DEPOSIT_MINOR = 100_000n;
 
 async function start(config: Config, log: Logger, args: Set<string>, running: Running): Promise<void> {
   const metrics = createMetricsRegistry();
@@ -52,8 +54,9 @@ async function start(config: Config, log: Logger, args: Set<string>, running: Ru
   const result = await migrate(running.sql);
   log.info('migrations', { database: redactUrl(url), applied: result.applied, already_applied: result.skipped.length });
 
+  let demo: DemoSeed | null = null;
   if (config.seed_demo || args.has('--seed-demo')) {
-    const seed = await seedDemo(running.sql);
+    const seed = (demo = await seedDemo(running.sql));
     log.info('demo seeded', { zone_id: seed.zone_id, intervals: seed.interval_ids.length });
     await printNewKeys(running.sql, seed.users);
   }
@@ -67,14 +70,22 @@ async function start(config: Config, log: Logger, args: Set<string>, running: Ru
     process.stdout.write(JSON.stringify({ user_id: Number(u.id), email: adminEmail, role: 'ADMIN', ...key }) + '\n');
     log.warn('admin API key created; its secret was printed once on stdout', { user_id: Number(u.id), key_id: key.key_id });
   }
+  const ledger = await loadLedger(running.sql);
+  running.ledgerStore = new LedgerStore(running.sql, ledger);
+  running.ledgerStore.start(LEDGER_FLUSH_INTERVAL_MS);
+  if (demo !== null) {
+    // Demo money so the demo users can trade at once; the transfer ids make this idempotent.
+    const now = Date.now();
+    for (const user_id of [demo.users.prosumer, demo.users.consumer]) {
+      ledger.openUserAccounts(user_id, 'EUR', now);
+      ledger.deposit({ transfer_id: `demo-deposit-${user_id}`, user_id, currency: 'EUR', amount_minor: DEMO_DEPOSIT_MINOR }, now);
+    }
+    await running.ledgerStore.flush();
+  }
   if (args.has('--exit-after-seed') || args.has('--exit')) {
     running.server.setHealth('ok', { database: config.database_url === null ? 'embedded' : 'external' });
     return;
   }
-
-  const ledger = await loadLedger(running.sql);
-  running.ledgerStore = new LedgerStore(running.sql, ledger);
-  running.ledgerStore.start(LEDGER_FLUSH_INTERVAL_MS);
 
   running.runtime = await startRuntime({
     database_url: url,
