@@ -17,6 +17,7 @@ import { OrderBook, type LimitOrderOptions, type MarketOrderOptions } from 'node
 import { ZoneEngine } from '../engine/index.js';
 import type { Command, PlaceCommand } from '../engine/index.js';
 import { printTable, writeResults, type Row } from './report.js';
+import { mulberry32 } from './prng.js';
 
 // A full GC before every timed section (kwx and peer alike), so neither pays for the other's garbage.
 setFlagsFromString('--expose_gc');
@@ -39,15 +40,6 @@ interface Workload {
   peer: PeerOp[];
 }
 
-function mulberry32(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Gen {
   private rnd: () => number;

@@ -15,21 +15,13 @@ import { connectNoDelay } from '../engine/runtime/pg.js';
 import { COPY_HEADER, COPY_TRAILER, CopyJournalReader, CopyTupleWriter, decodeEvents, encodeCommandPayload } from '../engine/runtime/codec.js';
 import type { SubmitCommand } from '../engine/runtime/types.js';
 import type { Command, EngineEvent } from '../engine/core/types.js';
+import { mulberry32 as rng } from './prng.js';
 
 function arg(args: string[], name: string, def: number): number {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : def;
 }
 
-function rng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Market {
   zones: number[];

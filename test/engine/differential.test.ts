@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { PeerBook } from '../../bench/peer-order-book.js';
 import { ZoneEngine } from '../../engine/index.js';
 import type { EngineEvent } from '../../engine/index.js';
+import { mulberry32 } from '../../bench/prng.js';
 
 const ZONE = 1;
 const IV = 1;
@@ -20,15 +21,6 @@ function newEngine(): ZoneEngine {
   return e;
 }
 
-function mulberry32(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Fill = [maker: number, taker: number, price: number, qty: number];
 

@@ -1,5 +1,7 @@
 // Rows the runtime needs in a fresh test database: zones, users, delivery intervals.
 import type { Sql } from '../../schema/db.js';
+import { mulberry32 } from '../../bench/prng.js';
+export { mulberry32 as rng };
 
 export interface Market {
   zone_ids: number[];
@@ -44,13 +46,3 @@ export async function addInterval(sql: Sql, zone_id: number, gate_opens_at_ms: n
   return Number(iv.id);
 }
 
-/** A deterministic pseudo-random generator (mulberry32). */
-export function rng(seed: number): () => number {
-  let s = seed | 0;
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
