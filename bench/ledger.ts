@@ -13,6 +13,7 @@ import { Ledger, type ZoneConfig } from '../ledger/ledger.js';
 import type { TransferInput } from '../ledger/core.js';
 import { LedgerStore } from '../ledger/store.js';
 import { printTable, writeResults } from './report.js';
+import { mulberry32 as rng } from './prng.js';
 
 const ZONE: ZoneConfig = { zone_id: 1, currency: 'EUR', minor_units: 2, tick_size: '0.0001', fee_bps: 50, fee_per_kwh_minor: 1n };
 const T0 = 1_700_000_000_000;
@@ -28,16 +29,6 @@ function arg(args: string[], name: string, fallback: number): number {
   return i >= 0 && args[i + 1] !== undefined ? Number(args[i + 1]) : fallback;
 }
 
-/** xorshift32: deterministic inputs. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    return x / 4294967296;
-  };
-}
 
 function fundedLedger(users: number, record: boolean): { ledger: Ledger; available: number[] } {
   const ledger = new Ledger({ record_changes: record });

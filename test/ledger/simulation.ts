@@ -22,6 +22,8 @@ import { availableOf, balanceOf } from '../../ledger/core.js';
 import { LedgerError } from '../../ledger/errors.js';
 import { Ledger, type ZoneConfig } from '../../ledger/ledger.js';
 import type { TradeSource } from '../../ledger/certificates.js';
+import { mulberry32 as rng } from '../../bench/prng.js';
+export { rng };
 
 export const SIM_ZONES: ZoneConfig[] = [
   { zone_id: 1, currency: 'EUR', minor_units: 2, tick_size: '0.0001', fee_bps: 50, fee_per_kwh_minor: 1n },
@@ -30,17 +32,6 @@ export const SIM_ZONES: ZoneConfig[] = [
 const SOURCES: TradeSource[] = ['SOLAR', 'WIND', 'HYDRO', 'BATTERY'];
 const RETRY_BUFFER = 512;
 
-/** mulberry32: small, fast, seeded. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class StepRecorder {
   transfers = 0;

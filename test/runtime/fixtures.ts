@@ -1,7 +1,7 @@
 // Rows the runtime needs in a fresh test database: zones, users, delivery intervals.
 import type { Sql } from '../../schema/db.js';
-import { mulberry32 } from '../../bench/prng.js';
-export { mulberry32 as rng };
+import { mulberry32 as rng } from '../../bench/prng.js';
+export { rng };
 
 export interface Market {
   zone_ids: number[];
