@@ -31,7 +31,8 @@ const FANOUT_UPDATES = 2000;
 const ECHO_ROUND_TRIPS = 20_000;
 
 interface WorkerJob {
-  kind: 'orders' | 'echo' | 'fanout';
+  kind: 'orders' | 'echo' | 'echo_bots' | 'fanout';
+  bots?: number;
   port: number;
   zone_id?: number;
   interval_id?: number;
@@ -70,6 +71,34 @@ async function workerMain(job: WorkerJob): Promise<void> {
     });
     ws.close();
     parentPort!.postMessage({ rtt_us: rtt });
+    return;
+  }
+  if (job.kind === 'echo_bots') {
+    // The machine's ceiling for this client design: `bots` clients in this one thread, closed loop,
+    // against the bare echo server, with an order-sized message (the same syscalls per round trip).
+    const n = job.bots ?? 100;
+    const per = job.orders_per_bot ?? ORDERS_PER_BOT;
+    const clients = await Promise.all(Array.from({ length: n }, () => open(`ws://127.0.0.1:${job.port}/`)));
+    const rtt: number[] = [];
+    const started = performance.now();
+    await Promise.all(clients.map((ws, b) => new Promise<void>((resolve) => {
+      let i = 0;
+      let t0 = 0;
+      const next = (): void => {
+        if (i >= per || performance.now() - started > MAX_ORDER_PHASE_MS) return resolve();
+        t0 = performance.now();
+        ws.send(`{"type":"place","req_id":${i},"zone_id":1,"interval_id":1,"client_order_id":"b${b}o${i}","side":"BUY","source":"ANY","order_type":"LIMIT","price":"0.1000","qty":"1.000"}`);
+        i++;
+      };
+      ws.on('message', () => {
+        rtt.push((performance.now() - t0) * 1000);
+        next();
+      });
+      next();
+    })));
+    const elapsed_ms = performance.now() - started;
+    for (const ws of clients) ws.close();
+    parentPort!.postMessage({ rtt_us: rtt, elapsed_ms });
     return;
   }
   if (job.kind === 'orders') {
@@ -257,6 +286,8 @@ export async function run(_args: string[]): Promise<void> {
   const echoPort = await new Promise<number>((resolve) => echoApp.listen('127.0.0.1', 0, (s) => resolve(uws.us_socket_local_port(s as never))));
   const echo = await runWorker<{ rtt_us: number[] }>({ kind: 'echo', port: echoPort });
 
+  const echoBots = await runWorker<{ rtt_us: number[]; elapsed_ms: number }>({ kind: 'echo_bots', port: echoPort, bots: BOTS, orders_per_bot: ORDERS_PER_BOT });
+
   // Orders.
   const elu0 = performance.eventLoopUtilization();
   const cpu0 = process.cpuUsage();
@@ -291,6 +322,9 @@ export async function run(_args: string[]): Promise<void> {
   const fanout_msgs_per_s = Math.round((fan.frames / Math.max(1, fan.elapsed_ms)) * 1000);
   const echo_rtt_p50_us = pct(echo.rtt_us, 50);
   const rtt_ratio_vs_echo = Math.round((order_rtt_p50_us / echo_rtt_p50_us) * 100) / 100;
+  const echo_bots_msgs_per_s = Math.round((echoBots.rtt_us.length / echoBots.elapsed_ms) * 1000);
+  const echo_bots_rtt_p50_us = pct(echoBots.rtt_us, 50);
+  const echo_bots_rtt_p99_us = pct(echoBots.rtt_us, 99);
   printTable('gateway (loopback, 100 bots, 1,000 subscribers)', [
     { measure: 'order round trip p50 (µs)', value: order_rtt_p50_us, target: '' },
     { measure: 'order round trip p99 (µs)', value: order_rtt_p99_us, target: '≤ 5,000' },
@@ -298,9 +332,13 @@ export async function run(_args: string[]): Promise<void> {
     { measure: 'fan-out messages/s delivered', value: fanout_msgs_per_s, target: '≥ 1,000,000' },
     { measure: 'bare uWS echo p50 (µs)', value: echo_rtt_p50_us, target: '' },
     { measure: 'order p50 / echo p50', value: rtt_ratio_vs_echo, target: '≤ 3' },
+    { measure: `bare echo, ${BOTS} bots closed loop: round trips/s`, value: echo_bots_msgs_per_s, target: '(ceiling)' },
+    { measure: `bare echo, ${BOTS} bots: p50 (µs)`, value: echo_bots_rtt_p50_us, target: '' },
+    { measure: `bare echo, ${BOTS} bots: p99 (µs)`, value: echo_bots_rtt_p99_us, target: '' },
+    { measure: 'orders/s ÷ echo round trips/s (same bots)', value: Math.round((orders_per_s / echo_bots_msgs_per_s) * 100) / 100, target: '' },
   ]);
   console.log(`orders: ${orders.rtt_us.length} in ${Math.round(orders.elapsed_ms)} ms, ${orders.rejects} rejected; fan-out: ${fan.frames} frames in ${Math.round(fan.elapsed_ms)} ms`);
-  writeResults('gateway', { order_rtt_p50_us, order_rtt_p99_us, orders_per_s, fanout_msgs_per_s, echo_rtt_p50_us, rtt_ratio_vs_echo }, {
+  writeResults('gateway', { order_rtt_p50_us, order_rtt_p99_us, orders_per_s, fanout_msgs_per_s, echo_rtt_p50_us, rtt_ratio_vs_echo, echo_bots_msgs_per_s, echo_bots_rtt_p50_us, echo_bots_rtt_p99_us }, {
     setup: { bots: BOTS, orders_per_bot: ORDERS_PER_BOT, subscribers: SUBSCRIBERS, fanout_updates: FANOUT_UPDATES, engine: 'engine core in-process (no journal)', ledger: 'none', clients: 'one worker thread' },
   });
 

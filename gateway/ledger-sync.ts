@@ -101,9 +101,12 @@ export async function startLedgerSync(o: LedgerSyncOptions): Promise<LedgerSync>
     o.log?.warn('ledger reconciled with the engine', { orphans_released, stale_released, unfunded_resting_buys: unfunded.length });
   }
   // 6. Durable before the first client is served.
+  let lastSaved = '';
   const saveOffsets = async (): Promise<void> => {
     if (o.flush === undefined) return;
     const cut = funds.applied();
+    const key = JSON.stringify([...cut]);
+    if (key === lastSaved) return;
     await o.flush();
     if (cut.size === 0) return;
     const ids = [...cut.keys()];
@@ -112,6 +115,7 @@ export async function startLedgerSync(o: LedgerSyncOptions): Promise<LedgerSync>
       insert into engine_projection_offsets (projection, zone_id, seq)
       select ${LEDGER_PROJECTION}, z, s from unnest(${ids}::bigint[], ${seqs}::bigint[]) as r(z, s)
       on conflict (projection, zone_id) do update set seq = greatest(engine_projection_offsets.seq, excluded.seq), updated_at = now()`;
+    lastSaved = key;
   };
   await saveOffsets();
   o.log?.info('ledger in step with the journal', { replayed_rows: replayed, orphans_released, stale_released });

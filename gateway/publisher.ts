@@ -79,6 +79,8 @@ export interface Publisher {
   readonly orders: OrderTracker;
   /** The L2 book as the publisher holds it (tests compare it with the engine's). */
   book(zone_id: number, interval_id: number): LevelBook | undefined;
+  /** The seq of the last book message published for a market (0 when none). */
+  bookSeq(zone_id: number, interval_id: number): number;
   /** Publishes a notification on a user's private stream. */
   notify(user_id: number, n: { kind: string; title: string; body: string }): void;
   stop(): void;
@@ -402,6 +404,7 @@ export async function startPublisher(opts: {
     epoch,
     orders,
     book: (zone_id, interval_id) => zones.get(zone_id)?.markets.get(interval_id)?.book,
+    bookSeq: (zone_id, interval_id) => zones.get(zone_id)?.markets.get(interval_id)?.book_seq ?? 0,
     notify(user_id, n) {
       bus.publish(userChannel(user_id), { type: 'notification', ...n, ts: now() });
     },
