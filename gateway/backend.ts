@@ -288,9 +288,11 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
     return scheduled;
   };
 
-  const holdOf = (order_id: number) => ledger.holds.get(order_id);
+  const unbound = new Map<number, number>(); // engine order id → gateway hold id (its move failed; the order is being cancelled)
+  const holdOf = (order_id: number) => ledger.holds.get(unbound.get(order_id) ?? order_id);
   const release = (order_id: number, reason: 'CANCELLED' | 'EXPIRED', out: Set<number>): void => {
     const h = holdOf(order_id);
+    unbound.delete(order_id);
     if (h === undefined || h.status !== 'OPEN') return;
     ledger.releaseBuyOrder({ order_id: h.order_id, reason }, now());
     changed();
@@ -322,9 +324,31 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
       options.onUnfunded?.(zone_id, e.order_id, e.user_id);
       return;
     }
-    dropGatewayHold(hold_id);
-    ledger.releaseBuyOrder({ order_id: hold_id, reason: 'CANCELLED' }, now());
-    ledger.holdBuyOrder({ order_id: e.order_id, user_id: h.user_id, zone_id: h.zone_id, limit_price_ticks: h.limit_price_ticks, qty_wh: h.qty_wh }, now());
+    const to = { order_id: e.order_id, user_id: h.user_id, zone_id: h.zone_id, limit_price_ticks: h.limit_price_ticks, qty_wh: h.qty_wh };
+    const bindHold = (ledger as { bindHold?: (r: { from_order_id: number; to_order_id: number }, now_ms: number) => unknown }).bindHold;
+    try {
+      if (typeof bindHold === 'function') {
+        // The ledger's own atomic move (not a new commitment: never refused by an outage gate).
+        bindHold.call(ledger, { from_order_id: hold_id, to_order_id: e.order_id }, now());
+      } else if (available >= need) {
+        // Hold first when the buyer can afford both for a moment: nothing is ever unheld.
+        ledger.holdBuyOrder(to, now());
+        ledger.releaseBuyOrder({ order_id: hold_id, reason: 'CANCELLED' }, now());
+      } else {
+        ledger.releaseBuyOrder({ order_id: hold_id, reason: 'CANCELLED' }, now());
+        ledger.holdBuyOrder(to, now());
+      }
+    } catch (err) {
+      // e.g. the ledger refuses new holds during a storage outage: the order must not trade unheld.
+      log?.error('ledger: hold could not move to its order id; cancelling the order', { order_id: e.order_id, user_id: e.user_id, error: (err as Error).message });
+      // Until its cancel commits, the order's fills draw on the gateway hold if that is still open.
+      if (ledger.holds.get(hold_id)?.status === 'OPEN') unbound.set(e.order_id, hold_id);
+      changed();
+      options.onUnfunded?.(zone_id, e.order_id, e.user_id);
+      return;
+    } finally {
+      if (ledger.holds.get(hold_id)?.status !== 'OPEN') dropGatewayHold(hold_id);
+    }
     changed();
     out.add(e.user_id);
   };

@@ -215,11 +215,20 @@ export async function startPublisher(opts: {
     const prev = tail;
     const p = (async () => {
       if (prev !== null) await prev;
-      if (durable !== null) await durable;
+      let d = durable;
+      // A store in an outage rejects (EXCHANGE_UNAVAILABLE) but keeps the batch and writes it when
+      // PostgreSQL returns: wait for that, never report what is not durable, never drop a message.
+      for (let attempt = 0; d !== null; attempt++) {
+        try {
+          await d;
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, Math.min(1000, 20 * 2 ** Math.min(attempt, 6))));
+          d = funds.durable();
+        }
+      }
       for (const [u, m] of msgs) emitUser(u, m);
-    })().catch(() => {
-      // The ledger store failed: nothing it did not persist may be reported (the process must restart).
-    });
+    })();
     tail = p;
     void p.then(() => {
       if (tail === p) tail = null;
