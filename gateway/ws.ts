@@ -372,7 +372,11 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       try {
         await durable;
       } catch (err) {
-        r = { ok: false, code: 'EXCHANGE_UNAVAILABLE', message: `the ledger could not persist this operation's effects: ${(err as Error).message}` };
+        // The engine did execute it: the outcome follows on the private stream once the ledger is durable again.
+        r = {
+          ok: false, code: 'EXCHANGE_UNAVAILABLE',
+          message: `executed by the engine, but its ledger effects are not durable yet (${(err as Error).message}); the outcome follows on your private stream`,
+        };
       }
     }
     observeAck(op, (performance.now() - t0) / 1e3);
