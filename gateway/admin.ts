@@ -3,6 +3,7 @@
 // and from where (IP). Bodies are JSON; answers are JSON; errors are { code, message }.
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Sql } from '../schema/db.js';
+import { issueDeviceToken, issueMeterToken } from '../ingest/index.js';
 import { adminPayload, authenticate, createApiKey, OPERATOR_ROLES, type Algorithm, type Principal } from './auth.js';
 import type { Funds, TradingBackend } from './backend.js';
 import type { Bus } from './bus.js';
@@ -336,14 +337,41 @@ export function attachAdmin(d: AdminDeps): void {
     return { status: 201, body };
   });
 
+  // A meter or device gets its ingest token at registration (shown once, only its hash is kept;
+  // the audit log records that a token was issued, never the token).
   route('post', '/admin/meters', { schema: obj({ serial: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{3,64}$' }, user_id: POS, zone_id: POS, max_power_w: POS, interval_minutes: { enum: [1, 5, 15, 30, 60] } }, ['serial', 'user_id', 'zone_id', 'max_power_w']) }, async (c) => {
     const body = await sql.begin(async (tx) => {
       const [after] = await tx`insert into smart_meters ${sql(c.body as Record<string, never>)} returning *`;
-      await c.audit(tx as unknown as Tx, 'meter.register', 'smart_meter', after.id as string, null, after);
-      return after;
+      const token = await issueMeterToken(tx as unknown as Sql, Number(after.id));
+      await c.audit(tx as unknown as Tx, 'meter.register', 'smart_meter', after.id as string, null, { ...after, token_issued: true });
+      return { ...after, token_hash: undefined, token };
     });
     return { status: 201, body };
   });
+
+  route('post', '/admin/devices', { schema: obj({ serial: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{3,64}$' }, user_id: POS, meter_id: POS, source_id: POS, kind: { enum: ['INVERTER', 'BATTERY', 'EV_CHARGER', 'HEAT_PUMP', 'WIND_TURBINE', 'HYDRO_TURBINE', 'GATEWAY', 'OTHER'] } }, ['serial', 'user_id', 'kind']) }, async (c) => {
+    const body = await sql.begin(async (tx) => {
+      const [after] = await tx`insert into devices ${sql(c.body as Record<string, never>)} returning *`;
+      const token = await issueDeviceToken(tx as unknown as Sql, Number(after.id));
+      await c.audit(tx as unknown as Tx, 'device.register', 'device', after.id as string, null, { ...after, token_issued: true });
+      return { ...after, token_hash: undefined, token };
+    });
+    return { status: 201, body };
+  });
+
+  for (const [kind, table] of [['meters', 'smart_meters'], ['devices', 'devices']] as const) {
+    route('post', `/admin/${kind}/:id/token`, {}, async (c) => {
+      const target = id(c.params[0]);
+      const body = await sql.begin(async (tx) => {
+        const rows = await tx`select id from ${sql(table)} where id = ${target} for update`;
+        if (rows.length === 0) bad('NOT_FOUND', `no ${kind.slice(0, -1)} ${target}`, 404);
+        const token = kind === 'meters' ? await issueMeterToken(tx as unknown as Sql, target) : await issueDeviceToken(tx as unknown as Sql, target);
+        await c.audit(tx as unknown as Tx, `${kind.slice(0, -1)}.token_rotate`, table === 'devices' ? 'device' : 'smart_meter', target, null, { token_issued: true });
+        return { id: target, token };
+      });
+      return { status: 200, body };
+    });
+  }
 
   // ---- money ------------------------------------------------------------------------------
   const money = (verb: 'deposits' | 'withdrawals'): void => {

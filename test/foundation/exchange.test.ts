@@ -50,7 +50,7 @@ function credentials(stdout: string): Map<string, ClientCredentials & { user_id:
   return creds;
 }
 
-describe('the exchange end to end (npm start)', () => {
+describe('the exchange end to end (npm start): trading, restart, meters', () => {
   let db: TestDatabase;
   let kwx: KwxProcess | undefined;
   beforeAll(async () => {
@@ -133,6 +133,42 @@ describe('the exchange end to end (npm start)', () => {
     expect(foreign).toMatchObject({ type: 'reject', code: 'UNKNOWN_ORDER' });
     const own = await seller2.request({ type: 'cancel', req_id: 'c1', order_id: sellOrderId });
     expect(own).toMatchObject({ type: 'ack', status: 'CANCELLED' });
+
+    // an operator registers a meter: its ingest token comes back once and writes only its own readings
+    const signed = async (who: string, method: string, path: string, payload?: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
+      const text = payload === undefined ? '' : JSON.stringify(payload);
+      const res = await fetch(`http://127.0.0.1:${port2}${path}`, {
+        method,
+        headers: { 'content-type': 'application/json', ...adminHeaders(creds.get(who)!, method, path, text) },
+        ...(payload === undefined ? {} : { body: text }),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const meter = await signed('operator', 'POST', '/admin/meters', { serial: 'E2E-METER-1', user_id: creds.get('prosumer')!.user_id, zone_id, max_power_w: 8000 });
+    expect(meter.status).toBe(201);
+    expect(meter.body.token).toMatch(/^kwx_m_\d+_/);
+    expect(meter.body).not.toHaveProperty('token_hash');
+    const audit = await db.sql<{ after: Record<string, unknown> }[]>`select after from audit_log where action = 'meter.register' order by id desc limit 1`;
+    expect(JSON.stringify(audit[0].after)).not.toContain(String(meter.body.token));
+    // the meter was installed yesterday (registration backdated in the database): today's readings are after it
+    await db.sql`update smart_meters set registered_at = now() - interval '1 day' where serial = 'E2E-METER-1'`;
+    const quarter = Math.floor(Date.now() / 900_000) * 900_000 - 900_000;
+    const post = (token: string, readings: unknown[]) =>
+      fetch(`http://127.0.0.1:${port2}/ingest/readings`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(readings) });
+    const ok = await post(String(meter.body.token), [{ meter_serial: 'E2E-METER-1', interval_start: quarter, interval_minutes: 15, production_wh: 1200, consumption_wh: 100 }]);
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toMatchObject({ received: 1, accepted: 1, rejected: 0 });
+    const otherMeter = await post(String(meter.body.token), [{ meter_serial: 'DEMO-METER-0002', interval_start: quarter, interval_minutes: 15, production_wh: 0, consumption_wh: 100 }]);
+    expect(await otherMeter.json()).toMatchObject({ accepted: 0, rejected: 1, results: [expect.objectContaining({ code: 'FORBIDDEN_METER' })] });
+    const [stored] = await db.sql<{ n: string }[]>`select count(*)::text as n from meter_readings r join smart_meters m on m.id = r.meter_id where m.serial = 'E2E-METER-1'`;
+    expect(stored.n).toBe('1');
+    // a trader may not register meters; a rotated token is issued once more
+    expect((await signed('prosumer', 'POST', '/admin/meters', { serial: 'E2E-METER-2', user_id: creds.get('prosumer')!.user_id, zone_id, max_power_w: 8000 })).status).toBe(403);
+    const rotated = await signed('operator', 'POST', `/admin/meters/${String(meter.body.id)}/token`);
+    expect(rotated.status).toBe(200);
+    expect(rotated.body.token).toMatch(/^kwx_m_\d+_/);
+    expect(rotated.body.token).not.toBe(meter.body.token);
+    expect((await signed('operator', 'POST', '/admin/meters/999999/token')).status).toBe(404);
 
     seller2.close();
     buyer2.close();
