@@ -90,7 +90,7 @@ import {
   stpCode,
 } from './codes.js';
 import { decodeEvent } from './events.js';
-import { hashString } from './hash.js';
+import { StreamHash } from './hash.js';
 import { IntMap } from './int-map.js';
 import type {
   AmendCommand,
@@ -1682,11 +1682,7 @@ export class ZoneEngine {
    * user), orders by seq. Internal layout (slots, pools, stale heap entries) is not part of it.
    */
   serialize(): EngineSnapshot {
-    const sellers: SellerView[] = [];
-    for (let s = 0; s < this.sellerN; s++) {
-      if (this.sLimit[s] >= 0 || this.sSold[s] !== 0 || this.sOpen[s] !== 0) sellers.push(this.sellerView(s));
-    }
-    sellers.sort((a, b) => a.interval_id - b.interval_id || a.user_id - b.user_id);
+    const sellers = this.canonicalSellers();
     return {
       version: 1,
       zone_id: this.zoneId,
@@ -1765,9 +1761,76 @@ export class ZoneEngine {
     return e;
   }
 
-  /** A stable 64-bit FNV-1a hash (16 hex digits) of the canonical state (serialize()). */
+  /** Sellers with a limit or any sold/open Wh, by (interval, user): part of the canonical state. */
+  private canonicalSellers(): SellerView[] {
+    const sellers: SellerView[] = [];
+    for (let s = 0; s < this.sellerN; s++) {
+      if (this.sLimit[s] >= 0 || this.sSold[s] !== 0 || this.sOpen[s] !== 0) sellers.push(this.sellerView(s));
+    }
+    sellers.sort((a, b) => a.interval_id - b.interval_id || a.user_id - b.user_id);
+    return sellers;
+  }
+
+  /**
+   * A stable 64-bit FNV-1a hash (16 hex digits) of the canonical state: the same value as
+   * hashString(JSON.stringify(this.serialize())) (journals hold checkpoints of that form), computed
+   * by streaming the JSON text of the state into the hash instead of building it. The open orders,
+   * nearly all of the text, are read straight from their records (no view objects, no string).
+   */
   stateHash(): string {
-    return hashString(JSON.stringify(this.serialize()));
+    const h = new StreamHash();
+    h.raw('{"version":1,"zone_id":');
+    h.num(this.zoneId);
+    h.raw(',"config":');
+    h.raw(JSON.stringify(this.config()));
+    h.raw(',"next_seq":');
+    h.num(this.nextSeq);
+    h.raw(',"event_seq":');
+    h.num(this.eventSeq);
+    h.raw(',"trade_seq":');
+    h.num(this.tradeSeq);
+    h.raw(',"last_ts_ms":');
+    h.num(this.lastTs);
+    h.raw(',"intervals":');
+    h.raw(JSON.stringify(this.intervals()));
+    h.raw(',"sellers":');
+    h.raw(JSON.stringify(this.canonicalSellers()));
+    h.raw(',"orders":[');
+    const of = this.of;
+    const oi = this.oi;
+    const slots = this.openSlotsInSeqOrder(() => true);
+    for (let i = 0; i < slots.length; i++) {
+      const slot = slots[i];
+      const f = slot * OW;
+      const n = slot * IW;
+      h.raw(i === 0 ? '{"order_id":' : ',{"order_id":');
+      h.num(of[f + F_ID]);
+      h.raw(',"user_id":');
+      h.num(of[f + F_USER]);
+      h.raw(',"client_order_id":');
+      h.str(this.oCoid[slot]);
+      h.raw(',"interval_id":');
+      h.num(this.bookInterval[oi[n + I_BOOK]]);
+      h.raw(SIDE_JSON[oi[n + I_SIDE]]);
+      h.raw(SOURCE_JSON[oi[n + I_SOURCE]]);
+      h.raw(TYPE_JSON[oi[n + I_TYPE]]);
+      h.raw(STP_JSON[oi[n + I_STP]]);
+      h.raw(',"price_ticks":');
+      h.num(of[f + F_PRICE]);
+      h.raw(',"qty_wh":');
+      h.num(of[f + F_TOTAL]);
+      h.raw(',"remaining_wh":');
+      h.num(of[f + F_LEFT]);
+      h.raw(',"filled_wh":');
+      h.num(of[f + F_FILLED]);
+      h.raw(',"seq":');
+      h.num(of[f + F_SEQ]);
+      h.raw(',"expire_at_ms":');
+      h.num(of[f + F_EXPIRE]);
+      h.ch(125); // '}'
+    }
+    h.raw(']}');
+    return h.hex();
   }
 }
 
@@ -1782,6 +1845,12 @@ function coidKeyOf(uid: number, coid: string): number {
   }
   return (b & 0xfffff) * 4294967296 + (a >>> 0) + 1;
 }
+
+// The JSON text of an order's enum fields, with their keys (stateHash streams it).
+const SIDE_JSON = SIDES.map((v) => `,"side":${JSON.stringify(v)}`);
+const SOURCE_JSON = SOURCES.map((v) => `,"source":${JSON.stringify(v)}`);
+const TYPE_JSON = ORDER_TYPES.map((v) => `,"order_type":${JSON.stringify(v)}`);
+const STP_JSON = STP_MODES.map((v) => `,"stp":${JSON.stringify(v)}`);
 
 function sellerKey(us: number, book: number): number {
   return us * MAX_INTERVALS_PER_ZONE + book + 1;
