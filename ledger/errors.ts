@@ -33,6 +33,8 @@ export const LEDGER_ERROR_CODES = [
   'CERTIFICATE_RETIRED',
   'LEDGER_FULL',
   'LEDGER_CORRUPT',
+  /** The store cannot reach PostgreSQL and its backlog is full (or a flush is not durable in time): retry later. */
+  'EXCHANGE_UNAVAILABLE',
 ] as const;
 
 export type LedgerErrorCode = (typeof LEDGER_ERROR_CODES)[number];

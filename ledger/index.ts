@@ -12,5 +12,8 @@ export {
 } from './core.js';
 export { type Pricing, buyerMaxMinor, settlementAmounts, formatMinor, pricingFactors, type SettlementAmounts } from './money.js';
 export { type Certificate, type CertificateEvent, type ChainVerdict, type TradeSource, isRenewable, RENEWABLE_SOURCES } from './certificates.js';
-export { LedgerStore, loadLedger, type FlushResult } from './store.js';
+export {
+  LedgerStore, loadLedger, isConnectionError, FLUSH_UNAVAILABLE_AFTER_MS, MAX_BACKLOG_ROWS, RETRY_BACKOFF_MIN_MS, RETRY_BACKOFF_MAX_MS,
+  type FlushResult, type StoreStatus, type LedgerStoreOptions,
+} from './store.js';
 export { walletStatement, statementToCsv, type Statement, type StatementLine, type StatementRequest, MAX_STATEMENT_LINES } from './statements.js';

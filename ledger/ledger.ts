@@ -114,6 +114,12 @@ export class ChangeSet {
   readonly certificates = new Set<Certificate>();
   readonly certificate_events: CertificateEvent[] = [];
 
+  /** Rows this change set would write (a backlog measure for the store). */
+  get rows(): number {
+    return this.accounts.length + this.transfers.length + this.touched.size + this.pendings.size + this.holds.size + this.escrows.size +
+      this.settlements.length + this.certificates.size + this.certificate_events.length;
+  }
+
   get empty(): boolean {
     return this.accounts.length === 0 && this.transfers.length === 0 && this.touched.size === 0 && this.pendings.size === 0 &&
       this.holds.size === 0 && this.escrows.size === 0 && this.settlements.length === 0 && this.certificates.size === 0 &&
@@ -184,6 +190,14 @@ export class Ledger {
   /** Users with accounts (certificates can only go to them). */
   readonly users = new Set<number>();
   private changes: ChangeSet | null = null;
+  /**
+   * Installed by the persistence layer (LedgerStore): throws EXCHANGE_UNAVAILABLE to refuse a NEW
+   * commitment (deposit, withdrawal, buy hold, certificate move, low-level transfers) while
+   * PostgreSQL is unreachable and the unwritten backlog is full. Consequences of commitments
+   * already made (fills, releases, settlements, disputes, completing a withdrawal) are never
+   * refused, so the ledger cannot disagree with the journal of trades.
+   */
+  private admission: (() => void) | null = null;
 
   constructor(options: { record_changes?: boolean } = {}) {
     if (options.record_changes === true) this.installChangeSet();
@@ -212,6 +226,16 @@ export class Ledger {
 
   get recording(): boolean {
     return this.changes !== null;
+  }
+
+  /** Rows recorded and not yet taken by takeChanges() (0 when not recording). */
+  get unflushed_rows(): number {
+    return this.changes?.rows ?? 0;
+  }
+
+  /** See `admission`: null removes the gate. */
+  setAdmission(gate: (() => void) | null): void {
+    this.admission = gate;
   }
 
   /** Starts recording changes for persistence (after a rebuild from storage). */
@@ -283,6 +307,7 @@ export class Ledger {
 
   /** Creates transfers as one linked chain (all or none). See core.ts for the rules. */
   createTransfers(inputs: readonly TransferInput[], now_ms: number): Transfer[] {
+    this.admission?.();
     return this.core.createLinked(inputs, now_ms).map((r) => r.transfer);
   }
 
@@ -293,6 +318,7 @@ export class Ledger {
   // ---- deposits and withdrawals (operators) ------------------------------------------------
 
   deposit(req: MoneyRequest, now_ms: number): Transfer {
+    this.admission?.();
     return this.core.createTransfer({
       id: req.transfer_id,
       debit_account_id: this.accountId(null, req.currency, 'EXTERNAL'),
@@ -304,11 +330,13 @@ export class Ledger {
 
   /** Withdraws from AVAILABLE only: held and escrowed money can never be withdrawn. */
   withdraw(req: MoneyRequest, now_ms: number): Transfer {
+    this.admission?.();
     return this.core.createTransfer(this.withdrawalInput(req, 0), now_ms).transfer;
   }
 
   /** Two-phase withdrawal: reserves the amount (pending) until completed or cancelled. */
   beginWithdrawal(req: MoneyRequest, now_ms: number): Transfer {
+    this.admission?.();
     return this.core.createTransfer(this.withdrawalInput(req, TRANSFER_FLAG_PENDING), now_ms).transfer;
   }
 
@@ -363,6 +391,7 @@ export class Ledger {
    * reach the book.
    */
   holdBuyOrder(req: HoldRequest, now_ms: number): HoldResult {
+    this.admission?.();
     const order_id = requireId('order_id', req.order_id);
     const prior = this.holds.get(order_id);
     if (prior !== undefined) {
@@ -584,6 +613,7 @@ export class Ledger {
   }
 
   transferCertificate(req: { event_id: string; certificate_id: string; from_user_id: number; to_user_id: number }, now_ms: number): CertificateEvent {
+    this.admission?.();
     if (!this.users.has(req.to_user_id)) throw new LedgerError('ACCOUNT_NOT_FOUND', `user ${req.to_user_id} has no accounts in the ledger`);
     if (req.to_user_id === req.from_user_id) throw new LedgerError('ACCOUNTS_MUST_BE_DIFFERENT', `a certificate transfer needs two different users`);
     return this.certificates.transfer(req.event_id, req.certificate_id, req.from_user_id, req.to_user_id, now_ms);
@@ -591,6 +621,7 @@ export class Ledger {
 
   /** Retirement is final: the certificate can no longer move. */
   retireCertificate(req: { event_id: string; certificate_id: string; user_id: number }, now_ms: number): CertificateEvent {
+    this.admission?.();
     return this.certificates.retire(req.event_id, req.certificate_id, req.user_id, now_ms);
   }
 

@@ -27,8 +27,72 @@ export const COPY_CHUNK_ROWS = 4_096;
 export const REBUILD_PAGE_ROWS = 50_000;
 /** The timer (start()) skips a tick while this many batches are still committing. */
 export const MAX_TIMED_FLUSHES_IN_FLIGHT = 3;
+/**
+ * The longest a flush() keeps its caller waiting: it rejects with EXCHANGE_UNAVAILABLE at once
+ * while the store is unavailable, as soon as it becomes unavailable, or after this long if its
+ * batch has not committed (a hung database). The batch itself is kept and still written.
+ */
+export const FLUSH_UNAVAILABLE_AFTER_MS = 5_000;
+/**
+ * Unwritten rows (flushed batches not yet committed + changes not yet flushed) beyond which, while
+ * the store is unavailable, the ledger refuses new commitments with EXCHANGE_UNAVAILABLE.
+ */
+export const MAX_BACKLOG_ROWS = 200_000;
+/** Retry delays after a connection-class failure: doubling from the first, capped at the last. */
+export const RETRY_BACKOFF_MIN_MS = 50;
+export const RETRY_BACKOFF_MAX_MS = 2_000;
 
-type Tx = postgres.TransactionSql<Record<string, never>>;
+/** PostgreSQL SQLSTATEs that mean "the server or the connection went away", not "the batch is wrong". */
+const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EAI_AGAIN', 'ENOTFOUND',
+  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
+]);
+
+/**
+ * True for a failure that says nothing about the batch itself (the database or the network is
+ * away): retry the same batch. Anything else (a constraint, a type error) is a bug or corruption.
+ * Follows `cause` (the COPY wrapper keeps the original error there).
+ */
+export function isConnectionError(err: unknown): boolean {
+  for (let e = err, depth = 0; e !== null && e !== undefined && depth < 5; depth++) {
+    const x = e as { code?: unknown; errno?: unknown; cause?: unknown; message?: unknown };
+    const code = typeof x.code === 'string' ? x.code : typeof x.errno === 'string' ? x.errno : '';
+    if (CONNECTION_CODES.has(code) || CONNECTION_SQLSTATES.has(code) || /^08[0-9A-Z]{3}$/.test(code)) return true;
+    if (typeof x.message === 'string' && /\b(ECONNREFUSED|ECONNRESET|CONNECTION_CLOSED|CONNECTION_ENDED|CONNECTION_DESTROYED|CONNECT_TIMEOUT)\b/.test(x.message)) return true;
+    e = x.cause;
+  }
+  return false;
+}
+
+export interface StoreStatus {
+  /** false while PostgreSQL is unreachable (batches are kept and retried) or after a fail-stop. */
+  available: boolean;
+  state: 'ok' | 'unavailable' | 'stopped';
+  /** Wall-clock ms when the current outage began (null when available). */
+  unavailable_since_ms: number | null;
+  /** The outage's last connection error, or the error that stopped the store. */
+  error: string | null;
+  /** Flushed batches not yet committed, and their rows; plus rows recorded but not flushed yet. */
+  backlog_batches: number;
+  backlog_rows: number;
+  durable_seq: number;
+  /** Retries of a batch after a connection-class failure, since the store was created. */
+  retries: number;
+}
+
+export interface LedgerStoreOptions {
+  flush_unavailable_after_ms?: number;
+  max_backlog_rows?: number;
+  retry_backoff_min_ms?: number;
+  retry_backoff_max_ms?: number;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+type Tx = postgres.ReservedSql<Record<string, never>>;
+/** Marks the connection dead when a statement fails with a connection-class error (see Transaction). */
+type Watch = <T>(p: Promise<T>) => Promise<T>;
 type Col = (string | null)[];
 
 const s = (v: bigint | number | null): string | null => (v === null ? null : v.toString());
@@ -51,6 +115,13 @@ interface Batch {
   certificates: Col[];
   events: Col[];
   transfer_count: number;
+  /** Rows the batch writes (backlog accounting). */
+  rows: number;
+  /**
+   * A row only this batch inserts (insert without `on conflict`): present ⇔ the batch committed.
+   * null when every statement of the batch is an idempotent upsert (rewriting it is harmless).
+   */
+  marker: { table: 'transfer' | 'event' | 'account' | 'settlement'; key: string; id: string } | null;
 }
 
 function columns(n: number): Col[] {
@@ -121,7 +192,16 @@ function serialize(c: ChangeSet): Batch {
     const v = [s(x.seq), x.event_id, x.certificate_id, x.kind, s(x.from_user_id), s(x.to_user_id), s(x.energy_wh), s(x.at_ms), x.prev_hash, x.hash];
     v.forEach((y, i) => events[i].push(y));
   }
-  return { accounts: a, transfers_copy, transfer_ids, balances: b, pendings: p, holds, escrows, settlements, certificates, events, transfer_count: n };
+  let marker: Batch['marker'] = null;
+  if (n > 0) marker = { table: 'transfer', key: String(c.transfers[n - 1].seq), id: c.transfers[n - 1].id };
+  else if (c.certificate_events.length > 0) {
+    const e = c.certificate_events[c.certificate_events.length - 1];
+    marker = { table: 'event', key: String(e.seq), id: e.event_id };
+  } else if (c.accounts.length > 0) marker = { table: 'account', key: String(c.accounts[c.accounts.length - 1].id), id: '' };
+  else if (c.settlements.length > 0) marker = { table: 'settlement', key: String(c.settlements[c.settlements.length - 1].trade_id), id: '' };
+  return {
+    accounts: a, transfers_copy, transfer_ids, balances: b, pendings: p, holds, escrows, settlements, certificates, events, transfer_count: n, rows: c.rows, marker,
+  };
 }
 
 /** Escapes a text value for COPY text format (ids are printable ASCII; only \\ needs care). */
@@ -138,15 +218,22 @@ function copyText(v: string): string {
  * the COPY failed (the transaction is aborted or the connection gone), and the batch rolls back
  * instead of waiting forever.
  */
-async function copyTransfers(tx: Tx, chunks: string[]): Promise<void> {
-  const stream = await tx`copy ledger_transfers (id, seq, debit_account_id, credit_account_id, amount, pending_id, code, flags, order_id, trade_id, created_at) from stdin`.writable();
+async function copyTransfers(tx: Tx, chunks: string[], watch: Watch): Promise<void> {
+  const stream = await watch(tx`copy ledger_transfers (id, seq, debit_account_id, credit_account_id, amount, pending_id, code, flags, order_id, trade_id, created_at) from stdin`.writable());
+  let streamError: Error | null = null;
   const finished = new Promise<void>((resolve, reject) => {
     stream.on('finish', resolve);
-    stream.on('error', reject);
+    stream.on('error', (err: Error) => {
+      streamError ??= err;
+      reject(err);
+    });
   });
   finished.catch(() => {});
   const s = stream as unknown as { _final?: (cb: (err?: Error | null) => void) => void };
   const ended = new Promise<void>((resolve) => {
+    // A stream that errors (the connection went away) before its final step never reaches it.
+    stream.once('error', () => resolve());
+    stream.once('close', () => resolve());
     const final = s._final;
     if (typeof final !== 'function') return resolve();
     s._final = (cb) => {
@@ -157,9 +244,11 @@ async function copyTransfers(tx: Tx, chunks: string[]): Promise<void> {
   stream.end(chunks.length === 1 ? chunks[0] : chunks.join(''));
   await ended;
   try {
-    await Promise.all([finished, tx`select 1`]);
+    // A stream that failed before CopyDone: nothing more may be sent on this connection.
+    if (streamError !== null) throw streamError;
+    await Promise.all([finished, watch(tx`select 1`)]);
   } catch (err) {
-    throw new Error(`COPY of the batch's transfers failed: ${(err as Error).message}`);
+    throw new Error(`COPY of the batch's transfers failed: ${(err as Error).message}`, { cause: err });
   }
 }
 
@@ -170,64 +259,168 @@ export interface FlushResult {
 }
 
 export class LedgerStore {
-  /** Resolves when every batch flushed so far has committed or failed; never rejects. */
+  /** Resolves when every batch flushed so far has committed or failed for good; never rejects. */
   private committed: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
   private lastError: Error | null = null;
+  /** Set while PostgreSQL is unreachable: the last connection error and when the outage began. */
+  private outage: { since_ms: number; error: Error } | null = null;
+  /** Callers of flush() waiting for their batch: told at once when an outage begins. */
+  private readonly waiters = new Set<() => void>();
+  private readonly flushBoundMs: number;
+  private readonly maxBacklogRows: number;
+  private readonly backoffMinMs: number;
+  private readonly backoffMaxMs: number;
   /** Batches handed to PostgreSQL and not yet committed or failed. */
   in_flight = 0;
+  /** Rows of those batches. */
+  private backlogRows = 0;
+  private retryCount = 0;
   durable_seq = 0;
 
   /**
    * `sql` should allow at least 2 connections: batch n+1 streams its transfers while batch n
    * commits. Commits stay in flush order (see write()).
    */
-  constructor(private readonly sql: Sql, readonly ledger: Ledger) {
+  constructor(private readonly sql: Sql, readonly ledger: Ledger, options: LedgerStoreOptions = {}) {
+    this.flushBoundMs = options.flush_unavailable_after_ms ?? FLUSH_UNAVAILABLE_AFTER_MS;
+    this.maxBacklogRows = options.max_backlog_rows ?? MAX_BACKLOG_ROWS;
+    this.backoffMinMs = options.retry_backoff_min_ms ?? RETRY_BACKOFF_MIN_MS;
+    this.backoffMaxMs = options.retry_backoff_max_ms ?? RETRY_BACKOFF_MAX_MS;
     // A ledger rebuilt from storage is durable up to its last transfer; a recording one is not yet.
     this.durable_seq = ledger.recording ? 0 : ledger.core.transfer_count;
     ledger.startRecording();
+    ledger.setAdmission(() => {
+      if (this.available) return;
+      const rows = this.backlogRows + ledger.unflushed_rows;
+      if (rows >= this.maxBacklogRows) {
+        throw new LedgerError('EXCHANGE_UNAVAILABLE', `the ledger cannot persist new operations now (${this.reason()}; ${rows} rows waiting); retry later`);
+      }
+    });
   }
 
   /**
    * Writes everything changed so far in one transaction; resolves when it has committed.
-   * Batches commit in the order flush() was called. After a failed batch every later flush
-   * fails too (the memory is ahead of the database): rebuild with loadLedger().
+   * Batches commit in the order flush() was called.
+   *
+   * PostgreSQL unreachable (connection-class error): the batch is kept and retried, same bytes,
+   * same order, with backoff, until it commits; meanwhile flush() rejects with EXCHANGE_UNAVAILABLE
+   * (at once, or within FLUSH_UNAVAILABLE_AFTER_MS) and the operations are NOT durable yet (do not
+   * acknowledge them). Any other failure (a constraint: a bug or corruption) stops the store: every
+   * later flush fails too (the memory is ahead of the database): rebuild with loadLedger().
    */
   flush(): Promise<FlushResult> {
+    // During an outage the changes stay recorded in the ledger (counted in the backlog): the first
+    // flush after it takes them all as one batch, behind the batches already being retried.
+    if (this.outage !== null && this.lastError === null) return Promise.reject(this.unavailable());
     const changes = this.ledger.takeChanges();
     const seq = this.ledger.core.transfer_count;
     const batch = changes.empty ? null : serialize(changes);
+    const rows = batch?.rows ?? 0;
     const previous = this.committed;
     this.in_flight++;
+    this.backlogRows += rows;
     const run = (async (): Promise<FlushResult> => {
       if (batch !== null) await this.write(batch, previous);
       else await previous;
       if (this.lastError !== null) throw new Error(`ledger store stopped after a failed batch: ${this.lastError.message}`);
-      this.durable_seq = seq;
+      if (seq > this.durable_seq) this.durable_seq = seq;
       return { transfers: batch?.transfer_count ?? 0, durable_seq: seq };
     })();
     this.committed = run.then(
       () => {
         this.in_flight--;
+        this.backlogRows -= rows;
       },
       (err: Error) => {
         this.in_flight--;
+        this.backlogRows -= rows;
         this.lastError ??= err;
       },
     );
-    return run;
+    return this.bounded(run);
+  }
+
+  /** The caller's view of a batch: its result, or EXCHANGE_UNAVAILABLE without waiting long. */
+  private bounded(run: Promise<FlushResult>): Promise<FlushResult> {
+    if (this.outage !== null) {
+      run.catch(() => {});
+      return Promise.reject(this.unavailable());
+    }
+    return new Promise<FlushResult>((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(down);
+      };
+      const down = (): void => {
+        done();
+        reject(this.unavailable());
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new LedgerError('EXCHANGE_UNAVAILABLE', `the ledger batch did not commit within ${this.flushBoundMs} ms; it is kept and will be written, but is not durable yet`));
+      }, this.flushBoundMs);
+      this.waiters.add(down);
+      run.then(
+        (r) => {
+          done();
+          resolve(r);
+        },
+        (err: unknown) => {
+          done();
+          reject(err);
+        },
+      );
+    });
+  }
+
+  private reason(): string {
+    if (this.lastError !== null) return `the store stopped after a failed batch: ${this.lastError.message}`;
+    if (this.outage !== null) return `PostgreSQL is unreachable (${this.outage.error.message})`;
+    return 'ok';
+  }
+
+  private unavailable(): LedgerError {
+    return new LedgerError('EXCHANGE_UNAVAILABLE', `the ledger cannot persist now: ${this.reason()}; pending changes are kept and written when it returns`);
+  }
+
+  private markUnavailable(err: Error): void {
+    const first = this.outage === null;
+    this.outage = { since_ms: this.outage?.since_ms ?? Date.now(), error: err };
+    if (first) for (const w of [...this.waiters]) w();
+  }
+
+  /** true when the last batch committed (or none failed); false during an outage or after a fail-stop. */
+  get available(): boolean {
+    return this.outage === null && this.lastError === null;
+  }
+
+  status(): StoreStatus {
+    return {
+      available: this.available,
+      state: this.lastError !== null ? 'stopped' : this.outage !== null ? 'unavailable' : 'ok',
+      unavailable_since_ms: this.outage?.since_ms ?? null,
+      error: this.lastError?.message ?? this.outage?.error.message ?? null,
+      backlog_batches: this.in_flight,
+      backlog_rows: this.backlogRows + this.ledger.unflushed_rows,
+      durable_seq: this.durable_seq,
+      retries: this.retryCount,
+    };
   }
 
   /**
    * Flushes every `interval_ms` (group commit). A tick is skipped while
    * MAX_TIMED_FLUSHES_IN_FLIGHT batches are still committing (the next tick takes everything),
-   * so a slow database gets bigger batches, not more connections. An error stops the timer.
+   * so a slow database gets bigger batches, not more connections. An outage does not stop the
+   * timer (batches are kept and retried); a fail-stop does.
    */
   start(interval_ms: number): void {
     if (this.timer !== null) return;
     this.timer = setInterval(() => {
       if (this.in_flight >= MAX_TIMED_FLUSHES_IN_FLIGHT) return;
-      this.flush().catch(() => this.stop());
+      this.flush().catch(() => {
+        if (this.lastError !== null) this.stop();
+      });
     }, interval_ms);
   }
 
@@ -236,23 +429,60 @@ export class LedgerStore {
     this.timer = null;
   }
 
+  /** Resolves when every batch flushed so far has committed (waiting through an outage) or failed for good. */
+  drained(): Promise<void> {
+    return this.committed;
+  }
+
   get error(): Error | null {
     return this.lastError;
   }
 
   /**
-   * Phase 1 appends rows no other batch can touch (new accounts, the transfers, by COPY) and may
-   * run while the previous batch is still committing. Phase 2 waits for that commit, then
-   * pipelines the upserts and the balance update and commits: so commits happen in order, a
-   * failed batch makes every later one roll back, and the accounts' row locks are never taken
-   * by two batches at once (no deadlock).
+   * A batch's transaction starts once the previous one has committed: commits happen in order, a
+   * failed batch makes every later one fail, and the accounts' row locks are never taken by two
+   * batches at once. (The colleague's version streamed batch n+1's COPY while n committed; that
+   * left n+1's connection idle inside a transaction, and postgres.js crashes the process when a
+   * statement is then sent on a connection that closed meanwhile: see writeTransaction.)
+   *
+   * A connection-class failure is retried on a fresh connection (the pool opens one), with
+   * backoff, for as long as it takes; before each retry the
+   * batch's marker row tells whether the failed attempt had in fact committed (a lost COMMIT
+   * reply), so nothing is written twice or half.
    */
   private async write(b: Batch, previous: Promise<void>): Promise<void> {
-    try {
-      await this.writeTransaction(b, previous);
-    } catch (err) {
-      throw await this.explain(err as Error, b);
+    let maybeCommitted = false;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await previous; // never rejects; the batch before commits (or fails for good) first
+        if (this.lastError !== null) throw new Error(`an earlier batch failed: ${this.lastError.message}`);
+        if (attempt > 0) this.retryCount++;
+        if (!maybeCommitted || !(await this.isCommitted(b))) await this.writeTransaction(b);
+        this.outage = null;
+        return;
+      } catch (err) {
+        if (this.lastError !== null || !isConnectionError(err)) throw await this.explain(err as Error, b);
+        this.markUnavailable(err as Error);
+        maybeCommitted = true; // the connection may have died after COMMIT reached the server
+        await sleep(Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** Math.min(attempt, 20)));
+      }
     }
+  }
+
+  /** Whether this batch is already stored (its marker row exists); a foreign row there is corruption. */
+  private async isCommitted(b: Batch): Promise<boolean> {
+    const m = b.marker;
+    if (m === null) return false;
+    let rows: { id: string }[];
+    if (m.table === 'transfer') rows = await this.sql<{ id: string }[]>`select id from ledger_transfers where seq = ${m.key}`;
+    else if (m.table === 'event') rows = await this.sql<{ id: string }[]>`select event_id as id from carbon_certificate_events where seq = ${m.key}`;
+    else if (m.table === 'account') rows = await this.sql<{ id: string }[]>`select '' as id from ledger_accounts where id = ${m.key}`;
+    else rows = await this.sql<{ id: string }[]>`select '' as id from ledger_settlements where trade_id = ${m.key}`;
+    if (rows.length === 0) return false;
+    if (rows[0].id !== m.id) {
+      throw new LedgerError('LEDGER_CORRUPT', `${m.table} ${m.key} is stored as ${rows[0].id}, this batch has ${m.id}: another writer`);
+    }
+    return true;
   }
 
   /** A failed batch whose transfer ids are already stored was raced by another writer: say so. */
@@ -269,18 +499,35 @@ export class LedgerStore {
     return err;
   }
 
-  private async writeTransaction(b: Batch, previous: Promise<void>): Promise<void> {
-    await this.sql.begin(async (tx) => {
+  /**
+   * One batch's transaction on a reserved connection, BEGIN/COMMIT driven here rather than by
+   * sql.begin(): postgres.js 3.4.x throws an uncatchable TypeError (nextWrite on a null socket,
+   * porsager/postgres#1208) when anything is sent on a connection that has already closed, and
+   * sql.begin() sends its own ROLLBACK on one. So: nothing more is sent once a statement failed
+   * with a connection-class error; every statement is sent in the same turn as the answer to the
+   * one before (never on a connection that sat idle, so never after a close we did not hear of);
+   * and a dead connection is not released (the pool already counts it as closed and reconnects it
+   * for the next user).
+   */
+  private async writeTransaction(b: Batch): Promise<void> {
+    const tx = await this.sql.reserve();
+    let dead: unknown = null;
+    const watch: Watch = (p) => {
+      p.catch((err: unknown) => {
+        if (dead === null && isConnectionError(err)) dead = err;
+      });
+      return p;
+    };
+    try {
+      await watch(tx`begin`);
       const a = b.accounts;
       if (a.id.length > 0) {
-        await tx`insert into ledger_accounts (id, user_id, currency, kind, flags, created_at)
+        await watch(tx`insert into ledger_accounts (id, user_id, currency, kind, flags, created_at)
           select id, user_id, currency, kind, flags, ${tx.unsafe(TS('ms'))}
           from unnest(${a.id}::bigint[], ${a.user_id}::bigint[], ${a.currency}::text[], ${a.kind}::text[], ${a.flags}::int[], ${a.created}::bigint[])
-            as r(id, user_id, currency, kind, flags, ms)`;
+            as r(id, user_id, currency, kind, flags, ms)`);
       }
-      if (b.transfer_count > 0) await copyTransfers(tx, b.transfers_copy);
-      await previous;
-      if (this.lastError !== null) throw new Error(`an earlier batch failed: ${this.lastError.message}`);
+      if (b.transfer_count > 0) await copyTransfers(tx, b.transfers_copy, watch);
       const queries: Promise<unknown>[] = [];
       const p = b.pendings;
       if (p.id.length > 0) {
@@ -295,8 +542,22 @@ export class LedgerStore {
           from unnest(${bal.id}::bigint[], ${bal.dp}::numeric[], ${bal.cp}::numeric[], ${bal.dpe}::numeric[], ${bal.cpe}::numeric[]) as r(id, dp, cp, dpe, cpe)
           where a.id = r.id`);
       }
-      await Promise.all(queries);
-    });
+      await Promise.all(queries.map(watch));
+      await watch(tx`commit`);
+    } catch (err) {
+      if (dead === null && isConnectionError(err)) dead = err;
+      if (dead === null) {
+        // A statement failed on a live connection (sent in the same turn as the failure arrived).
+        try {
+          await tx`rollback`;
+        } catch {
+          // the failure being reported is the original one
+        }
+        tx.release();
+      }
+      throw err;
+    }
+    tx.release();
   }
 
   /** Queues the flow-table statements (in foreign-key order; they run pipelined, in order). */
