@@ -1,94 +1,15 @@
 // PostgreSQL cut off under a stream of ledger operations: flushes reject with EXCHANGE_UNAVAILABLE
 // within the bound, nothing is lost, and the store resumes by itself when the database returns.
 // The outage is a cut TCP proxy between the store and the shared server (the server keeps running).
-import { createServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startProxy, type CuttableProxy as Proxy } from '../support/proxy.js';
 import postgres from 'postgres';
 import { connect, type Sql } from '../../schema/db.js';
 import { FLUSH_UNAVAILABLE_AFTER_MS, isConnectionError, LedgerStore, loadLedger, type FlushResult } from '../../ledger/store.js';
 import { isLedgerError } from '../../ledger/errors.js';
 import type { Ledger } from '../../ledger/ledger.js';
 import { BUYER, codeOf, newLedger, SELLER, T0 } from './fixtures.js';
-
-interface Proxy {
-  url: string;
-  /** Drops every connection and refuses new ones. */
-  cut(): Promise<void>;
-  /** Accepts connections again on the same port. */
-  restore(): Promise<void>;
-  /** The next `commit` reaches the server, but its reply never reaches the store (the connection drops). */
-  loseNextCommitReply(): void;
-  close(): Promise<void>;
-}
-
-/** A small cuttable TCP proxy (the idea of test/runtime/proxy.ts, with a lost-COMMIT-reply mode). */
-async function startProxy(databaseUrl: string): Promise<Proxy> {
-  const target = new URL(databaseUrl);
-  const host = target.hostname || '127.0.0.1';
-  const port = Number(target.port || 5432);
-  const sockets = new Set<Socket>();
-  let loseCommitReply = false;
-  const handle = (client: Socket): void => {
-    const upstream = tcpConnect({ host, port, noDelay: true });
-    client.setNoDelay(true);
-    sockets.add(client);
-    sockets.add(upstream);
-    let blackhole = false;
-    const drop = (): void => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('data', (chunk: Buffer) => {
-      upstream.write(chunk);
-      if (loseCommitReply && chunk.includes('commit')) {
-        loseCommitReply = false;
-        blackhole = true;
-        setTimeout(drop, 200); // the server has committed by then; the store never hears it
-      }
-    });
-    upstream.on('data', (chunk: Buffer) => {
-      if (!blackhole) client.write(chunk);
-    });
-    client.on('error', drop);
-    upstream.on('error', drop);
-    client.on('close', drop);
-    upstream.on('close', drop);
-  };
-  let server: Server = createServer(handle);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const addr = server.address();
-  if (addr === null || typeof addr === 'string') throw new Error('proxy has no port');
-  const proxyPort = addr.port;
-  const url = new URL(databaseUrl);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxyPort);
-  let listening = true;
-  const stop = async (): Promise<void> => {
-    if (!listening) return;
-    listening = false;
-    const closed = new Promise<void>((r) => server.close(() => r()));
-    for (const s of sockets) s.destroy();
-    sockets.clear();
-    await closed;
-  };
-  return {
-    url: url.toString(),
-    cut: stop,
-    restore: async () => {
-      if (listening) return;
-      server = createServer(handle);
-      await new Promise<void>((r) => server.listen(proxyPort, '127.0.0.1', r));
-      listening = true;
-    },
-    loseNextCommitReply: () => {
-      loseCommitReply = true;
-    },
-    close: stop,
-  };
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -5,7 +5,7 @@ import { CopyTupleWriter, decodeCommand, decodeEvents, encodeCommandPayload, JOU
 import { JournalWriter, type JournalChunk, type JournalState } from '../../engine/runtime/journal.js';
 import type { Command, EngineEvent } from '../../engine/core/types.js';
 import { seedMarket } from './fixtures.js';
-import { startProxy } from './proxy.js';
+import { startProxy } from '../support/proxy.js';
 
 let db: TestDatabase;
 let zone: number;

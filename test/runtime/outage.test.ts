@@ -7,7 +7,7 @@ import { startRuntime, type Runtime } from '../../engine/runtime/runtime.js';
 import { recoverZone } from '../../engine/runtime/recovery.js';
 import type { SubmitAck, SubmitResult } from '../../engine/runtime/types.js';
 import { rng, seedMarket, type Market } from './fixtures.js';
-import { startProxy, type CuttableProxy } from './proxy.js';
+import { startProxy, type CuttableProxy } from '../support/proxy.js';
 import { expectAckedInJournal, orderFlow, readJournal, type JournalView } from './verify.js';
 
 let db: TestDatabase;
