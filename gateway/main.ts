@@ -182,6 +182,10 @@ async function main(): Promise<void> {
     process.stderr.write(`kwx: unknown option ${unknown[0]}; known: ${[...KNOWN_FLAGS].join(', ')}\n`);
     process.exit(2);
   }
+  if (args.has('--bootstrap-admin') && !/^[^@\s]+@[^@\s]+$/.test(argValue('--bootstrap-admin') ?? '')) {
+    process.stderr.write('kwx: --bootstrap-admin needs an email address, e.g. --bootstrap-admin ops@example.com\n');
+    process.exit(2);
+  }
   try {
     await start(config, log, args, running);
   } catch (err) {

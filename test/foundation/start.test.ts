@@ -70,6 +70,15 @@ describe('kwx process (npm start)', () => {
     expect(kwx.stderr()).toMatch(/configuration error: PORT: expected an integer/);
   });
 
+  it('refuses an unknown option and --bootstrap-admin without an email, with exit code 2', async () => {
+    const bogus = startKwx({ PORT: '0', DATABASE_URL: db.url }, ['--bogus']);
+    expect(await bogus.exited).toBe(2);
+    expect(bogus.stderr()).toContain('unknown option --bogus');
+    const noEmail = startKwx({ PORT: '0', DATABASE_URL: db.url }, ['--bootstrap-admin', '--exit']);
+    expect(await noEmail.exited).toBe(2);
+    expect(noEmail.stderr()).toContain('--bootstrap-admin needs an email address');
+  });
+
   it('answers /health 503 while its database does not answer yet', async () => {
     // A TCP server that accepts and never speaks: the PostgreSQL handshake hangs.
     const sockets: Socket[] = [];
