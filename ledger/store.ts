@@ -218,7 +218,7 @@ function copyText(v: string): string {
  * the COPY failed (the transaction is aborted or the connection gone), and the batch rolls back
  * instead of waiting forever.
  */
-async function copyTransfers(tx: Tx, chunks: string[], watch: Watch): Promise<void> {
+async function copyTransfers(tx: Tx, chunks: string[], watch: Watch): Promise<{ check: Promise<void> }> {
   const stream = await watch(tx`copy ledger_transfers (id, seq, debit_account_id, credit_account_id, amount, pending_id, code, flags, order_id, trade_id, created_at) from stdin`.writable());
   let streamError: Error | null = null;
   const finished = new Promise<void>((resolve, reject) => {
@@ -243,13 +243,16 @@ async function copyTransfers(tx: Tx, chunks: string[], watch: Watch): Promise<vo
   });
   stream.end(chunks.length === 1 ? chunks[0] : chunks.join(''));
   await ended;
-  try {
-    // A stream that failed before CopyDone: nothing more may be sent on this connection.
-    if (streamError !== null) throw streamError;
-    await Promise.all([finished, watch(tx`select 1`)]);
-  } catch (err) {
-    throw new Error(`COPY of the batch's transfers failed: ${(err as Error).message}`, { cause: err });
-  }
+  const wrap = (err: unknown): Error => new Error(`COPY of the batch's transfers failed: ${(err as Error).message}`, { cause: err });
+  // A stream that failed before CopyDone: nothing more may be sent on this connection.
+  if (streamError !== null) throw wrap(streamError);
+  // The check is queued now, in the turn CopyDone went out; the caller queues the batch's other
+  // statements behind it in the same turn (they fail too if the COPY did) and awaits them together.
+  const check = Promise.all([finished, watch(tx`select 1`)]).then(() => undefined, (err: unknown) => {
+    throw wrap(err);
+  });
+  check.catch(() => {});
+  return { check }; // not the bare promise: awaiting this must not wait for the check
 }
 
 export interface FlushResult {
@@ -519,16 +522,19 @@ export class LedgerStore {
       return p;
     };
     try {
-      await watch(tx`begin`);
+      // BEGIN, the accounts and the COPY's start go out together (one turn, pipelined); a failure
+      // of any of them surfaces through the awaited COPY start or through Promise.all below.
+      const head: Promise<unknown>[] = [watch(tx`begin`)];
       const a = b.accounts;
       if (a.id.length > 0) {
-        await watch(tx`insert into ledger_accounts (id, user_id, currency, kind, flags, created_at)
+        head.push(watch(tx`insert into ledger_accounts (id, user_id, currency, kind, flags, created_at)
           select id, user_id, currency, kind, flags, ${tx.unsafe(TS('ms'))}
           from unnest(${a.id}::bigint[], ${a.user_id}::bigint[], ${a.currency}::text[], ${a.kind}::text[], ${a.flags}::int[], ${a.created}::bigint[])
-            as r(id, user_id, currency, kind, flags, ms)`);
+            as r(id, user_id, currency, kind, flags, ms)`));
       }
-      if (b.transfer_count > 0) await copyTransfers(tx, b.transfers_copy, watch);
-      const queries: Promise<unknown>[] = [];
+      for (const h of head) h.catch(() => {});
+      const queries: Promise<unknown>[] = [...head];
+      if (b.transfer_count > 0) queries.push((await copyTransfers(tx, b.transfers_copy, watch)).check);
       const p = b.pendings;
       if (p.id.length > 0) {
         queries.push(tx`insert into ledger_pending_transfers (id, status, resolved_by, posted_amount)
