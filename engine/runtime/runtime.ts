@@ -32,6 +32,8 @@ import type {
 
 /** Commands per worker message; more are sent in the next message. */
 export const WORKER_BATCH_MAX = 512;
+/** start() waits up to this many 10 ms polls for the gate openings it sequenced to commit. */
+const LIFECYCLE_CATCH_UP_POLLS = 1000;
 /** Advisory lock held by the one runtime that writes the journal of a database. */
 export const RUNTIME_LOCK_KEY = 0x6b77782d72756e74n; // "kwx-runt"
 
@@ -221,6 +223,12 @@ class RuntimeImpl implements Runtime {
     }
     if (this.opts.lifecycle !== false) {
       await this.refreshIntervals();
+      // Ready means tradable: intervals whose gate is already open are opened (and durable)
+      // before start() returns, so the first order after start-up cannot race the clock.
+      await this.tick();
+      for (let i = 0; i < LIFECYCLE_CATCH_UP_POLLS && [...this.zones.values()].some((z) => z.lifecycle_pending.size > 0); i++) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
       this.clock = setInterval(() => void this.tick(), this.opts.clock_tick_ms ?? 200);
       this.clock.unref();
     }
