@@ -1,32 +1,20 @@
 // The WebSocket endpoint (/ws): sessions, login, subscriptions, trading, limits, backpressure.
 import { decode as msgpackDecode } from '@msgpack/msgpack';
-import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, WebSocket, us_socket_context_t } from 'uWebSockets.js';
 import type { EngineEvent } from '../engine/index.js';
-import type { Sql } from '../schema/db.js';
 import { authenticate, loginPayload, OPERATOR_ROLES, TRADER_ROLES, type Principal } from './auth.js';
-import { zoneOfOrder, type Funds, type SubmitCommand, type SubmitResult, type TradingBackend } from './backend.js';
-import type { Bus, BusMessage } from './bus.js';
+import { zoneOfOrder, type SubmitCommand, type SubmitResult } from './backend.js';
+import type { BusMessage } from './bus.js';
 import { fail, type Failure } from './codes.js';
 import { Feed, FrameCache, type FeedSink } from './feeds.js';
-import type { GatewayMetrics } from './gateway-metrics.js';
-import { CLOSE, OVERSIZE_READ_FACTOR, TokenBucket, type GatewayLimits } from './limits.js';
+import { CLOSE, OVERSIZE_READ_FACTOR, TokenBucket } from './limits.js';
 import { encodeMessage, IN_VALIDATORS, MSGPACK_SUBPROTOCOL, PROTOCOL_VERSION, TRADING_TYPES, type ChannelKind, type Encoding, type OutMessage } from './protocol.js';
-import { bookChannel, formatMinor, statusChannel, tickerChannel, tradesChannel, userChannel, wireOrder, type OrderTracker } from './publisher.js';
+import { bookChannel, formatMinor, statusChannel, tickerChannel, tradesChannel, userChannel, wireOrder } from './publisher.js';
 import { kwhToWh, priceToTicks, ticksToPrice, UnitError, whToKwh } from './units.js';
-import type { ZoneCatalog } from './zones.js';
+import type { AdminDeps } from './admin.js';
 
-export interface WsDeps {
-  app: TemplatedApp;
-  sql: Sql;
-  bus: Bus;
-  catalog: ZoneCatalog;
-  limits: GatewayLimits;
-  metrics: GatewayMetrics;
-  /** null = this gateway serves market data only; trading answers EXCHANGE_UNAVAILABLE. */
-  backend: TradingBackend | null;
-  funds: Funds;
-  orders: OrderTracker | null;
-  now: () => number;
+/** The admin API's dependencies (backend null = market data only; trading answers EXCHANGE_UNAVAILABLE), plus the WS path. */
+export interface WsDeps extends AdminDeps {
   path?: string;
 }
 
