@@ -22,7 +22,7 @@ export const JOURNAL_KIND_COMMAND = 1;
 export const JOURNAL_KIND_CHECKPOINT = 2;
 
 /** Field lists by type; a trailing '?' marks an optional field (nil on the wire = absent). */
-const COMMAND_FIELDS: Record<string, readonly string[]> = {
+const COMMAND_FIELDS = {
   CONFIGURE_ZONE: ['price_step_ticks', 'lot_wh', 'band_min_ticks', 'band_max_ticks', 'min_qty_wh', 'max_qty_wh', 'max_open_orders_per_user', 'status?'],
   OPEN_INTERVAL: ['interval_id', 'capacity_wh'],
   GATE_CLOSE: ['interval_id'],
@@ -35,11 +35,11 @@ const COMMAND_FIELDS: Record<string, readonly string[]> = {
   AMEND: ['order_id', 'user_id', 'price_ticks?', 'qty_wh?'],
   MASS_CANCEL: ['scope', 'user_id?', 'interval_id?'],
   EXPIRE_DUE: [],
-};
+} as const satisfies { [K in Command['type']]: readonly string[] };
 /** Commands whose zone_id is a field of the command (put back from the row on decode). */
 const COMMANDS_WITH_ZONE = new Set(['CONFIGURE_ZONE', 'PLACE', 'MASS_CANCEL']);
 
-const EVENT_FIELDS: Record<string, readonly string[]> = {
+const EVENT_FIELDS = {
   ACCEPTED: ['event_seq', 'order_id', 'user_id', 'client_order_id', 'interval_id', 'side', 'source', 'order_type', 'stp', 'price_ticks', 'qty_wh', 'seq', 'expire_at_ms'],
   REJECTED: ['event_seq', 'command', 'reason', 'order_id', 'user_id', 'client_order_id', 'interval_id'],
   FILL: ['event_seq', 'trade_id', 'interval_id', 'maker_order_id', 'maker_user_id', 'taker_order_id', 'taker_user_id', 'taker_side', 'price_ticks', 'qty_wh', 'source', 'maker_remaining_wh', 'taker_remaining_wh'],
@@ -52,7 +52,19 @@ const EVENT_FIELDS: Record<string, readonly string[]> = {
   INTERVAL_OPENED: ['event_seq', 'interval_id', 'capacity_wh'],
   GATE_CLOSED: ['event_seq', 'interval_id', 'expired_count'],
   SELLER_LIMIT_SET: ['event_seq', 'interval_id', 'user_id', 'limit_wh'],
-};
+} as const satisfies { [K in EngineEvent['type']]: readonly string[] };
+
+// Compile-time guard: every field of every engine command and event type is in the lists above
+// (the encoders below write exactly these fields, so a field the engine adds must be added here,
+// at the end of its list, or the build fails).
+type Unq<S> = S extends `${infer F}?` ? F : S;
+type MissingFields<U extends { type: string }, L extends { [K in U['type']]: readonly string[] }, Implicit extends string> = {
+  [K in U['type']]: Exclude<Exclude<keyof Extract<U, { type: K }>, 'type' | Implicit>, Unq<L[K][number]>>;
+}[U['type']];
+const commandFieldsComplete: [MissingFields<Command, typeof COMMAND_FIELDS, 'ts_ms' | 'zone_id'>] extends [never] ? true : false = true;
+const eventFieldsComplete: [MissingFields<EngineEvent, typeof EVENT_FIELDS, 'ts_ms' | 'zone_id'>] extends [never] ? true : false = true;
+void commandFieldsComplete;
+void eventFieldsComplete;
 
 type Obj = Record<string, unknown>;
 
@@ -62,7 +74,7 @@ interface TypeTable {
   fields: { name: string; optional: boolean }[][];
 }
 
-function table(lists: Record<string, readonly string[]>): TypeTable {
+function table(lists: Readonly<Record<string, readonly string[]>>): TypeTable {
   const names = Object.keys(lists);
   return {
     names,
@@ -128,7 +140,7 @@ export class ByteWriter {
     this.view = new DataView(next.buffer);
   }
 
-  protected varint(n: number): void {
+  varint(n: number): void {
     this.ensure(8);
     while (n >= 0x80) {
       this.buf[this.len++] = (n % 0x80) | 0x80;
@@ -137,7 +149,7 @@ export class ByteWriter {
     this.buf[this.len++] = n;
   }
 
-  protected value(v: unknown): void {
+  value(v: unknown): void {
     this.ensure(10);
     if (v === null || v === undefined) this.buf[this.len++] = T_NULL;
     else if (typeof v === 'number') {
@@ -187,6 +199,33 @@ export class ByteWriter {
     this.len += b.length;
   }
 
+  /** Copies bytes[from, to) verbatim. */
+  raw(bytes: Uint8Array, from: number, to: number): void {
+    this.ensure(to - from);
+    this.buf.set(bytes.subarray(from, to), this.len);
+    this.len += to - from;
+  }
+
+  /** An event tuple, written by the compiled encoder of its type. */
+  event(ev: Obj): void {
+    const enc = EVENT_ENCODERS[ev.type as string];
+    if (enc !== undefined) enc(this, ev);
+    else {
+      this.varint(0);
+      this.blob(ev);
+    }
+  }
+
+  /**
+   * A command tuple. A PLACE that names its zone takes the compiled fast path (order_id given
+   * separately, the fields the engine reads, nothing else); any other command goes through the
+   * generic writer, which keeps a shape it does not know whole. `item` holds ts_ms.
+   */
+  commandTuple(item: Obj, order_id: number, zone_id: number): void {
+    if (item.type === 'PLACE' && item.zone_id === zone_id) PLACE_ENCODER(this, item, order_id);
+    else this.tuple(COMMANDS, item, (COMMANDS_WITH_ZONE.has(item.type as string) ? 1 : 0) + 1);
+  }
+
   protected tuple(t: TypeTable, o: Obj, implicit: number): void {
     const code = t.codes.get(o.type as string);
     if (code !== undefined) {
@@ -212,7 +251,7 @@ export class ByteWriter {
     this.buf[this.len++] = FORMAT;
     this.tuple(COMMANDS, cmd as unknown as Obj, (COMMANDS_WITH_ZONE.has(cmd.type) ? 1 : 0) + 1);
     this.varint(events.length);
-    for (let i = 0; i < events.length; i++) this.tuple(EVENTS, events[i] as unknown as Obj, 2);
+    for (let i = 0; i < events.length; i++) this.event(events[i] as unknown as Obj);
   }
 
   checkpointPayload(state_hash: string): void {
@@ -230,16 +269,28 @@ export class ByteWriter {
 }
 
 /** Reads the payload format. */
-class ByteReader {
+export class ByteReader {
   private view!: DataView;
   private buf!: Uint8Array;
   o = 0;
 
-  reset(buf: Uint8Array): this {
-    this.buf = buf;
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-    this.o = 0;
+  reset(buf: Uint8Array, at = 0): this {
+    if (buf !== this.buf) {
+      this.buf = buf;
+      this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    }
+    this.o = at;
     return this;
+  }
+
+  float64(): number {
+    const v = this.view.getFloat64(this.o);
+    this.o += 8;
+    return v;
+  }
+
+  byte(): number {
+    return this.buf[this.o++];
   }
 
   varint(): number {
@@ -298,54 +349,104 @@ class ByteReader {
     return s;
   }
 
-  tuple(t: TypeTable, base: Obj): Obj {
+  /** A command tuple (zone_id and ts_ms put back from the row). */
+  command(zone_id: number, ts_ms: number): Command {
     const code = this.varint() - 1;
-    if (code === -1) return this.value() as Obj;
-    const o: Obj = { type: t.names[code], ...base };
-    const fields = t.fields[code];
-    for (let i = 0; i < fields.length; i++) {
-      const v = this.value();
-      if (v === null && fields[i].optional) continue;
-      o[fields[i].name] = v;
+    if (code === -1) return this.value() as Command;
+    return COMMAND_DECODERS[code](this, zone_id, ts_ms) as unknown as Command;
+  }
+
+  /** An event tuple. */
+  event(zone_id: number, ts_ms: number): EngineEvent {
+    const code = this.varint() - 1;
+    if (code === -1) return this.value() as EngineEvent;
+    return EVENT_DECODERS[code](this, zone_id, ts_ms) as unknown as EngineEvent;
+  }
+
+  /** Skips one tuple. */
+  skipTuple(t: TypeTable): void {
+    const code = this.varint() - 1;
+    if (code === -1) {
+      this.value();
+      return;
     }
-    return o;
+    for (let i = 0; i < t.fields[code].length; i++) this.value();
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Compiled encoders and decoders: one function per type with the field accesses written out, so
+// the hot path does no per-field lookups, key counting or object spreading. Generated from the
+// field lists above (the single source of the format); field names are plain identifiers.
+
+type TupleEncoder = (w: ByteWriter, o: Obj, order_id?: number) => void;
+type TupleDecoder = (r: ByteReader, zone_id: number, ts_ms: number) => Obj;
+
+function compileEncoder(t: TypeTable, code: number, orderIdParam: boolean): TupleEncoder {
+  const body = [`w.varint(${code + 1});`];
+  for (const f of t.fields[code]) body.push(orderIdParam && f.name === 'order_id' ? 'w.value(order_id);' : `w.value(o.${f.name});`);
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  return new Function('w', 'o', 'order_id', body.join('\n')) as TupleEncoder;
+}
+
+function compileDecoder(t: TypeTable, code: number, base: 'event' | 'command' | 'command_with_zone'): TupleDecoder {
+  const fields = t.fields[code];
+  const body: string[] = [];
+  fields.forEach((_, i) => body.push(`const f${i} = r.value();`));
+  const props = [`type: ${JSON.stringify(t.names[code])}`];
+  if (base === 'event') props.push('zone_id', 'ts_ms');
+  else if (base === 'command_with_zone') props.push('ts_ms', 'zone_id');
+  else props.push('ts_ms');
+  fields.forEach((f, i) => {
+    if (!f.optional) props.push(`${f.name}: f${i}`);
+  });
+  body.push(`const o = { ${props.join(', ')} };`);
+  fields.forEach((f, i) => {
+    if (f.optional) body.push(`if (f${i} !== null) o.${f.name} = f${i};`);
+  });
+  body.push('return o;');
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  return new Function('r', 'zone_id', 'ts_ms', body.join('\n')) as TupleDecoder;
+}
+
+const EVENT_ENCODERS: Record<string, TupleEncoder> = Object.create(null) as Record<string, TupleEncoder>;
+EVENTS.names.forEach((n, code) => (EVENT_ENCODERS[n] = compileEncoder(EVENTS, code, false)));
+const PLACE_ENCODER = compileEncoder(COMMANDS, COMMANDS.codes.get('PLACE')!, true);
+const EVENT_DECODERS: TupleDecoder[] = EVENTS.names.map((_, code) => compileDecoder(EVENTS, code, 'event'));
+const COMMAND_DECODERS: TupleDecoder[] = COMMANDS.names.map((n, code) => compileDecoder(COMMANDS, code, COMMANDS_WITH_ZONE.has(n) ? 'command_with_zone' : 'command'));
 
 // One reader per thread, reset per payload (decoding is synchronous).
 const sharedReader = new ByteReader();
 
 function reader(payload: Uint8Array): ByteReader {
   if (payload[0] !== FORMAT) throw new Error(`journal payload format ${payload[0]} is not supported (expected ${FORMAT})`);
-  const r = sharedReader.reset(payload);
-  r.o = 1;
-  return r;
-}
-
-function commandBase(type: string, zone_id: number, ts_ms: number): Obj {
-  return COMMANDS_WITH_ZONE.has(type) ? { ts_ms, zone_id } : { ts_ms };
-}
-
-function readCommand(r: ByteReader, zone_id: number, ts_ms: number): Command {
-  const save = r.o;
-  const code = r.varint() - 1;
-  r.o = save;
-  const base = code === -1 ? {} : commandBase(COMMANDS.names[code], zone_id, ts_ms);
-  return r.tuple(COMMANDS, base) as unknown as Command;
+  return sharedReader.reset(payload, 1);
 }
 
 /** Decodes only the command of a COMMAND payload (recovery). */
 export function decodeCommand(payload: Uint8Array, zone_id: number, ts_ms: number): Command {
-  return readCommand(reader(payload), zone_id, ts_ms);
+  return reader(payload).command(zone_id, ts_ms);
 }
 
 /** Decodes the events of a COMMAND payload. */
 export function decodeEvents(payload: Uint8Array, zone_id: number, ts_ms: number): EngineEvent[] {
   const r = reader(payload);
-  readCommand(r, zone_id, ts_ms);
+  r.skipTuple(COMMANDS);
+  return readEvents(r, zone_id, ts_ms);
+}
+
+/**
+ * Decodes the events of a COMMAND payload from `at`, the offset of its event count (the worker
+ * reports it per row, so the main thread neither copies the payload nor reads the command).
+ */
+export function decodeEventsAt(bytes: Uint8Array, at: number, zone_id: number, ts_ms: number): EngineEvent[] {
+  return readEvents(sharedReader.reset(bytes, at), zone_id, ts_ms);
+}
+
+function readEvents(r: ByteReader, zone_id: number, ts_ms: number): EngineEvent[] {
   const n = r.varint();
   const out: EngineEvent[] = new Array(n);
-  for (let i = 0; i < n; i++) out[i] = r.tuple(EVENTS, { zone_id, ts_ms }) as unknown as EngineEvent;
+  for (let i = 0; i < n; i++) out[i] = r.event(zone_id, ts_ms);
   return out;
 }
 
@@ -410,6 +511,27 @@ export class CopyTupleWriter extends ByteWriter {
     return at;
   }
 
+  /**
+   * Writes a COMMAND row whose command tuple is already encoded (bytes[from, to), as the
+   * sequencer wrote it) followed by the events. Sets `eventsAt` to the offset of the event count.
+   * Returns the payload's offset (its length is byteLength - offset - 12).
+   */
+  appendEncodedCommand(zone_id: number, seq: number, ts_ms: number, bytes: Uint8Array, from: number, to: number, events: readonly EngineEvent[]): number {
+    this.begin(zone_id, seq, JOURNAL_KIND_COMMAND);
+    const at = this.payloadAt;
+    this.ensure(1);
+    this.buf[this.len++] = FORMAT;
+    this.raw(bytes, from, to);
+    this.eventsAt = this.len;
+    this.varint(events.length);
+    for (let i = 0; i < events.length; i++) this.event(events[i] as unknown as Obj);
+    this.end(ts_ms);
+    return at;
+  }
+
+  /** Offset of the event count of the last row written by appendEncodedCommand. */
+  eventsAt = 0;
+
   /** Writes a CHECKPOINT row. */
   appendCheckpoint(zone_id: number, seq: number, state_hash: string, ts_ms: number): void {
     this.begin(zone_id, seq, JOURNAL_KIND_CHECKPOINT);
@@ -438,6 +560,40 @@ export class CopyTupleWriter extends ByteWriter {
     this.view.setInt32(this.len, 8);
     setInt64(this.view, this.len + 4, (ts_ms - PG_EPOCH_MS) * 1000);
     this.len += 12;
+    this.rows++;
+  }
+
+  override take(): Uint8Array {
+    this.rows = 0;
+    return super.take();
+  }
+}
+
+/**
+ * The sequencer's batch of commands for one worker, sent as one transferred buffer. Per row:
+ * [varint zone_id][varint seq][float64 ts_ms][byte kind] and, for a COMMAND, its command tuple in
+ * the journal format (the worker decodes it for the engine and copies the bytes into the journal
+ * row as they are, so a command is encoded once).
+ */
+export class CommandBatchWriter extends ByteWriter {
+  rows = 0;
+
+  command(zone_id: number, seq: number, ts_ms: number, item: Obj, order_id: number): void {
+    this.head(zone_id, seq, ts_ms, JOURNAL_KIND_COMMAND);
+    this.commandTuple(item, order_id, zone_id);
+  }
+
+  checkpoint(zone_id: number, seq: number, ts_ms: number): void {
+    this.head(zone_id, seq, ts_ms, JOURNAL_KIND_CHECKPOINT);
+  }
+
+  private head(zone_id: number, seq: number, ts_ms: number, kind: number): void {
+    this.varint(zone_id);
+    this.varint(seq);
+    this.ensure(9);
+    this.view.setFloat64(this.len, ts_ms);
+    this.len += 8;
+    this.buf[this.len++] = kind;
     this.rows++;
   }
 

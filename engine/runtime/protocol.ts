@@ -1,9 +1,10 @@
 // Messages between the runtime (main thread) and its zone workers (worker.ts).
-// Commands go in batches (one postMessage per batch, structured clone); results come back as one
-// transferred buffer of binary COPY tuples for the journal plus the events per command.
+// Commands go in batches: one transferred buffer per batch (codec.ts CommandBatchWriter); results
+// come back as one transferred buffer of binary COPY tuples for the journal plus a row index.
 import type { Command, EngineSnapshot, IntervalView } from '../core/types.js';
 
-export const ROW_FIELDS = 5;
+/** Numbers per row in a result's index: see FromWorker['result'].index. */
+export const ROW_FIELDS = 7;
 
 /** A checkpoint is sequenced like a command but is not an engine command: it records the state hash. */
 export interface CheckpointItem {
@@ -14,8 +15,8 @@ export interface CheckpointItem {
 export type WorkItem = Command | CheckpointItem;
 
 export type ToWorker =
-  /** Flat triples: zone_id, seq, item. */
-  | { t: 'batch'; items: (number | WorkItem)[] }
+  /** `rows` sequenced commands encoded by CommandBatchWriter (transferred). */
+  | { t: 'batch'; bytes: Uint8Array; rows: number }
   | { t: 'recover'; req: number; zone_id: number; url: string; from_scratch: boolean }
   | { t: 'dump'; req: number; zone_id: number }
   | { t: 'crash' };
@@ -37,8 +38,9 @@ export type FromWorker =
       first_seq: number;
       /**
        * Per row, ROW_FIELDS numbers: zone_id, seq, payload offset in bytes, payload length
-       * (-1 = a checkpoint row), ts_ms. Events travel as the payload bytes and are decoded on
-       * the main thread after commit (cheaper than a structured clone of event objects).
+       * (-1 = a checkpoint row), ts_ms, offset of the payload's event count, 1 if the command is
+       * a PLACE. Events travel as the payload bytes and are decoded on the main thread after
+       * commit (cheaper than a structured clone of event objects).
        */
       index: Float64Array;
       snapshots: SnapshotOut[];

@@ -18,8 +18,8 @@ import type { Logger } from '../../schema/log.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
 import { JournalWriter, type JournalState } from './journal.js';
 import { connectNoDelay } from './pg.js';
-import { ROW_FIELDS, type FromWorker, type ToWorker, type WorkItem } from './protocol.js';
-import { decodeEvents } from './codec.js';
+import { ROW_FIELDS, type FromWorker, type ToWorker } from './protocol.js';
+import { CommandBatchWriter, decodeEventsAt } from './codec.js';
 import type {
   ClosedInterval,
   CommittedEvents,
@@ -31,7 +31,7 @@ import type {
 } from './types.js';
 
 /** Commands per worker message; more are sent in the next message. */
-export const WORKER_BATCH_MAX = 512;
+export const WORKER_BATCH_MAX = 1024;
 /** start() waits up to this many 10 ms polls for the gate openings it sequenced to commit. */
 const LIFECYCLE_CATCH_UP_POLLS = 1000;
 /** Advisory lock held by the one runtime that writes the journal of a database. */
@@ -74,9 +74,53 @@ export interface RuntimeOptions {
   onIntervalClosed?: (closed: ClosedInterval) => void;
 }
 
-interface Waiter {
-  resolve: (r: SubmitResult) => void;
-  order_id: number;
+type Resolve = (r: SubmitResult) => void;
+
+/**
+ * The submitters waiting for a zone's commands, in seq order (results come back and commit in
+ * seq order, so the oldest waiter is always the next one answered).
+ */
+class WaiterQueue {
+  private seqs: number[] = [];
+  private fns: Resolve[] = [];
+  private head = 0;
+
+  get size(): number {
+    return this.seqs.length - this.head;
+  }
+
+  push(seq: number, fn: Resolve): void {
+    this.seqs.push(seq);
+    this.fns.push(fn);
+  }
+
+  /** The waiter of `seq` if it is the oldest (always, unless a worker restart failed it already). */
+  take(seq: number): Resolve | undefined {
+    if (this.head >= this.seqs.length || this.seqs[this.head] !== seq) return undefined;
+    const fn = this.fns[this.head];
+    this.fns[this.head] = undefined as unknown as Resolve;
+    this.head++;
+    if (this.head === this.seqs.length) {
+      this.seqs.length = 0;
+      this.fns.length = 0;
+      this.head = 0;
+    } else if (this.head >= 4096 && this.head * 2 >= this.seqs.length) {
+      this.seqs = this.seqs.slice(this.head);
+      this.fns = this.fns.slice(this.head);
+      this.head = 0;
+    }
+    return fn;
+  }
+
+  /** Removes and returns the waiters of seqs above `seq` (newest last). */
+  takeAbove(seq: number): Resolve[] {
+    let i = this.seqs.length;
+    while (i > this.head && this.seqs[i - 1] > seq) i--;
+    const out = this.fns.slice(i);
+    this.seqs.length = i;
+    this.fns.length = i;
+    return out;
+  }
 }
 
 interface IntervalRow {
@@ -98,7 +142,7 @@ interface ZoneSlot {
   since_checkpoint: number;
   last_command_ms: number;
   has_gtt: boolean;
-  waiters: Map<number, Waiter>;
+  waiters: WaiterQueue;
   engine_intervals: Map<number, { closed: boolean }>;
   intervals: Map<number, IntervalRow>;
   /** Lifecycle commands sent and not yet committed, by interval (avoids sending twice). */
@@ -111,7 +155,7 @@ interface WorkerSlot {
   index: number;
   worker: Worker;
   alive: boolean;
-  outbox: (number | WorkItem)[];
+  outbox: CommandBatchWriter;
   scheduled: boolean;
   requests: Map<number, (m: FromWorker) => void>;
 }
@@ -209,7 +253,7 @@ class RuntimeImpl implements Runtime {
         since_checkpoint: 0,
         last_command_ms: 0,
         has_gtt: false,
-        waiters: new Map(),
+        waiters: new WaiterQueue(),
         engine_intervals: new Map(),
         intervals: new Map(),
         lifecycle_pending: new Set(),
@@ -287,7 +331,7 @@ class RuntimeImpl implements Runtime {
 
   private spawnWorker(index: number): WorkerSlot {
     const worker = new Worker(workerEntry());
-    const slot: WorkerSlot = { index, worker, alive: true, outbox: [], scheduled: false, requests: new Map() };
+    const slot: WorkerSlot = { index, worker, alive: true, outbox: new CommandBatchWriter(64 * 1024), scheduled: false, requests: new Map() };
     worker.on('message', (m: FromWorker) => this.onWorkerMessage(slot, m));
     worker.on('error', (err) => this.opts.log?.error('zone worker failed', { worker: index, error: err.message }));
     worker.on('exit', (code) => {
@@ -347,16 +391,15 @@ class RuntimeImpl implements Runtime {
     this.workerRestarts++;
     const mine = [...this.zones.values()].filter((z) => z.worker === dead.index);
     this.opts.log?.error('zone worker died; restarting its zones from the journal', { worker: dead.index, exit_code: code, zones: mine.map((z) => z.zone_id) });
-    dead.outbox.length = 0;
+    dead.outbox.take();
     for (const r of dead.requests.values()) r({ t: 'failed', req: 0, zone_id: 0, code: 'WORKER_DIED', message: 'worker died' });
     dead.requests.clear();
     for (const z of mine) {
       z.status = 'RECOVERING';
-      for (const [seq, w] of z.waiters) {
-        if (seq <= z.last_result_seq) continue; // its result is in the journal queue: it will commit
-        z.waiters.delete(seq);
+      // Results up to last_result_seq are in the journal queue: they will commit and be answered.
+      for (const resolve of z.waiters.takeAbove(z.last_result_seq)) {
         this.inflight--;
-        w.resolve(fail('ZONE_UNAVAILABLE', `zone ${z.zone_id} is restarting after its worker failed; the command was not executed`));
+        resolve(fail('ZONE_UNAVAILABLE', `zone ${z.zone_id} is restarting after its worker failed; the command was not executed`));
       }
       z.lifecycle_pending.clear();
     }
@@ -415,24 +458,25 @@ class RuntimeImpl implements Runtime {
     const ts_ms = Math.max(z.last_ts_ms, this.now());
     z.last_ts_ms = ts_ms;
     z.last_command_ms = ts_ms;
-    let item: WorkItem;
-    let order_id = 0;
-    if (cmd.type === 'PLACE') {
-      order_id = orderIdFor(z.zone_id, seq);
-      item = { ...cmd, ts_ms, order_id } as Command;
+    const slot = this.workers[z.worker];
+    if (cmd.type === 'CHECKPOINT') slot.outbox.checkpoint(z.zone_id, seq, ts_ms);
+    else if (cmd.type === 'PLACE') {
+      const order_id = orderIdFor(z.zone_id, seq);
+      // The fast path encodes the submitted object as it is (no copy); any other shape is
+      // journaled whole, as the engine sees it.
+      const item = cmd.zone_id === z.zone_id ? cmd : { ...cmd, ts_ms, order_id };
+      slot.outbox.command(z.zone_id, seq, ts_ms, item as unknown as Record<string, unknown>, order_id);
       if (cmd.expire_at_ms !== undefined) z.has_gtt = true;
     } else {
-      item = { ...cmd, ts_ms } as WorkItem;
+      slot.outbox.command(z.zone_id, seq, ts_ms, { ...cmd, ts_ms } as unknown as Record<string, unknown>, 0);
     }
-    const slot = this.workers[z.worker];
-    slot.outbox.push(z.zone_id, seq, item);
     this.inflight++;
-    const p = new Promise<SubmitResult>((resolve) => z.waiters.set(seq, { resolve, order_id }));
+    const p = new Promise<SubmitResult>((resolve) => z.waiters.push(seq, resolve));
     if (++z.since_checkpoint >= this.snapshotEvery && cmd.type !== 'CHECKPOINT') {
       z.since_checkpoint = 0;
       void this.sequence(z, { type: 'CHECKPOINT' });
     }
-    if (slot.outbox.length >= WORKER_BATCH_MAX * 3) this.flush(slot);
+    if (slot.outbox.rows >= WORKER_BATCH_MAX) this.flush(slot);
     else if (!slot.scheduled) {
       slot.scheduled = true;
       setImmediate(() => this.flush(slot));
@@ -442,10 +486,10 @@ class RuntimeImpl implements Runtime {
 
   private flush(slot: WorkerSlot): void {
     slot.scheduled = false;
-    if (slot.outbox.length === 0 || !slot.alive) return;
-    const items = slot.outbox;
-    slot.outbox = [];
-    slot.worker.postMessage({ t: 'batch', items } satisfies ToWorker);
+    if (slot.outbox.rows === 0 || !slot.alive) return;
+    const rows = slot.outbox.rows;
+    const bytes = slot.outbox.take();
+    slot.worker.postMessage({ t: 'batch', bytes, rows } satisfies ToWorker, [bytes.buffer as ArrayBuffer]);
   }
 
   /** Runs after the batch holding these results has committed: acks, subscriptions, snapshots. */
@@ -458,13 +502,11 @@ class RuntimeImpl implements Runtime {
       const len = ix[x + 3];
       const z = this.zones.get(zone_id);
       if (z === undefined) continue;
-      const events = len < 0 ? [] : decodeEvents(m.bytes.subarray(ix[x + 2], ix[x + 2] + len), zone_id, ts_ms);
-      const w = z.waiters.get(seq);
-      if (w !== undefined) {
-        z.waiters.delete(seq);
+      const events = len < 0 ? [] : decodeEventsAt(m.bytes, ix[x + 5], zone_id, ts_ms);
+      const resolve = z.waiters.take(seq);
+      if (resolve !== undefined) {
         this.inflight--;
-        const ack: SubmitResult = w.order_id > 0 ? { ok: true, zone_id, seq, ts_ms, order_id: w.order_id, events } : { ok: true, zone_id, seq, ts_ms, events };
-        w.resolve(ack);
+        resolve(ix[x + 6] === 1 ? { ok: true, zone_id, seq, ts_ms, order_id: orderIdFor(zone_id, seq), events } : { ok: true, zone_id, seq, ts_ms, events });
       }
       if (events.length > 0) this.publish(z, { zone_id, seq, ts_ms, events });
     }

@@ -1,12 +1,12 @@
 // A zone worker: a long-lived worker thread that owns the engines of its zones (single writer
-// per zone). It applies batches of sequenced commands in order, encodes each command and its
-// events as a journal row (binary COPY tuple) and sends the whole batch back in one message.
+// per zone). It applies batches of sequenced commands in order (one binary buffer per batch, the
+// commands already in journal encoding), appends each command's bytes and its events as a journal
+// row (binary COPY tuple) and sends the whole batch back in one message.
 // It never touches PostgreSQL on the hot path; it reads the journal only to recover a zone.
 import { parentPort } from 'node:worker_threads';
-import type { Command } from '../core/types.js';
-import { CopyTupleWriter, encodeState } from './codec.js';
+import { ByteReader, CopyTupleWriter, encodeState, JOURNAL_KIND_CHECKPOINT } from './codec.js';
 import type { RuntimeZoneEngine } from './engine-port.js';
-import { ROW_FIELDS, type FromWorker, type SnapshotOut, type ToWorker, type WorkItem } from './protocol.js';
+import { ROW_FIELDS, type FromWorker, type SnapshotOut, type ToWorker } from './protocol.js';
 import { recoverZone } from './recovery.js';
 
 if (parentPort === null) throw new Error('engine/runtime/worker.js must run as a worker thread');
@@ -18,36 +18,50 @@ function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(msg, transfer);
 }
 
-function runBatch(items: (number | WorkItem)[]): void {
-  const rows = items.length / 3;
+const batchReader = new ByteReader();
+
+function runBatch(input: Uint8Array, rows: number): void {
   const index = new Float64Array(rows * ROW_FIELDS);
   const snapshots: SnapshotOut[] = [];
-  for (let r = 0; r < rows; r++) {
-    const zone_id = items[r * 3] as number;
-    const seq = items[r * 3 + 1] as number;
-    const item = items[r * 3 + 2] as WorkItem;
+  const r = batchReader.reset(input, 0);
+  let first_zone_id = 0;
+  let first_seq = 0;
+  for (let row = 0; row < rows; row++) {
+    const zone_id = r.varint();
+    const seq = r.varint();
+    const ts_ms = r.float64();
+    const kind = r.byte();
+    if (row === 0) {
+      first_zone_id = zone_id;
+      first_seq = seq;
+    }
     const engine = zones.get(zone_id);
     if (engine === undefined) throw new Error(`worker does not own zone ${zone_id}`);
-    const x = r * ROW_FIELDS;
+    const x = row * ROW_FIELDS;
     index[x] = zone_id;
     index[x + 1] = seq;
-    index[x + 4] = item.ts_ms;
-    if (item.type === 'CHECKPOINT') {
+    index[x + 4] = ts_ms;
+    if (kind === JOURNAL_KIND_CHECKPOINT) {
       const state_hash = engine.stateHash();
-      writer.appendCheckpoint(zone_id, seq, state_hash, item.ts_ms);
+      writer.appendCheckpoint(zone_id, seq, state_hash, ts_ms);
       snapshots.push({ zone_id, seq, state: encodeState(engine.serialize()), state_hash });
       index[x + 3] = -1;
     } else {
-      engine.execute(item as Command);
-      const at = writer.appendCommand(zone_id, seq, item as Command, engine.events());
+      const from = r.o;
+      const cmd = r.command(zone_id, ts_ms);
+      const to = r.o;
+      engine.execute(cmd);
+      const at = writer.appendEncodedCommand(zone_id, seq, ts_ms, input, from, to, engine.events());
       index[x + 2] = at;
       index[x + 3] = writer.byteLength - at - 12;
+      index[x + 5] = writer.eventsAt;
+      index[x + 6] = cmd.type === 'PLACE' ? 1 : 0;
     }
   }
   const count = writer.rows;
   const bytes = writer.take();
   post(
-    { t: 'result', bytes, rows: count, first_zone_id: items[0] as number, first_seq: items[1] as number, index, snapshots },
+    { t: 'result', bytes, rows: count, first_zone_id, first_seq, index, snapshots },
     [bytes.buffer as ArrayBuffer, index.buffer as ArrayBuffer, ...snapshots.map((s) => s.state.buffer as ArrayBuffer)],
   );
 }
@@ -79,7 +93,7 @@ async function recover(msg: Extract<ToWorker, { t: 'recover' }>): Promise<void> 
 port.on('message', (msg: ToWorker) => {
   switch (msg.t) {
     case 'batch':
-      runBatch(msg.items);
+      runBatch(msg.bytes, msg.rows);
       break;
     case 'recover':
       void recover(msg);
