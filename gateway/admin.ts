@@ -2,9 +2,11 @@
 // action written to audit_log with who (user + key), what (action, entity, before/after), when
 // and from where (IP). Bodies are JSON; answers are JSON; errors are { code, message }.
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import type postgres from 'postgres';
 import type { Sql } from '../schema/db.js';
-import { issueDeviceToken, issueMeterToken } from '../ingest/index.js';
-import { adminPayload, authenticate, createApiKey, OPERATOR_ROLES, type Algorithm, type Principal } from './auth.js';
+import { newToken } from '../ingest/tokens.js';
+import { isConnectionError } from '../ledger/store.js';
+import { adminPayload, authenticate, newApiKeyMaterial, OPERATOR_ROLES, type Algorithm, type Principal } from './auth.js';
 import type { Funds, TradingBackend } from './backend.js';
 import type { Bus } from './bus.js';
 import { fail, type Failure } from './codes.js';
@@ -28,14 +30,25 @@ export interface AdminDeps {
   now: () => number;
 }
 
-type Tx = Sql;
+type Fragment = postgres.Fragment;
+/**
+ * Every admin write is ONE statement: the change and its audit row are data-modifying CTEs of the
+ * same statement, so they commit together or not at all — and no sql.begin(). postgres.js 3.4.9
+ * sends its own ROLLBACK when a transaction's connection drops, and that write on the dead socket
+ * throws from a timer (porsager/postgres#1208), which would take the whole process down. A single
+ * statement on a pooled connection sends nothing after a failure: the request answers 503
+ * EXCHANGE_UNAVAILABLE, and the audit log says whether the change was made (it is atomic with it).
+ */
 interface Ctx {
   principal: Principal;
   params: string[];
   query: URLSearchParams;
   body: Record<string, unknown>;
   ip: string;
-  audit(tx: Tx, action: string, entity_type: string, entity_id: string | number | null, before: unknown, after: unknown): Promise<void>;
+  /** `insert into audit_log … select … from <from>`: a CTE body for the statement that makes the change. */
+  auditFrom(from: Fragment, action: string, entity_type: string, entity_id: Fragment, before: Fragment, after: Fragment): Fragment;
+  /** A standalone audit row (for changes that are not PostgreSQL writes: the ledger, the engine). */
+  audit(action: string, entity_type: string, entity_id: string | number | null, before: unknown, after: unknown): Promise<void>;
 }
 interface Answer {
   status: number;
@@ -152,8 +165,14 @@ export function attachAdmin(d: AdminDeps): void {
           query: new URLSearchParams(q),
           body: parsed,
           ip,
-          async audit(tx, action, entity_type, entity_id, before, after) {
-            await tx`insert into audit_log (actor_user_id, actor_key_id, action, entity_type, entity_id, before, after, ip)
+          auditFrom(from, action, entity_type, entity_id, before, after) {
+            return sql`insert into audit_log (actor_user_id, actor_key_id, action, entity_type, entity_id, before, after, ip)
+              select ${principal.user_id}::bigint, ${principal.key_id}::text, ${action}::text, ${entity_type}::text, (${entity_id})::text,
+                     ${before}, ${after}, ${ip === '' ? null : ip}::inet
+              from ${from}`;
+          },
+          async audit(action, entity_type, entity_id, before, after) {
+            await sql`insert into audit_log (actor_user_id, actor_key_id, action, entity_type, entity_id, before, after, ip)
               values (${principal.user_id}, ${principal.key_id}, ${action}, ${entity_type}, ${entity_id === null ? null : String(entity_id)},
                       ${before === null ? null : sql.json(before as never)}, ${after === null ? null : sql.json(after as never)}, ${ip === '' ? null : ip})`;
           },
@@ -161,6 +180,12 @@ export function attachAdmin(d: AdminDeps): void {
       })().then(reply, (err: unknown) => {
         if (err instanceof AdminError) return reply({ status: err.status, body: err.failure });
         const e = err as { code?: string; message?: string };
+        if (isConnectionError(err)) {
+          return reply({
+            status: 503,
+            body: fail('EXCHANGE_UNAVAILABLE', `the database connection was lost during the request (${e.message ?? String(err)}); a change it made is in the audit log together with its audit row, or not at all — check GET /admin/audit before retrying`),
+          });
+        }
         if (e.code === '23505') return reply({ status: 409, body: fail('CONFLICT', e.message ?? 'already exists') });
         if (e.code === '23503' || e.code === '23514' || e.code === '22P02') return reply({ status: 400, body: fail('INVALID_FIELD', e.message ?? 'invalid value') });
         reply({ status: 500, body: fail('INTERNAL', e.message ?? String(err)) });
@@ -178,6 +203,22 @@ export function attachAdmin(d: AdminDeps): void {
     if (r === undefined) bad('NOT_FOUND', `${what} not found`, 404);
     return r as T;
   };
+  /** Splits `select 0 as k, before.* … union all select 1 as k, after.*` rows into before and after. */
+  const beforeAfter = (rows: Record<string, unknown>[], what: string): { before: Record<string, unknown>; after: Record<string, unknown> } => {
+    const pick = (k: number) => {
+      const r = rows.find((x) => Number(x.k) === k);
+      if (r === undefined) bad('NOT_FOUND', `${what} not found`, 404);
+      const { k: _k, ...rest } = r!;
+      return rest;
+    };
+    return { before: pick(0), after: pick(1) };
+  };
+  const nextId = async (table: 'smart_meters' | 'devices'): Promise<number> => {
+    const [r] = await sql<{ id: string }[]>`select nextval(pg_get_serial_sequence(${table}, 'id'))::text as id`;
+    return Number(r.id);
+  };
+  const json = (v: unknown): Fragment => sql`${sql.json(v as never)}::jsonb`;
+  const NULL = sql`null::jsonb`;
   const page = (c: Ctx): { limit: number; after: number } => {
     const limit = Math.min(limits.max_page_size, Math.max(1, Number(c.query.get('limit') ?? 100) || 100));
     const after = Number(c.query.get('after') ?? 0) || 0;
@@ -197,11 +238,9 @@ export function attachAdmin(d: AdminDeps): void {
     schema: obj({ code: { type: 'string', pattern: '^[A-Z0-9][A-Z0-9_-]{1,31}$' }, currency: { type: 'string', pattern: '^[A-Z]{3}$' }, currency_minor_units: { type: 'integer', minimum: 0, maximum: 8 }, tick_size: DEC, ...ZONE_FIELDS }, ['code', 'name', 'currency', 'tick_size', 'capacity_w', 'price_band_min_ticks', 'price_band_max_ticks', 'max_order_wh']),
   }, async (c) => {
     const b = c.body;
-    const row = await sql.begin(async (tx) => {
-      const [z] = await tx`insert into grid_zones ${sql(b as Record<string, never>)} returning *`;
-      await c.audit(tx as unknown as Tx, 'zone.create', 'grid_zone', z.id as string, null, z);
-      return z;
-    });
+    const [row] = await sql`with after as (insert into grid_zones ${sql(b as Record<string, never>)} returning *),
+      audit as (${c.auditFrom(sql`after`, 'zone.create', 'grid_zone', sql`after.id`, NULL, sql`to_jsonb(after)`)})
+      select * from after`;
     await d.catalog.refresh();
     return { status: 201, body: row };
   });
@@ -209,12 +248,10 @@ export function attachAdmin(d: AdminDeps): void {
   route('patch', '/admin/zones/:id', { schema: obj({ ...ZONE_FIELDS, tick_size: DEC }) }, async (c) => {
     const zone_id = id(c.params[0]);
     if (Object.keys(c.body).length === 0) bad('INVALID_FIELD', 'nothing to change');
-    const { before, after } = await sql.begin(async (tx) => {
-      const before = await one(tx`select * from grid_zones where id = ${zone_id} for update`, `zone ${zone_id}`);
-      const [after] = await tx`update grid_zones set ${sql(c.body as Record<string, never>)}, updated_at = now() where id = ${zone_id} returning *`;
-      await c.audit(tx as unknown as Tx, 'zone.update', 'grid_zone', zone_id, before, after);
-      return { before, after };
-    });
+    const { before, after } = beforeAfter(await sql`with before as (select * from grid_zones where id = ${zone_id} for update),
+      after as (update grid_zones set ${sql(c.body as Record<string, never>)}, updated_at = now() where id = ${zone_id} returning *),
+      audit as (${c.auditFrom(sql`before, after`, 'zone.update', 'grid_zone', sql`after.id`, sql`to_jsonb(before)`, sql`to_jsonb(after)`)})
+      select 0 as k, before.* from before union all select 1 as k, after.* from after`, `zone ${zone_id}`);
     await d.catalog.refresh();
     const engine = await engineCommand(zone_id, {
       type: 'CONFIGURE_ZONE', zone_id, price_step_ticks: 1, lot_wh: Number(after.lot_wh), band_min_ticks: Number(after.price_band_min_ticks), band_max_ticks: Number(after.price_band_max_ticks),
@@ -230,12 +267,10 @@ export function attachAdmin(d: AdminDeps): void {
       const cmd = verb === 'halt' ? ({ type: 'HALT', policy } as const) : verb === 'resume' ? ({ type: 'RESUME' } as const) : ({ type: 'MAINTENANCE', policy } as const);
       await one(sql`select id from grid_zones where id = ${zone_id}`, `zone ${zone_id}`);
       const engine = await engineCommand(zone_id, cmd);
-      const after = await sql.begin(async (tx) => {
-        const before = await one(tx`select id, status from grid_zones where id = ${zone_id} for update`, `zone ${zone_id}`);
-        const [after] = await tx`update grid_zones set status = ${status}, updated_at = now() where id = ${zone_id} returning id, status`;
-        await c.audit(tx as unknown as Tx, `zone.${verb}`, 'grid_zone', zone_id, before, { ...after, policy, reason: c.body.reason ?? null, engine });
-        return after;
-      });
+      const { after } = beforeAfter(await sql`with before as (select id, status from grid_zones where id = ${zone_id} for update),
+        after as (update grid_zones set status = ${status}, updated_at = now() where id = ${zone_id} returning id, status),
+        audit as (${c.auditFrom(sql`before, after`, `zone.${verb}`, 'grid_zone', sql`after.id`, sql`to_jsonb(before)`, sql`to_jsonb(after) || ${json({ policy, reason: c.body.reason ?? null, engine })}`)})
+        select 0 as k, before.* from before union all select 1 as k, after.* from after`, `zone ${zone_id}`);
       await d.catalog.refresh();
       return { status: 200, body: { ...after, policy, engine } };
     });
@@ -247,59 +282,49 @@ export function attachAdmin(d: AdminDeps): void {
   route('put', '/admin/zones/:id/compliance/:rule', { schema: obj({ parameters: { type: 'object' }, is_active: { type: 'boolean' } }, ['parameters']) }, async (c) => {
     const zone_id = id(c.params[0]);
     const rule = c.params[1];
-    const body = await sql.begin(async (tx) => {
-      const [before] = await tx`select * from compliance_rules where zone_id = ${zone_id} and rule = ${rule}`;
-      const [after] = await tx`insert into compliance_rules (zone_id, rule, parameters, is_active, created_by)
+    const [body] = await sql`with before as (select * from compliance_rules where zone_id = ${zone_id} and rule = ${rule} for update),
+      after as (insert into compliance_rules (zone_id, rule, parameters, is_active, created_by)
         values (${zone_id}, ${rule}, ${sql.json(c.body.parameters as never)}, ${c.body.is_active !== false}, ${c.principal.user_id})
-        on conflict (zone_id, rule) do update set parameters = excluded.parameters, is_active = excluded.is_active, updated_at = now() returning *`;
-      await c.audit(tx as unknown as Tx, 'compliance.set', 'compliance_rule', `${zone_id}:${rule}`, before ?? null, after);
-      return after;
-    });
+        on conflict (zone_id, rule) do update set parameters = excluded.parameters, is_active = excluded.is_active, updated_at = now() returning *),
+      audit as (${c.auditFrom(sql`after`, 'compliance.set', 'compliance_rule', sql`${`${zone_id}:${rule}`}::text`, sql`(select to_jsonb(before) from before)`, sql`to_jsonb(after)`)})
+      select * from after`;
     return { status: 200, body };
   });
 
   // ---- platform config and fees -------------------------------------------------------------
   route('put', '/admin/config/:key', { adminOnly: true, schema: obj({ value: {} }, ['value']) }, async (c) => {
     const key = c.params[0];
-    const body = await sql.begin(async (tx) => {
-      const [before] = await tx`select * from platform_config where key = ${key}`;
-      const [after] = await tx`insert into platform_config (key, value, updated_by) values (${key}, ${sql.json(c.body.value as never)}, ${c.principal.user_id})
-        on conflict (key) do update set value = excluded.value, updated_by = excluded.updated_by, updated_at = now() returning *`;
-      await c.audit(tx as unknown as Tx, 'config.set', 'platform_config', key, before ?? null, after);
-      return after;
-    });
+    const [body] = await sql`with before as (select * from platform_config where key = ${key} for update),
+      after as (insert into platform_config (key, value, updated_by) values (${key}, ${sql.json(c.body.value as never)}, ${c.principal.user_id})
+        on conflict (key) do update set value = excluded.value, updated_by = excluded.updated_by, updated_at = now() returning *),
+      audit as (${c.auditFrom(sql`after`, 'config.set', 'platform_config', sql`after.key`, sql`(select to_jsonb(before) from before)`, sql`to_jsonb(after)`)})
+      select * from after`;
     return { status: 200, body };
   });
 
   route('post', '/admin/fees', { adminOnly: true, schema: obj({ zone_id: POS, fee_bps: { type: 'integer', minimum: 0, maximum: 10000 }, fee_per_kwh_minor: { type: 'integer', minimum: 0 } }, ['fee_bps']) }, async (c) => {
-    const body = await sql.begin(async (tx) => {
-      const [after] = await tx`insert into fee_schedules (zone_id, fee_bps, fee_per_kwh_minor, created_by)
-        values (${(c.body.zone_id as number | undefined) ?? null}, ${c.body.fee_bps as number}, ${(c.body.fee_per_kwh_minor as number | undefined) ?? 0}, ${c.principal.user_id}) returning *`;
-      await c.audit(tx as unknown as Tx, 'fees.set', 'fee_schedule', after.id as string, null, after);
-      return after;
-    });
+    const [body] = await sql`with after as (insert into fee_schedules (zone_id, fee_bps, fee_per_kwh_minor, created_by)
+        values (${(c.body.zone_id as number | undefined) ?? null}, ${c.body.fee_bps as number}, ${(c.body.fee_per_kwh_minor as number | undefined) ?? 0}, ${c.principal.user_id}) returning *),
+      audit as (${c.auditFrom(sql`after`, 'fees.set', 'fee_schedule', sql`after.id`, NULL, sql`to_jsonb(after)`)})
+      select * from after`;
     return { status: 201, body };
   });
 
   // ---- users and keys ---------------------------------------------------------------------
   route('post', '/admin/users', { adminOnly: true, schema: obj({ email: { type: 'string', maxLength: 254 }, name: { type: 'string', minLength: 1, maxLength: 200 }, role: ROLE, home_zone_id: POS }, ['email', 'name', 'role']) }, async (c) => {
-    const body = await sql.begin(async (tx) => {
-      const [after] = await tx`insert into users ${sql(c.body as Record<string, never>)} returning *`;
-      await c.audit(tx as unknown as Tx, 'user.create', 'user', after.id as string, null, after);
-      return after;
-    });
+    const [body] = await sql`with after as (insert into users ${sql(c.body as Record<string, never>)} returning *),
+      audit as (${c.auditFrom(sql`after`, 'user.create', 'user', sql`after.id`, NULL, sql`to_jsonb(after)`)})
+      select * from after`;
     return { status: 201, body };
   });
 
   route('patch', '/admin/users/:id', { adminOnly: true, schema: obj({ name: { type: 'string', minLength: 1, maxLength: 200 }, role: ROLE, is_active: { type: 'boolean' } }) }, async (c) => {
     const user_id = id(c.params[0]);
     if (Object.keys(c.body).length === 0) bad('INVALID_FIELD', 'nothing to change');
-    const body = await sql.begin(async (tx) => {
-      const before = await one(tx`select * from users where id = ${user_id} for update`, `user ${user_id}`);
-      const [after] = await tx`update users set ${sql(c.body as Record<string, never>)}, updated_at = now() where id = ${user_id} returning *`;
-      await c.audit(tx as unknown as Tx, 'user.update', 'user', user_id, before, after);
-      return { before, after };
-    });
+    const body = beforeAfter(await sql`with before as (select * from users where id = ${user_id} for update),
+      after as (update users set ${sql(c.body as Record<string, never>)}, updated_at = now() where id = ${user_id} returning *),
+      audit as (${c.auditFrom(sql`before, after`, 'user.update', 'user', sql`after.id`, sql`to_jsonb(before)`, sql`to_jsonb(after)`)})
+      select 0 as k, before.* from before union all select 1 as k, after.* from after`, `user ${user_id}`);
     return { status: 200, body };
   });
 
@@ -307,68 +332,74 @@ export function attachAdmin(d: AdminDeps): void {
     const user_id = id(c.params[0]);
     const user = await one(sql<{ role: string }[]>`select role from users where id = ${user_id}`, `user ${user_id}`);
     if (OPERATOR_ROLES.has(user.role as never) && c.principal.role !== 'ADMIN') bad('FORBIDDEN', 'only an ADMIN creates keys for operators', 403);
-    let created: Awaited<ReturnType<typeof createApiKey>> | undefined;
-    await sql.begin(async (tx) => {
-      created = await createApiKey(tx as unknown as Sql, { user_id, algorithm: c.body.algorithm as Algorithm, label: c.body.label as string | undefined, public_key_b64: c.body.public_key as string | undefined });
-      // The secret is never written to the audit log.
-      await c.audit(tx as unknown as Tx, 'key.create', 'api_key', created.key_id, null, { key_id: created.key_id, user_id, algorithm: created.algorithm, label: c.body.label ?? '' });
-    });
-    return { status: 201, body: created };
+    let key: ReturnType<typeof newApiKeyMaterial>;
+    try {
+      key = newApiKeyMaterial({ user_id, algorithm: c.body.algorithm as Algorithm, label: c.body.label as string | undefined, public_key_b64: c.body.public_key as string | undefined });
+    } catch (err) {
+      return bad('INVALID_FIELD', (err as Error).message);
+    }
+    const k = key.row;
+    // The secret is never written to the audit log.
+    await sql`with created as (insert into api_keys (id, user_id, algorithm, secret_hash, public_key, label)
+        values (${k.id}, ${k.user_id}, ${k.algorithm}, ${k.secret_hash}, ${k.public_key}, ${k.label}) returning id),
+      audit as (${c.auditFrom(sql`created`, 'key.create', 'api_key', sql`created.id`, NULL, json({ key_id: k.id, user_id, algorithm: k.algorithm, label: c.body.label ?? '' }))})
+      select id from created`;
+    return { status: 201, body: key.answer };
   });
 
   route('del', '/admin/keys/:id', {}, async (c) => {
     const key_id = c.params[0];
-    const body = await sql.begin(async (tx) => {
-      const before = await one(tx`select id, user_id, algorithm, label, revoked_at from api_keys where id = ${key_id} for update`, `key ${key_id}`);
-      const [after] = await tx`update api_keys set revoked_at = coalesce(revoked_at, now()) where id = ${key_id} returning id, user_id, algorithm, label, revoked_at`;
-      await c.audit(tx as unknown as Tx, 'key.revoke', 'api_key', key_id, before, after);
-      return after;
-    });
+    const { after: body } = beforeAfter(await sql`with before as (select id, user_id, algorithm, label, revoked_at from api_keys where id = ${key_id} for update),
+      after as (update api_keys set revoked_at = coalesce(revoked_at, now()) where id = ${key_id} returning id, user_id, algorithm, label, revoked_at),
+      audit as (${c.auditFrom(sql`before, after`, 'key.revoke', 'api_key', sql`after.id`, sql`to_jsonb(before)`, sql`to_jsonb(after)`)})
+      select 0 as k, before.* from before union all select 1 as k, after.* from after`, `key ${key_id}`);
     return { status: 200, body };
   });
 
   // ---- assets -----------------------------------------------------------------------------
   route('post', '/admin/energy-sources', { schema: obj({ user_id: POS, zone_id: POS, kind: { enum: ['SOLAR', 'WIND', 'BATTERY', 'HYDRO'] }, capacity_w: POS, installed_on: { type: 'string', pattern: '^\\d{4}-\\d{2}-\\d{2}$' } }, ['user_id', 'zone_id', 'kind', 'capacity_w']) }, async (c) => {
-    const body = await sql.begin(async (tx) => {
-      const [after] = await tx`insert into energy_sources ${sql(c.body as Record<string, never>)} returning *`;
-      await c.audit(tx as unknown as Tx, 'energy_source.register', 'energy_source', after.id as string, null, after);
-      return after;
-    });
+    const [body] = await sql`with after as (insert into energy_sources ${sql(c.body as Record<string, never>)} returning *),
+      audit as (${c.auditFrom(sql`after`, 'energy_source.register', 'energy_source', sql`after.id`, NULL, sql`to_jsonb(after)`)})
+      select * from after`;
     return { status: 201, body };
   });
 
   // A meter or device gets its ingest token at registration (shown once, only its hash is kept;
   // the audit log records that a token was issued, never the token).
   route('post', '/admin/meters', { schema: obj({ serial: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{3,64}$' }, user_id: POS, zone_id: POS, max_power_w: POS, interval_minutes: { enum: [1, 5, 15, 30, 60] } }, ['serial', 'user_id', 'zone_id', 'max_power_w']) }, async (c) => {
-    const body = await sql.begin(async (tx) => {
-      const [after] = await tx`insert into smart_meters ${sql(c.body as Record<string, never>)} returning *`;
-      const token = await issueMeterToken(tx as unknown as Sql, Number(after.id));
-      await c.audit(tx as unknown as Tx, 'meter.register', 'smart_meter', after.id as string, null, { ...after, token_issued: true });
-      return { ...after, token_hash: undefined, token };
-    });
+    const b = c.body as { serial: string; user_id: number; zone_id: number; max_power_w: number; interval_minutes?: number };
+    // The token names the meter's id: take the id first (a lost id is harmless), then one statement.
+    const meter_id = await nextId('smart_meters');
+    const { token, hash } = newToken('meter', meter_id);
+    const [after] = await sql`with after as (insert into smart_meters (id, serial, user_id, zone_id, max_power_w, interval_minutes, token_hash) overriding system value
+        values (${meter_id}, ${b.serial}, ${b.user_id}, ${b.zone_id}, ${b.max_power_w}, ${b.interval_minutes === undefined ? sql`default` : b.interval_minutes}, ${hash}) returning *),
+      audit as (${c.auditFrom(sql`after`, 'meter.register', 'smart_meter', sql`after.id`, NULL, sql`(to_jsonb(after) - 'token_hash') || '{"token_issued": true}'::jsonb`)})
+      select * from after`;
+    const body = { ...after, token_hash: undefined, token };
     return { status: 201, body };
   });
 
   route('post', '/admin/devices', { schema: obj({ serial: { type: 'string', pattern: '^[A-Za-z0-9_.:-]{3,64}$' }, user_id: POS, meter_id: POS, source_id: POS, kind: { enum: ['INVERTER', 'BATTERY', 'EV_CHARGER', 'HEAT_PUMP', 'WIND_TURBINE', 'HYDRO_TURBINE', 'GATEWAY', 'OTHER'] } }, ['serial', 'user_id', 'kind']) }, async (c) => {
-    const body = await sql.begin(async (tx) => {
-      const [after] = await tx`insert into devices ${sql(c.body as Record<string, never>)} returning *`;
-      const token = await issueDeviceToken(tx as unknown as Sql, Number(after.id));
-      await c.audit(tx as unknown as Tx, 'device.register', 'device', after.id as string, null, { ...after, token_issued: true });
-      return { ...after, token_hash: undefined, token };
-    });
+    const b = c.body as { serial: string; user_id: number; meter_id?: number; source_id?: number; kind: string };
+    const device_id = await nextId('devices');
+    const { token, hash } = newToken('device', device_id);
+    const [after] = await sql`with after as (insert into devices (id, serial, user_id, meter_id, source_id, kind, token_hash) overriding system value
+        values (${device_id}, ${b.serial}, ${b.user_id}, ${b.meter_id ?? null}, ${b.source_id ?? null}, ${b.kind}, ${hash}) returning *),
+      audit as (${c.auditFrom(sql`after`, 'device.register', 'device', sql`after.id`, NULL, sql`(to_jsonb(after) - 'token_hash') || '{"token_issued": true}'::jsonb`)})
+      select * from after`;
+    const body = { ...after, token_hash: undefined, token };
     return { status: 201, body };
   });
 
   for (const [kind, table] of [['meters', 'smart_meters'], ['devices', 'devices']] as const) {
     route('post', `/admin/${kind}/:id/token`, {}, async (c) => {
       const target = id(c.params[0]);
-      const body = await sql.begin(async (tx) => {
-        const rows = await tx`select id from ${sql(table)} where id = ${target} for update`;
-        if (rows.length === 0) bad('NOT_FOUND', `no ${kind.slice(0, -1)} ${target}`, 404);
-        const token = kind === 'meters' ? await issueMeterToken(tx as unknown as Sql, target) : await issueDeviceToken(tx as unknown as Sql, target);
-        await c.audit(tx as unknown as Tx, `${kind.slice(0, -1)}.token_rotate`, table === 'devices' ? 'device' : 'smart_meter', target, null, { token_issued: true });
-        return { id: target, token };
-      });
+      const { token, hash } = newToken(kind === 'meters' ? 'meter' : 'device', target);
+      const rows = await sql`with t as (update ${sql(table)} set token_hash = ${hash} where id = ${target} returning id),
+        audit as (${c.auditFrom(sql`t`, `${kind.slice(0, -1)}.token_rotate`, table === 'devices' ? 'device' : 'smart_meter', sql`t.id`, NULL, json({ token_issued: true }))})
+        select id from t`;
+      if (rows.length === 0) bad('NOT_FOUND', `no ${kind.slice(0, -1)} ${target}`, 404);
+      const body = { id: target, token };
       return { status: 200, body };
     });
   }
@@ -388,7 +419,7 @@ export function attachAdmin(d: AdminDeps): void {
       const durable = d.funds.durable();
       if (durable !== null) await durable;
       const show = (x: typeof after) => (x === null ? null : { available_minor: x.available_minor.toString(), held_minor: x.held_minor.toString(), escrow_minor: x.escrow_minor.toString() });
-      await c.audit(sql, verb === 'deposits' ? 'funds.deposit' : 'funds.withdraw', 'user', b.user_id, show(before), { ...show(after), transfer_id: b.transfer_id, amount: b.amount, currency: b.currency });
+      await c.audit(verb === 'deposits' ? 'funds.deposit' : 'funds.withdraw', 'user', b.user_id, show(before), { ...show(after), transfer_id: b.transfer_id, amount: b.amount, currency: b.currency });
       return { status: 201, body: { transfer_id: b.transfer_id, balance: show(after) } };
     });
   };
@@ -402,7 +433,7 @@ export function attachAdmin(d: AdminDeps): void {
     if (o === undefined || (o.status !== 'ACTIVE' && o.status !== 'PARTIALLY_FILLED')) bad('UNKNOWN_ORDER', `no open order ${order_id}`, 404);
     const before = { ...o! };
     const engine = await engineCommand(o!.zone_id, { type: 'CANCEL', order_id, user_id: o!.user_id });
-    await c.audit(sql, 'order.force_cancel', 'order', order_id, before, { status: o!.status, engine });
+    await c.audit('order.force_cancel', 'order', order_id, before, { status: o!.status, engine });
     return { status: 200, body: { order_id, status: o!.status, engine } };
   });
 

@@ -94,16 +94,21 @@ export function adminHeaders(creds: ClientCredentials, method: string, path: str
   };
 }
 
-/** Creates a key for a user; the secret (HMAC) or private key (Ed25519, if no public key given) is returned once. */
-export async function createApiKey(
-  sql: Sql,
-  r: { user_id: number; algorithm: Algorithm; label?: string; public_key_b64?: string },
-): Promise<{ key_id: string; algorithm: Algorithm; secret?: string; private_key?: string; public_key?: string }> {
+export type NewApiKey = { key_id: string; algorithm: Algorithm; secret?: string; private_key?: string; public_key?: string };
+
+/**
+ * A new key's material: the row to store (only the HMAC key K = SHA-256(secret) or the Ed25519
+ * public key) and the answer shown once (secret or private key). Nothing is written.
+ */
+export function newApiKeyMaterial(r: { user_id: number; algorithm: Algorithm; label?: string; public_key_b64?: string }): {
+  row: { id: string; user_id: number; algorithm: Algorithm; secret_hash: Buffer | null; public_key: Buffer | null; label: string };
+  answer: NewApiKey;
+} {
   const key_id = `k_${randomBytes(12).toString('base64url')}`;
+  const label = r.label ?? '';
   if (r.algorithm === 'HMAC_SHA256') {
     const secret = randomBytes(32).toString('base64url');
-    await sql`insert into api_keys (id, user_id, algorithm, secret_hash, label) values (${key_id}, ${r.user_id}, 'HMAC_SHA256', ${hmacKeyFromSecret(secret)}, ${r.label ?? ''})`;
-    return { key_id, algorithm: r.algorithm, secret };
+    return { row: { id: key_id, user_id: r.user_id, algorithm: 'HMAC_SHA256', secret_hash: hmacKeyFromSecret(secret), public_key: null, label }, answer: { key_id, algorithm: r.algorithm, secret } };
   }
   let raw: Buffer;
   let private_key: string | undefined;
@@ -115,8 +120,14 @@ export async function createApiKey(
     raw = pair.publicKey.export({ format: 'der', type: 'spki' }).subarray(ED25519_SPKI_PREFIX.length);
     private_key = pair.privateKey.export({ format: 'der', type: 'pkcs8' }).toString('base64');
   }
-  await sql`insert into api_keys (id, user_id, algorithm, public_key, label) values (${key_id}, ${r.user_id}, 'ED25519', ${raw}, ${r.label ?? ''})`;
-  return { key_id, algorithm: r.algorithm, private_key, public_key: raw.toString('base64') };
+  return { row: { id: key_id, user_id: r.user_id, algorithm: 'ED25519', secret_hash: null, public_key: raw, label }, answer: { key_id, algorithm: r.algorithm, private_key, public_key: raw.toString('base64') } };
+}
+
+/** Creates a key for a user; the secret (HMAC) or private key (Ed25519, if no public key given) is returned once. */
+export async function createApiKey(sql: Sql, r: { user_id: number; algorithm: Algorithm; label?: string; public_key_b64?: string }): Promise<NewApiKey> {
+  const { row, answer } = newApiKeyMaterial(r);
+  await sql`insert into api_keys (id, user_id, algorithm, secret_hash, public_key, label) values (${row.id}, ${row.user_id}, ${row.algorithm}, ${row.secret_hash}, ${row.public_key}, ${row.label})`;
+  return answer;
 }
 
 function verifySignature(row: KeyRow, payload: string, sig_b64: string): boolean {
