@@ -92,6 +92,7 @@ import {
 import { decodeEvent } from './events.js';
 import { StreamHash } from './hash.js';
 import { IntMap } from './int-map.js';
+import { FpSlotTable } from './slot-table.js';
 import type {
   AmendCommand,
   CancelCommand,
@@ -124,30 +125,34 @@ export const MAX_CLIENT_ORDER_ID_LENGTH = 64;
 /** Books per engine; the seller key packs the book index into 20 bits. */
 export const MAX_INTERVALS_PER_ZONE = 1 << 20;
 
-// Order record layout: float64 fields at of[slot * OW + F_*], int32 fields at oi[slot * IW + I_*].
-const ORDER_BYTES = 128;
-const OW = 16; // float64 cells per record
-const IW = 32; // int32 cells per record
+// Order record layout: one 64-byte record (one cache line) per slot: float64 fields at
+// of[slot * OW + F_*], int32 fields at oi[slot * IW + I_*] (two views of one buffer). The price is
+// the level's, the user id is the user slot's, the total is filled + remaining, and the expiry
+// lives in a side array (read only for good-till-time orders).
+const ORDER_BYTES = 64;
+const OW = 8; // float64 cells per record
+const IW = 16; // int32 cells per record
 const F_ID = 0;
-const F_USER = 1;
-const F_PRICE = 2;
-const F_LEFT = 3; // remaining Wh
-const F_FILLED = 4;
-const F_TOTAL = 5;
-const F_SEQ = 6;
-const F_EXPIRE = 7;
-const I_NEXT = 16; // level FIFO
-const I_PREV = 17;
-const I_LEVEL = 18;
-const I_BOOK = 19;
-const I_USLOT = 20;
-const I_SELLER = 23;
-const I_SIDE = 24;
-const I_SOURCE = 25;
-const I_TYPE = 26;
-const I_STP = 27;
-const I_COID_KEY_LO = 30; // the client order id's index key, kept so closing does not hash again
-const I_COID_KEY_HI = 31;
+const F_LEFT = 1; // remaining Wh
+const F_FILLED = 2;
+const F_SEQ = 3;
+const I_NEXT = 8; // level FIFO
+const I_PREV = 9;
+const I_LEVEL = 10;
+const I_USLOT = 11;
+const I_SELLER = 12;
+const I_BOOK = 13;
+const I_FLAGS = 14; // side | source << 1 | type << 4 | stp << 7 | has expiry << 9
+const I_COID_FP = 15; // the client order id's fingerprint (its entry in the client order id table)
+
+function packFlags(side: number, source: number, type: number, stp: number, gtd: boolean): number {
+  return side | (source << 1) | (type << 4) | (stp << 7) | (gtd ? 512 : 0);
+}
+const flSide = (fl: number): number => fl & 1;
+const flSource = (fl: number): number => (fl >> 1) & 7;
+const flType = (fl: number): number => (fl >> 4) & 7;
+const flStp = (fl: number): number => (fl >> 7) & 3;
+const flGtd = (fl: number): boolean => (fl & 512) !== 0;
 
 const SUBS_PER_BOOK = 10; // side * 5 + source; (SELL, ANY) unused
 const NONE = -1;
@@ -188,6 +193,10 @@ export interface ZoneEngineOptions {
    */
   initial_order_slots?: number;
   initial_event_slots?: number;
+  /** Cells of the order id ring (default: initial_order_slots, rounded up to a power of two). */
+  order_id_ring_cells?: number;
+  /** Initial live orders the client order id table is sized for (it doubles as needed). */
+  client_order_id_cells?: number;
 }
 
 export class ZoneEngine {
@@ -216,10 +225,17 @@ export class ZoneEngine {
   private of: Float64Array;
   private oi: Int32Array;
   private oCoid: string[] = [];
+  /** Good-till time per slot (0 = none); read only for orders flagged as having one. */
+  private oExp: Float64Array;
   private orderFree = NONE;
   private orderTop = 0;
   private openCount = 0;
-  private orderIndex: IntMap;
+  // order id -> slot: a ring of slots indexed by the id's low bits (the sequencer's ids are
+  // consecutive, so live orders rarely share a cell); the slot's record holds the id that verifies
+  // a hit. An open order whose cell is needed by a newer id moves to idOverflow.
+  private idRing: Int32Array;
+  private idMask: number;
+  private idOverflow = new IntMap(64);
 
   // price levels
   private lvCap = 1024;
@@ -250,11 +266,10 @@ export class ZoneEngine {
   private uId = new Float64Array(256);
   private uOpen = new Int32Array(256);
   private userIndex = new IntMap(256);
-  // client order ids of open orders: a 52-bit hash of (user, id) -> slot, verified against the
-  // slot's own (user, id); the rare true hash collision goes to coidOverflow. Cheaper than a JS
-  // Map with string keys per user (measured: the Map was the engine's hottest line).
-  private coidIndex: IntMap;
-  private coidOverflow = new Map<string, number>();
+  // client order ids of open orders: a 32-bit fingerprint of (user, id) -> slot, every candidate
+  // verified against the slot's own user and id; entries are removed when the order closes, so the
+  // table holds live orders only (a few MB that stay in cache).
+  private coidTable: FpSlotTable;
 
   // sellers: per (user, book) limit, sold and open sell Wh
   private sCap = 256;
@@ -300,7 +315,7 @@ export class ZoneEngine {
   private tkUser = 0;
   private tkUslot = NONE;
   private tkCoid = '';
-  private tkCoidKey = 0;
+  private tkCoidFp = 0;
   private tkSide = BUY;
   private tkSource = ANY;
   private tkType = T_LIMIT;
@@ -323,8 +338,12 @@ export class ZoneEngine {
     const buf = new ArrayBuffer(n * ORDER_BYTES);
     this.of = new Float64Array(buf);
     this.oi = new Int32Array(buf);
-    this.orderIndex = new IntMap(n, true);
-    this.coidIndex = new IntMap(n);
+    this.oExp = new Float64Array(n);
+    let ring = 1024;
+    while (ring < (options.order_id_ring_cells ?? n)) ring *= 2;
+    this.idRing = new Int32Array(ring).fill(NONE);
+    this.idMask = ring - 1;
+    this.coidTable = new FpSlotTable(options.client_order_id_cells ?? n >> 1);
     this.evCap = Math.max(64, options.initial_event_slots ?? 1024);
     this.ev = new Float64Array(this.evCap * EVENT_WIDTH);
     this.ev.fill(0); // touch the pages now, not in the first big sweep
@@ -456,7 +475,7 @@ export class ZoneEngine {
       !isPositiveInt(qty) ||
       !isSafeInt(price) ||
       (exp !== 0 && !(canRest && isPositiveInt(exp) && exp > ts)) ||
-      this.orderIndex.get(oid) !== NONE // an open order already has this id
+      this.slotOfId(oid) !== NONE // an open order already has this id
     ) {
       return this.rejectOrder(c, R_INVALID_ORDER);
     }
@@ -466,7 +485,7 @@ export class ZoneEngine {
     if (this.status !== ST_ACTIVE) return this.rejectOrder(c, R_ZONE_HALTED);
     if (this.bookClosed[book] !== 0) return this.rejectOrder(c, R_INTERVAL_CLOSED);
     let us = this.userIndex.get(uid);
-    const coidKey = coidKeyOf(uid, coid);
+    const coidKey = coidFp(uid, coid);
     if (us !== NONE && this.findCoid(coidKey, uid, coid) !== NONE) return this.rejectOrder(c, R_DUPLICATE_CLIENT_ORDER_ID);
     if (price < this.bandMin || price > this.bandMax) return this.rejectOrder(c, R_PRICE_OUT_OF_BAND);
     if (price % this.stepTicks !== 0) return this.rejectOrder(c, R_BAD_TICK);
@@ -502,7 +521,7 @@ export class ZoneEngine {
     this.tkUser = uid;
     this.tkUslot = us;
     this.tkCoid = coid;
-    this.tkCoidKey = coidKey;
+    this.tkCoidFp = coidKey;
     this.tkType = type;
     this.tkLeft = qty;
     this.tkFilled = 0;
@@ -653,12 +672,12 @@ export class ZoneEngine {
     const ev = this.ev;
     ev[f + 3] = ++this.tradeSeq;
     ev[f + 4] = this.of[slot * OW + F_ID];
-    ev[f + 5] = this.of[slot * OW + F_USER];
+    ev[f + 5] = this.uId[this.oi[slot * IW + I_USLOT]];
     ev[f + 6] = this.tkId;
     ev[f + 7] = this.tkUser;
-    ev[f + 8] = this.of[slot * OW + F_PRICE];
+    ev[f + 8] = this.lvPrice[lvl];
     ev[f + 9] = q;
-    ev[f + 10] = this.tkSide === BUY ? this.oi[slot * IW + I_SOURCE] : this.tkSource;
+    ev[f + 10] = this.tkSide === BUY ? flSource(this.oi[slot * IW + I_FLAGS]) : this.tkSource;
     ev[f + 11] = this.tkSide;
     ev[f + 12] = makerLeft - q;
     ev[f + 13] = this.tkLeft;
@@ -727,52 +746,51 @@ export class ZoneEngine {
   /** Puts the incoming order's remainder on the book (new slot, or its own slot after an amend). */
   private rest(): void {
     let slot = this.tkSlot;
-    if (slot === NONE) {
-      slot = this.allocOrder();
+    if (slot === NONE) slot = this.allocOrder();
+    const of = this.of; // after allocOrder: growing the pool replaces the views
+    const oi = this.oi;
+    if (slot !== this.tkSlot) {
       const us = this.tkUslot;
-      this.of[slot * OW + F_ID] = this.tkId;
-      this.of[slot * OW + F_USER] = this.tkUser;
-      this.oi[slot * IW + I_USLOT] = us;
+      const gtd = this.tkExpire !== 0;
+      const o = slot * IW;
+      of[slot * OW + F_ID] = this.tkId;
+      of[slot * OW + F_SEQ] = this.tkSeq;
+      oi[o + I_USLOT] = us;
+      oi[o + I_BOOK] = this.tkBook;
+      oi[o + I_SELLER] = this.tkSeller;
+      oi[o + I_FLAGS] = packFlags(this.tkSide, this.tkSource, this.tkType, this.tkStp, gtd);
+      oi[o + I_COID_FP] = this.tkCoidFp;
       this.oCoid[slot] = this.tkCoid;
-      this.oi[slot * IW + I_SIDE] = this.tkSide;
-      this.oi[slot * IW + I_SOURCE] = this.tkSource;
-      this.oi[slot * IW + I_TYPE] = this.tkType;
-      this.oi[slot * IW + I_STP] = this.tkStp;
-      this.oi[slot * IW + I_BOOK] = this.tkBook;
-      this.oi[slot * IW + I_SELLER] = this.tkSeller;
-      this.of[slot * OW + F_EXPIRE] = this.tkExpire;
-      this.of[slot * OW + F_SEQ] = this.tkSeq;
-      this.of[slot * OW + F_TOTAL] = this.tkTotal;
-      this.orderIndex.set(this.tkId, slot);
-      this.oi[slot * IW + I_COID_KEY_LO] = this.tkCoidKey % 4294967296;
-      this.oi[slot * IW + I_COID_KEY_HI] = Math.floor(this.tkCoidKey / 4294967296);
-      this.addCoid(this.tkCoidKey, this.tkUser, this.tkCoid, slot);
+      this.indexId(this.tkId, slot);
+      this.coidTable.add(this.tkCoidFp, slot);
       this.uOpen[us]++;
       this.openCount++;
       this.bookOpen[this.tkBook]++;
-      if (this.tkExpire !== 0) {
+      if (gtd) {
+        this.oExp[slot] = this.tkExpire;
         this.liveGtd++;
         this.heapPush(this.tkExpire, this.tkId, slot);
       }
     }
-    this.of[slot * OW + F_PRICE] = this.tkPrice;
-    this.of[slot * OW + F_LEFT] = this.tkLeft;
-    this.of[slot * OW + F_FILLED] = this.tkFilled;
+    of[slot * OW + F_LEFT] = this.tkLeft;
+    of[slot * OW + F_FILLED] = this.tkFilled;
     if (this.tkSide === SELL) this.sOpen[this.tkSeller] += this.tkLeft;
-    this.linkToLevel(slot);
+    this.linkToLevel(slot, this.tkPrice);
   }
 
   /** Cancels (E_CANCELLED) or expires (E_EXPIRED) a resting order with the given reason/cause. */
   private closeResting(slot: number, evType: number, why: number): void {
-    const f = this.emit(evType, this.bookInterval[this.oi[slot * IW + I_BOOK]]);
+    const o = slot * IW;
+    const f = this.emit(evType, this.bookInterval[this.oi[o + I_BOOK]]);
     const ev = this.ev;
+    const left = this.of[slot * OW + F_LEFT];
     ev[f + 3] = this.of[slot * OW + F_ID];
-    ev[f + 4] = this.of[slot * OW + F_USER];
+    ev[f + 4] = this.uId[this.oi[o + I_USLOT]];
     ev[f + 5] = why;
-    ev[f + 6] = this.of[slot * OW + F_LEFT];
+    ev[f + 6] = left;
     ev[f + 7] = this.of[slot * OW + F_FILLED];
     this.evStr[this.evN - 1] = this.oCoid[slot];
-    if (this.oi[slot * IW + I_SIDE] === SELL) this.sOpen[this.oi[slot * IW + I_SELLER]] -= this.of[slot * OW + F_LEFT];
+    if (flSide(this.oi[o + I_FLAGS]) === SELL) this.sOpen[this.oi[o + I_SELLER]] -= left;
     this.unlinkFromLevel(slot);
     this.releaseOrder(slot);
   }
@@ -789,69 +807,66 @@ export class ZoneEngine {
 
   /** Forgets a closed order: indexes, counts, slot. It must already be off its level. */
   private releaseOrder(slot: number): void {
-    const us = this.oi[slot * IW + I_USLOT];
-    this.orderIndex.delete(this.of[slot * OW + F_ID]);
-    this.removeCoid(this.of[slot * OW + F_USER], this.oCoid[slot], slot);
+    const o = slot * IW;
+    const us = this.oi[o + I_USLOT];
+    this.unindexId(this.of[slot * OW + F_ID], slot);
+    this.coidTable.remove(this.oi[o + I_COID_FP], slot);
     this.uOpen[us]--;
     this.openCount--;
-    this.bookOpen[this.oi[slot * IW + I_BOOK]]--;
-    if (this.of[slot * OW + F_EXPIRE] !== 0) this.liveGtd--;
+    this.bookOpen[this.oi[o + I_BOOK]]--;
+    if (flGtd(this.oi[o + I_FLAGS])) this.liveGtd--;
     this.of[slot * OW + F_ID] = 0;
-    this.oCoid[slot] = '';
-    this.oi[slot * IW + I_NEXT] = this.orderFree;
+    this.oi[o + I_NEXT] = this.orderFree;
     this.orderFree = slot;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Order id index
+
+  /** Slot of the open order with this id, or NONE. */
+  private slotOfId(id: number): number {
+    const s = this.idRing[(id | 0) & this.idMask];
+    if (s !== NONE && this.of[s * OW + F_ID] === id) return s;
+    if (this.idOverflow.size === 0) return NONE;
+    return this.idOverflow.get(id);
+  }
+
+  /** Indexes a new open order (its record already holds its id). */
+  private indexId(id: number, slot: number): void {
+    const c = (id | 0) & this.idMask;
+    const held = this.idRing[c];
+    // Ring cells only ever point at open orders: an older one still open moves to the overflow.
+    if (held !== NONE) this.idOverflow.set(this.of[held * OW + F_ID], held);
+    this.idRing[c] = slot;
+  }
+
+  private unindexId(id: number, slot: number): void {
+    const c = (id | 0) & this.idMask;
+    if (this.idRing[c] === slot) this.idRing[c] = NONE;
+    else this.idOverflow.delete(id);
+  }
+
+  private rebuildIdRing(cells: number): void {
+    this.idRing = new Int32Array(cells).fill(NONE);
+    this.idMask = cells - 1;
+    this.idOverflow = new IntMap(64);
+    for (let s = 0; s < this.orderTop; s++) {
+      const id = this.of[s * OW + F_ID];
+      if (id !== 0) this.indexId(id, s);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
   // Client order id index
 
-  // Entries are not removed when an order closes (that would be a random memory access on every
-  // fill and cancel); a lookup checks that the slot still holds a live order with this key, user
-  // and id, and the index is rebuilt from the live orders when stale entries dominate.
-
-  /** Does the slot hold a live order whose client order id key is `key`? */
-  private coidSlotLive(slot: number, key: number): boolean {
-    return (
-      this.of[slot * OW + F_ID] !== 0 &&
-      (this.oi[slot * IW + I_COID_KEY_LO] >>> 0) + this.oi[slot * IW + I_COID_KEY_HI] * 4294967296 === key
-    );
-  }
-
-  /** Slot of the user's open order with this client order id (key = coidKeyOf(user, id)), or NONE. */
-  private findCoid(key: number, uid: number, coid: string): number {
-    const slot = this.coidIndex.get(key);
-    if (slot !== NONE && this.coidSlotLive(slot, key) && this.of[slot * OW + F_USER] === uid && this.oCoid[slot] === coid) return slot;
-    if (this.coidOverflow.size === 0) return NONE;
-    return this.coidOverflow.get(`${uid}\u0000${coid}`) ?? NONE;
-  }
-
-  /** Indexes a new open order's client order id (its key is already in its record). */
-  private addCoid(key: number, uid: number, coid: string, slot: number): void {
-    if (this.coidIndex.size > 2 * this.openCount + (this.orderTop >> 2) + 4096) this.rebuildCoidIndex();
-    const held = this.coidIndex.get(key);
-    if (held === NONE || held === slot || !this.coidSlotLive(held, key)) this.coidIndex.set(key, slot);
-    else this.coidOverflow.set(`${uid}\u0000${coid}`, slot); // a true 52-bit collision with a live order
-  }
-
-  /** Called when an order closes: only the rare overflow entry is removed eagerly. */
-  private removeCoid(uid: number, coid: string, slot: number): void {
-    if (this.coidOverflow.size === 0) return;
-    const k = `${uid}\u0000${coid}`;
-    if (this.coidOverflow.get(k) === slot) this.coidOverflow.delete(k);
-  }
-
-  private rebuildCoidIndex(): void {
-    this.coidIndex.clear();
-    for (let s = 0; s < this.orderTop; s++) {
-      if (this.of[s * OW + F_ID] === 0) continue;
-      const key = (this.oi[s * IW + I_COID_KEY_LO] >>> 0) + this.oi[s * IW + I_COID_KEY_HI] * 4294967296;
-      const held = this.coidIndex.get(key);
-      if (held === NONE) this.coidIndex.set(key, s);
-      else if (this.oCoid[held] !== this.oCoid[s] || this.of[held * OW + F_USER] !== this.of[s * OW + F_USER]) {
-        // keep the collision in the overflow (it may already be there)
-        this.coidOverflow.set(`${this.of[s * OW + F_USER]}\u0000${this.oCoid[s]}`, s);
-      }
+  /** Slot of the user's open order with this client order id (fp = coidFp(user, id)), or NONE. */
+  private findCoid(fp: number, uid: number, coid: string): number {
+    const t = this.coidTable;
+    for (let c = t.find(fp); c >= 0; c = t.find(fp, c)) {
+      const slot = t.slotAt(c);
+      if (this.uId[this.oi[slot * IW + I_USLOT]] === uid && this.oCoid[slot] === coid) return slot;
     }
+    return NONE;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -867,11 +882,11 @@ export class ZoneEngine {
   }
 
   /** Appends the order to the FIFO of its (book, side, source, price) level, creating the level. */
-  private linkToLevel(slot: number): void {
-    const side = this.oi[slot * IW + I_SIDE];
-    const subIdx = this.oi[slot * IW + I_BOOK] * SUBS_PER_BOOK + side * 5 + this.oi[slot * IW + I_SOURCE];
+  private linkToLevel(slot: number, price: number): void {
+    const fl = this.oi[slot * IW + I_FLAGS];
+    const side = flSide(fl);
+    const subIdx = this.oi[slot * IW + I_BOOK] * SUBS_PER_BOOK + side * 5 + flSource(fl);
     const sb = this.subBook(subIdx);
-    const price = this.of[slot * OW + F_PRICE];
     const key = side === BUY ? price : -price;
     let lvl: number;
     const n = sb.n;
@@ -1037,9 +1052,9 @@ export class ZoneEngine {
 
   private cancel(c: CancelCommand): void {
     if (!isPositiveInt(c.order_id) || !isPositiveInt(c.user_id)) return this.rejectOrder(c, R_INVALID_ORDER);
-    const slot = this.orderIndex.get(c.order_id);
+    const slot = this.slotOfId(c.order_id);
     // Another user's order answers exactly like a finished one: no hint that it exists.
-    if (slot === NONE || this.of[slot * OW + F_USER] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
+    if (slot === NONE || this.uId[this.oi[slot * IW + I_USLOT]] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
     this.closeResting(slot, E_CANCELLED, C_USER);
   }
 
@@ -1055,12 +1070,12 @@ export class ZoneEngine {
     ) {
       return this.rejectOrder(c, R_INVALID_ORDER);
     }
-    const slot = this.orderIndex.get(c.order_id);
-    if (slot === NONE || this.of[slot * OW + F_USER] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
+    const slot = this.slotOfId(c.order_id);
+    if (slot === NONE || this.uId[this.oi[slot * IW + I_USLOT]] !== c.user_id) return this.rejectOrder(c, R_UNKNOWN_ORDER);
     if (this.status !== ST_ACTIVE) return this.rejectOrder(c, R_ZONE_HALTED); // reductions too
-    const oldPrice = this.of[slot * OW + F_PRICE];
-    const oldTotal = this.of[slot * OW + F_TOTAL];
+    const oldPrice = this.lvPrice[this.oi[slot * IW + I_LEVEL]];
     const filled = this.of[slot * OW + F_FILLED];
+    const oldTotal = filled + this.of[slot * OW + F_LEFT];
     const price = newPrice === undefined ? oldPrice : newPrice;
     const total = newQty === undefined ? oldTotal : newQty;
     // A new total at or below the filled quantity cancels the remainder.
@@ -1073,7 +1088,8 @@ export class ZoneEngine {
       if (total < this.minQty || total > this.maxQty) return this.rejectOrder(c, R_QTY_OUT_OF_RANGE);
       if (total % this.lotWh !== 0) return this.rejectOrder(c, R_BAD_LOT);
     }
-    const side = this.oi[slot * IW + I_SIDE];
+    const fl = this.oi[slot * IW + I_FLAGS];
+    const side = flSide(fl);
     const seller = this.oi[slot * IW + I_SELLER];
     const increase = total - oldTotal;
     if (side === SELL && increase > 0) {
@@ -1083,10 +1099,10 @@ export class ZoneEngine {
       }
     }
     const keep = price === oldPrice && total <= oldTotal;
-    const type = this.oi[slot * IW + I_TYPE];
+    const type = flType(fl);
     if (!keep && type === T_POST_ONLY) {
       this.tkSide = side;
-      this.tkSource = this.oi[slot * IW + I_SOURCE];
+      this.tkSource = flSource(fl);
       this.tkBook = this.oi[slot * IW + I_BOOK];
       this.tkPrice = price;
       if (this.crosses()) return this.rejectOrder(c, R_POST_ONLY_WOULD_MATCH); // left unchanged
@@ -1096,36 +1112,33 @@ export class ZoneEngine {
       // Same price, total not above the old one: priority kept.
       const delta = this.of[slot * OW + F_LEFT] - newLeft;
       const lvl = this.oi[slot * IW + I_LEVEL];
-      this.of[slot * OW + F_TOTAL] = total;
       this.of[slot * OW + F_LEFT] = newLeft;
       this.lvQty[lvl] -= delta;
       this.touch(lvl);
       if (side === SELL) this.sOpen[seller] -= delta;
-      this.emitAmended(slot, true);
+      this.emitAmended(slot, price, true);
       return;
     }
     // Priority lost: off the book, new seq, then it matches again as an incoming order of its type.
     if (side === SELL) this.sOpen[seller] -= this.of[slot * OW + F_LEFT];
     this.unlinkFromLevel(slot);
-    this.of[slot * OW + F_TOTAL] = total;
-    this.of[slot * OW + F_PRICE] = price;
     this.of[slot * OW + F_LEFT] = newLeft;
     this.of[slot * OW + F_SEQ] = this.nextSeq++;
-    this.emitAmended(slot, false);
+    this.emitAmended(slot, price, false);
     this.tkId = this.of[slot * OW + F_ID];
-    this.tkUser = this.of[slot * OW + F_USER];
     this.tkUslot = this.oi[slot * IW + I_USLOT];
+    this.tkUser = this.uId[this.tkUslot];
     this.tkCoid = this.oCoid[slot];
     this.tkSide = side;
-    this.tkSource = this.oi[slot * IW + I_SOURCE];
+    this.tkSource = flSource(fl);
     this.tkType = type;
-    this.tkStp = this.oi[slot * IW + I_STP];
+    this.tkStp = flStp(fl);
     this.tkPrice = price;
     this.tkLeft = newLeft;
     this.tkFilled = filled;
     this.tkTotal = total;
     this.tkSeq = this.of[slot * OW + F_SEQ];
-    this.tkExpire = this.of[slot * OW + F_EXPIRE];
+    this.tkExpire = flGtd(fl) ? this.oExp[slot] : 0;
     this.tkBook = this.oi[slot * IW + I_BOOK];
     this.tkSlot = slot;
     this.tkSeller = seller;
@@ -1187,11 +1200,12 @@ export class ZoneEngine {
       const slot = this.hSlot[0];
       this.heapPop();
       // Stale entries (order closed, slot reused) are skipped.
-      if (this.of[slot * OW + F_ID] === id && this.of[slot * OW + F_EXPIRE] === exp) due.push(slot);
+      if (this.of[slot * OW + F_ID] === id && flGtd(this.oi[slot * IW + I_FLAGS]) && this.oExp[slot] === exp) due.push(slot);
     }
     if (due.length > 1) {
       const of = this.of;
-      due.sort((a, b) => of[a * OW + F_EXPIRE] - of[b * OW + F_EXPIRE] || of[a * OW + F_SEQ] - of[b * OW + F_SEQ]);
+      const oExp = this.oExp;
+      due.sort((a, b) => oExp[a] - oExp[b] || of[a * OW + F_SEQ] - of[b * OW + F_SEQ]);
     }
     for (let i = 0; i < due.length; i++) {
       const slot = due[i];
@@ -1251,7 +1265,7 @@ export class ZoneEngine {
     const live = this.liveGtd;
     this.liveGtd = -1_000_000_000; // no recursive rebuild while re-pushing
     for (let s = 0; s < this.orderTop; s++) {
-      if (this.of[s * OW + F_ID] !== 0 && this.of[s * OW + F_EXPIRE] !== 0) this.heapPush(this.of[s * OW + F_EXPIRE], this.of[s * OW + F_ID], s);
+      if (this.of[s * OW + F_ID] !== 0 && flGtd(this.oi[s * IW + I_FLAGS])) this.heapPush(this.oExp[s], this.of[s * OW + F_ID], s);
     }
     this.liveGtd = live;
   }
@@ -1445,13 +1459,13 @@ export class ZoneEngine {
     this.evStr[this.evN - 1] = this.tkCoid;
   }
 
-  private emitAmended(slot: number, kept: boolean): void {
+  private emitAmended(slot: number, price: number, kept: boolean): void {
     const f = this.emit(E_AMENDED, this.bookInterval[this.oi[slot * IW + I_BOOK]]);
     const ev = this.ev;
     ev[f + 3] = this.of[slot * OW + F_ID];
-    ev[f + 4] = this.of[slot * OW + F_USER];
-    ev[f + 5] = this.of[slot * OW + F_PRICE];
-    ev[f + 6] = this.of[slot * OW + F_TOTAL];
+    ev[f + 4] = this.uId[this.oi[slot * IW + I_USLOT]];
+    ev[f + 5] = price;
+    ev[f + 6] = this.of[slot * OW + F_FILLED] + this.of[slot * OW + F_LEFT];
     ev[f + 7] = this.of[slot * OW + F_LEFT];
     ev[f + 8] = this.of[slot * OW + F_SEQ];
     ev[f + 9] = kept ? 1 : 0;
@@ -1490,7 +1504,9 @@ export class ZoneEngine {
     new Uint8Array(buf).set(new Uint8Array(this.of.buffer));
     this.of = new Float64Array(buf);
     this.oi = new Int32Array(buf);
+    this.oExp = growF64(this.oExp, n);
     this.oCap = n;
+    if (this.idRing.length < n) this.rebuildIdRing(n);
   }
 
   private growLevels(): void {
@@ -1530,7 +1546,7 @@ export class ZoneEngine {
 
   /** The open order with this id, or undefined (finished orders are forgotten). */
   order(order_id: number): OrderView | undefined {
-    const slot = this.orderIndex.get(order_id);
+    const slot = this.slotOfId(order_id);
     return slot === NONE ? undefined : this.view(slot);
   }
 
@@ -1552,7 +1568,7 @@ export class ZoneEngine {
   orderIdByClientOrderId(user_id: number, client_order_id: string): number | undefined {
     const us = this.userIndex.get(user_id);
     if (us === NONE) return undefined;
-    const slot = this.findCoid(coidKeyOf(user_id, client_order_id), user_id, client_order_id);
+    const slot = this.findCoid(coidFp(user_id, client_order_id), user_id, client_order_id);
     return slot === NONE ? undefined : this.of[slot * OW + F_ID];
   }
 
@@ -1636,21 +1652,22 @@ export class ZoneEngine {
   }
 
   private view(slot: number): OrderView {
+    const fl = this.oi[slot * IW + I_FLAGS];
     return {
       order_id: this.of[slot * OW + F_ID],
-      user_id: this.of[slot * OW + F_USER],
+      user_id: this.uId[this.oi[slot * IW + I_USLOT]],
       client_order_id: this.oCoid[slot],
       interval_id: this.bookInterval[this.oi[slot * IW + I_BOOK]],
-      side: SIDES[this.oi[slot * IW + I_SIDE]],
-      source: SOURCES[this.oi[slot * IW + I_SOURCE]],
-      order_type: ORDER_TYPES[this.oi[slot * IW + I_TYPE]],
-      stp: STP_MODES[this.oi[slot * IW + I_STP]],
-      price_ticks: this.of[slot * OW + F_PRICE],
-      qty_wh: this.of[slot * OW + F_TOTAL],
+      side: SIDES[flSide(fl)],
+      source: SOURCES[flSource(fl)],
+      order_type: ORDER_TYPES[flType(fl)],
+      stp: STP_MODES[flStp(fl)],
+      price_ticks: this.lvPrice[this.oi[slot * IW + I_LEVEL]],
+      qty_wh: this.of[slot * OW + F_FILLED] + this.of[slot * OW + F_LEFT],
       remaining_wh: this.of[slot * OW + F_LEFT],
       filled_wh: this.of[slot * OW + F_FILLED],
       seq: this.of[slot * OW + F_SEQ],
-      expire_at_ms: this.of[slot * OW + F_EXPIRE],
+      expire_at_ms: flGtd(fl) ? this.oExp[slot] : 0,
     };
   }
 
@@ -1741,7 +1758,7 @@ export class ZoneEngine {
       e.tkUser = o.user_id;
       e.tkUslot = us;
       e.tkCoid = o.client_order_id;
-      e.tkCoidKey = coidKeyOf(o.user_id, o.client_order_id);
+      e.tkCoidFp = coidFp(o.user_id, o.client_order_id);
       e.tkSide = side;
       e.tkSource = sourceCode(o.source);
       e.tkType = orderTypeCode(o.order_type);
@@ -1806,19 +1823,20 @@ export class ZoneEngine {
       h.raw(i === 0 ? '{"order_id":' : ',{"order_id":');
       h.num(of[f + F_ID]);
       h.raw(',"user_id":');
-      h.num(of[f + F_USER]);
+      h.num(this.uId[oi[n + I_USLOT]]);
       h.raw(',"client_order_id":');
       h.str(this.oCoid[slot]);
       h.raw(',"interval_id":');
       h.num(this.bookInterval[oi[n + I_BOOK]]);
-      h.raw(SIDE_JSON[oi[n + I_SIDE]]);
-      h.raw(SOURCE_JSON[oi[n + I_SOURCE]]);
-      h.raw(TYPE_JSON[oi[n + I_TYPE]]);
-      h.raw(STP_JSON[oi[n + I_STP]]);
+      const fl = oi[n + I_FLAGS];
+      h.raw(SIDE_JSON[flSide(fl)]);
+      h.raw(SOURCE_JSON[flSource(fl)]);
+      h.raw(TYPE_JSON[flType(fl)]);
+      h.raw(STP_JSON[flStp(fl)]);
       h.raw(',"price_ticks":');
-      h.num(of[f + F_PRICE]);
+      h.num(this.lvPrice[oi[n + I_LEVEL]]);
       h.raw(',"qty_wh":');
-      h.num(of[f + F_TOTAL]);
+      h.num(of[f + F_FILLED] + of[f + F_LEFT]);
       h.raw(',"remaining_wh":');
       h.num(of[f + F_LEFT]);
       h.raw(',"filled_wh":');
@@ -1826,7 +1844,7 @@ export class ZoneEngine {
       h.raw(',"seq":');
       h.num(of[f + F_SEQ]);
       h.raw(',"expire_at_ms":');
-      h.num(of[f + F_EXPIRE]);
+      h.num(flGtd(fl) ? this.oExp[slot] : 0);
       h.ch(125); // '}'
     }
     h.raw(']}');
@@ -1834,16 +1852,16 @@ export class ZoneEngine {
   }
 }
 
-/** A 52-bit hash of (user id, client order id), positive: the key of the client order id index. */
-function coidKeyOf(uid: number, coid: string): number {
-  let a = 0x811c9dc5 ^ (uid | 0);
-  let b = Math.imul(((uid / 4294967296) | 0) ^ uid, 0x9e3779b1) | 0;
-  for (let i = 0; i < coid.length; i++) {
-    const ch = coid.charCodeAt(i);
-    a = Math.imul(a ^ ch, 0x01000193);
-    b = Math.imul(b ^ ch, 0x5bd1e995) ^ (b >>> 13);
-  }
-  return (b & 0xfffff) * 4294967296 + (a >>> 0) + 1;
+/** A 32-bit fingerprint of (user id, client order id): its entry in the client order id table. */
+function coidFp(uid: number, coid: string): number {
+  let h = Math.imul((uid | 0) ^ 0x811c9dc5, 0x01000193) ^ ((uid * 2.3283064365386963e-10) | 0);
+  for (let i = 0; i < coid.length; i++) h = Math.imul(h ^ coid.charCodeAt(i), 0x01000193);
+  // final avalanche (murmur3 fmix32), so that the low bits pick a well-spread cell
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
 }
 
 // The JSON text of an order's enum fields, with their keys (stateHash streams it).
