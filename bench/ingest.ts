@@ -9,6 +9,7 @@
 //    weighted by readings.
 // Writes bench/results/ingest.json.
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import uWS from 'uWebSockets.js';
 import { connect, redactUrl, type Sql } from '../schema/db.js';
 import { migrate } from '../schema/migrate.js';
@@ -84,6 +85,7 @@ export async function run(argv: string[]): Promise<void> {
     // both phases start right after a checkpoint (same full-page-write cost)
     await sql`checkpoint`;
     const cpu0 = process.cpuUsage();
+    const pg0 = postgresCpu();
     const t0 = performance.now();
     let next = 0;
     const worker = async (): Promise<void> => {
@@ -109,6 +111,7 @@ export async function run(argv: string[]): Promise<void> {
     const ingestS = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const nodeCpuS = (cpu.user + cpu.system) / 1e6;
+    const pgCpuS = cpuDelta(pg0, postgresCpu());
     await service.settle();
     const stats = service.stats();
     uWS.us_listen_socket_close(listen);
@@ -121,6 +124,7 @@ export async function run(argv: string[]): Promise<void> {
     // ceiling: the same rows, same table, one COPY, no validation, no roll-ups
     await sql`truncate meter_readings`;
     await sql`checkpoint`;
+    const copyPg0 = postgresCpu();
     const c0 = performance.now();
     const stream = await sql`copy meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at) from stdin`.writable();
     await new Promise<void>((resolve, reject) => {
@@ -139,6 +143,7 @@ export async function run(argv: string[]): Promise<void> {
       pump();
     });
     const copyS = (performance.now() - c0) / 1000;
+    const copyPgCpuS = cpuDelta(copyPg0, postgresCpu());
     const [{ n: copied }] = await sql<{ n: number }[]>`select count(*)::int as n from meter_readings`;
     if (copied !== total) throw new Error(`COPY stored ${copied} rows, expected ${total}`);
 
@@ -154,12 +159,14 @@ export async function run(argv: string[]): Promise<void> {
       { path: 'HTTP JSON batches (validated, durable, rolled up)', readings: total, seconds: ingestS, rows_per_s: readingsPerS },
       { path: 'plain COPY (same rows, no validation)', readings: total, seconds: copyS, rows_per_s: copyPerS },
     ]);
-    printTable('summary', [{ ...metrics, retries_503: retries503, node_cpu_s: nodeCpuS }]);
+    printTable('summary', [{ ...metrics, retries_503: retries503, node_cpu_s: nodeCpuS, pg_cpu_s: pgCpuS, copy_pg_cpu_s: copyPgCpuS }]);
     writeResults('ingest', metrics, {
       params: { ...a, readings: total, per_meter: perMeter, format: 'json' },
       targets: { readings_per_s: 200_000, ratio_vs_raw_copy: 0.6 },
       retries_503: retries503,
       node_cpu_s_during_ingest: Math.round(nodeCpuS * 100) / 100,
+      postgres_cpu_s_during_ingest: pgCpuS === null ? null : Math.round(pgCpuS * 100) / 100,
+      postgres_cpu_s_during_copy: copyPgCpuS === null ? null : Math.round(copyPgCpuS * 100) / 100,
       ingest_seconds: Math.round(ingestS * 100) / 100,
     });
   } finally {
@@ -197,4 +204,50 @@ function interleave<T extends { token: string }>(sorted: T[], meters: number): T
   for (let i = 0; out.length < sorted.length; i++) for (const l of lists) if (i < l.length) out.push(l[i]);
   void meters;
   return out;
+}
+
+/**
+ * CPU seconds used so far by every local process named "postgres", by pid (Linux /proc; empty
+ * elsewhere or when the server is remote). Only a same-host, otherwise quiet server gives a
+ * meaningful difference: other databases' work on it counts too.
+ */
+function postgresCpu(): Map<number, number> {
+  const out = new Map<number, number>();
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return out;
+  }
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') continue;
+      const f = stat.slice(close + 2).split(' ');
+      out.set(Number(pid), (Number(f[11]) + Number(f[12])) / 100);
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return out;
+}
+
+/** CPU seconds used between two samples by the processes alive at the second (null without /proc). */
+function cpuDelta(before: Map<number, number>, after: Map<number, number>): number | null {
+  if (after.size === 0) return null;
+  let s = 0;
+  for (const [pid, t] of after) {
+    s += t - (before.get(pid) ?? 0);
+    if (process.env.KWX_BENCH_PG_DETAIL === '1' && t - (before.get(pid) ?? 0) > 0.05) {
+      let cmd = '';
+      try {
+        cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      } catch {
+        // gone
+      }
+      console.log(`  postgres pid ${pid}: ${(t - (before.get(pid) ?? 0)).toFixed(2)} s  ${cmd}`);
+    }
+  }
+  return Math.round(s * 100) / 100;
 }

@@ -63,6 +63,7 @@ export class Writer {
   private readonly telemetryQ: TelemetryJob[] = [];
   private inflight = 0;
   private seq = 0;
+  private readonly buckets = new BucketCache();
   private preferTelemetry = false;
   private idleWaiters: (() => void)[] = [];
 
@@ -249,7 +250,11 @@ export class Writer {
         nums(last.c),
         nums(last.q),
       ] as never[];
-    const inserted = await this.runInsert(jobs, params);
+    if (jobs.every((j) => j.d.late_starts_s.length === 0 && j.d.repeats.n === 0)) {
+      // the fast path: no row of the group can be a resend (as far as this process knows)
+      if (await this.insertFresh(jobs, params, seq, receivedAt)) return [];
+    }
+    const [{ inserted }] = await this.sql.unsafe<{ inserted: number }[]>(INSERT_READINGS, params, { prepare: true });
     if (inserted === total) return [];
     // some rows were already stored (resends): find them by their received_at, which is not ours
     const rows = await this.sql.unsafe<{ ord: number }[]>(FIND_NOT_INSERTED, [lit(meterIds), lit(cols.start_s), receivedAt] as never[], { prepare: true });
@@ -257,22 +262,34 @@ export class Writer {
   }
 
   /**
-   * A plain INSERT costs about a third less than INSERT … ON CONFLICT DO NOTHING (no speculative
-   * insertion). When no job can hold a resend (no row older than its meter's latest, no repeat),
-   * try it first; a unique violation rolls the whole statement back and the careful statement runs.
+   * The fast path for a group in which no row can be a resend (no row older than its meter's
+   * latest, no repeat): a plain INSERT (no speculative insertion, no RETURNING), and the roll-up
+   * work done here rather than per row in PostgreSQL: rows are summed per meter and local
+   * hour/day/month and per zone (and community member) and local hour, so the statement upserts one
+   * row per bucket instead of touching a bucket per reading. Bucket starts come from PostgreSQL's
+   * own date_trunc (cached per time zone and interval start), so they are exactly the buckets the
+   * per-row statement computes. A unique violation (a row stored behind this process's back)
+   * rolls the whole statement back; returns false and the caller runs the careful statement.
    */
-  private async runInsert(jobs: ReadingsJob[], params: never[]): Promise<number> {
-    const fresh = jobs.every((j) => j.d.late_starts_s.length === 0 && j.d.repeats.n === 0);
-    if (fresh) {
-      try {
-        const [{ inserted }] = await this.sql.unsafe<{ inserted: number }[]>(INSERT_READINGS_FRESH, params, { prepare: true });
-        return inserted;
-      } catch (err) {
-        if ((err as { code?: string }).code !== '23505') throw err;
-      }
+  private async insertFresh(jobs: ReadingsJob[], params: never[], seq: number, receivedAt: string): Promise<boolean> {
+    await this.buckets.ensure(this.sql, jobs);
+    const agg = aggregateRollups(jobs, this.buckets);
+    const nums = (a: number[]): string => `{${a.join(',')}}`;
+    const p = params as unknown[];
+    const freshParams = [
+      p[0], p[1], p[2], p[3], p[4], p[5], receivedAt,
+      nums(agg.meter.id), nums(agg.meter.period), nums(agg.meter.bucket), nums(agg.meter.p), nums(agg.meter.c), nums(agg.meter.n),
+      nums(agg.zone.zone), nums(agg.zone.user), nums(agg.zone.hour), nums(agg.zone.p), nums(agg.zone.c), nums(agg.zone.n), seq,
+      p[19], p[20], p[21], p[22], p[23], p[24],
+      p[10], p[11], p[12], p[13], p[14],
+    ] as never[];
+    try {
+      await this.sql.unsafe(INSERT_READINGS_FRESH, freshParams, { prepare: true });
+      return true;
+    } catch (err) {
+      if ((err as { code?: string }).code !== '23505') throw err;
+      return false;
     }
-    const [{ inserted }] = await this.sql.unsafe<{ inserted: number }[]>(INSERT_READINGS, params, { prepare: true });
-    return inserted;
   }
 
   private async classifyReadings(
@@ -503,9 +520,205 @@ fill as (
 )
 select count(*)::int4 as inserted from ins`;
 
-/** The same statement without ON CONFLICT: fails (and changes nothing) if any row is already stored. */
-const INSERT_READINGS_FRESH = INSERT_READINGS.replace('on conflict do nothing\n  returning', 'returning');
-if (INSERT_READINGS_FRESH === INSERT_READINGS) throw new Error('writer: INSERT_READINGS_FRESH derivation failed');
+/**
+ * The fast path's statement: the readings (plain INSERT: fails, and changes nothing, if any row is
+ * already stored), the meters' roll-ups and the zone/community outbox pre-summed per bucket by
+ * the writer, meter_latest and new gaps. ($8 period: 0 HOUR, 1 DAY, 2 MONTH; $15 user_id 0 =
+ * the zone's own bucket, else a member candidate, kept only if the user is a community member in
+ * that zone.)
+ */
+const INSERT_READINGS_FRESH = `
+with ins as (
+  insert into meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at)
+  select meter_id, to_timestamp(start_s), interval_minutes, production_wh, consumption_wh, quality, $7::timestamptz
+  from unnest($1::int8[], $2::int8[], $3::int2[], $4::int8[], $5::int8[], $6::int2[])
+    as t(meter_id, start_s, interval_minutes, production_wh, consumption_wh, quality)
+),
+meter_rollups as (
+  insert into reading_rollups as r (scope, scope_id, period, bucket_start, production_wh, consumption_wh, reading_count, updated_at)
+  select 'METER', b.id, (array['HOUR', 'DAY', 'MONTH'])[b.period + 1], to_timestamp(b.s), b.p, b.c, b.n, now()
+  from unnest($8::int8[], $9::int2[], $10::int8[], $11::int8[], $12::int8[], $13::int8[]) as b(id, period, s, p, c, n)
+  on conflict (scope, scope_id, period, bucket_start) do update set
+    production_wh = r.production_wh + excluded.production_wh,
+    consumption_wh = r.consumption_wh + excluded.consumption_wh,
+    reading_count = r.reading_count + excluded.reading_count,
+    updated_at = excluded.updated_at
+),
+o as (
+  select * from unnest($14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::int8[]) as o(zone_id, user_id, h, p, c, n)
+),
+members as (
+  select x.zone_id, x.user_id from (select distinct zone_id, user_id from o where user_id <> 0) x
+  where exists (
+    select 1 from community_members cm join community_groups g on g.id = cm.group_id
+    where cm.user_id = x.user_id and g.zone_id = x.zone_id)
+),
+outbox as (
+  insert into reading_rollup_outbox (zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq)
+  select o.zone_id, nullif(o.user_id, 0), to_timestamp(o.h), o.p, o.c, o.n, $20::int8
+  from o where o.user_id = 0 or (o.zone_id, o.user_id) in (select zone_id, user_id from members)
+),
+latest as (
+  insert into meter_latest as l (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, last_received_at)
+  select x.meter_id, to_timestamp(x.s), x.m, x.p, x.c, x.q, $7::timestamptz
+  from unnest($21::int8[], $22::int8[], $23::int2[], $24::int8[], $25::int8[], $26::int2[]) as x(meter_id, s, m, p, c, q)
+  on conflict (meter_id) do update set
+    last_received_at = excluded.last_received_at,
+    interval_start   = case when excluded.interval_start > l.interval_start then excluded.interval_start else l.interval_start end,
+    interval_minutes = case when excluded.interval_start > l.interval_start then excluded.interval_minutes else l.interval_minutes end,
+    production_wh    = case when excluded.interval_start > l.interval_start then excluded.production_wh else l.production_wh end,
+    consumption_wh   = case when excluded.interval_start > l.interval_start then excluded.consumption_wh else l.consumption_wh end,
+    quality          = case when excluded.interval_start > l.interval_start then excluded.quality else l.quality end
+),
+new_gaps as (
+  insert into meter_reading_gaps (meter_id, gap_start, gap_end, interval_minutes, missing_intervals, detected_at)
+  select meter_id, to_timestamp(s), to_timestamp(e), m, n, $7::timestamptz
+  from unnest($27::int8[], $28::int8[], $29::int8[], $30::int2[], $31::int4[]) as g(meter_id, s, e, m, n)
+  on conflict do nothing
+)
+select 1 as ok`;
+
+/** Local hour, day and month starts (epoch seconds) of an interval start in a zone's time zone. */
+interface Buckets {
+  hour: number;
+  day: number;
+  month: number;
+}
+
+/**
+ * date_trunc('hour' | 'day' | 'month', interval start, time zone) as PostgreSQL computes it, cached
+ * per time zone and interval start (readings of many meters share their interval starts; a new one
+ * appears every interval). Bounded: cleared when it holds MAX_BUCKET_KEYS starts.
+ */
+export class BucketCache {
+  private readonly byTz = new Map<string, Map<number, Buckets>>();
+  private size = 0;
+
+  get(tz: string, startS: number): Buckets | undefined {
+    return this.byTz.get(tz)?.get(startS);
+  }
+
+  /** Looks up, in one query, every (time zone, interval start) of the jobs that is not cached yet. */
+  async ensure(sql: Sql, jobs: { meter: MeterContext; d: DecodedReadings }[]): Promise<void> {
+    const tzs: string[] = [];
+    const starts: number[] = [];
+    const asked = new Set<string>();
+    for (const j of jobs) {
+      const tz = j.meter.timezone;
+      const known = this.byTz.get(tz);
+      const r = j.d.rows;
+      let prev = NaN;
+      for (let i = 0; i < r.n; i++) {
+        const s = r.start_s[i];
+        if (s === prev || known?.has(s) === true) continue;
+        prev = s;
+        const k = `${tz}\u0000${s}`;
+        if (asked.has(k)) continue;
+        asked.add(k);
+        tzs.push(tz);
+        starts.push(s);
+      }
+    }
+    if (starts.length === 0) return;
+    if (this.size + starts.length > MAX_BUCKET_KEYS) {
+      this.byTz.clear();
+      this.size = 0;
+    }
+    const rows = await sql.unsafe<{ tz: string; s: string; h: string; d: string; m: string }[]>(BUCKETS, [textArray(tzs), `{${starts.join(',')}}`] as never[], { prepare: true });
+    for (const row of rows) {
+      let m = this.byTz.get(row.tz);
+      if (m === undefined) this.byTz.set(row.tz, (m = new Map()));
+      if (!m.has(Number(row.s))) this.size++;
+      m.set(Number(row.s), { hour: Number(row.h), day: Number(row.d), month: Number(row.m) });
+    }
+  }
+}
+
+const MAX_BUCKET_KEYS = 1_000_000;
+
+const BUCKETS = `
+select tz, s::int8 as s,
+  extract(epoch from date_trunc('hour', to_timestamp(s), tz))::int8 as h,
+  extract(epoch from date_trunc('day', to_timestamp(s), tz))::int8 as d,
+  extract(epoch from date_trunc('month', to_timestamp(s), tz))::int8 as m
+from unnest($1::text[], $2::int8[]) as t(tz, s)`;
+
+interface Sums {
+  p: number;
+  c: number;
+  n: number;
+}
+
+/**
+ * Sums a group's rows per meter and local hour/day/month, and per zone (user 0) and per zone and
+ * owner (community candidates) and local hour. Energy stays integer Wh (sums of safe integers far
+ * below 2^53).
+ */
+export function aggregateRollups(jobs: { meter: MeterContext; d: DecodedReadings }[], buckets: BucketCache) {
+  const meter = { id: [] as number[], period: [] as number[], bucket: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
+  const zone = { zone: [] as number[], user: [] as number[], hour: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
+  // zone|user → hour → sums
+  const shared = new Map<string, { zone: number; user: number; hours: Map<number, Sums> }>();
+  const add = (m: Map<number, Sums>, k: number, p: number, c: number, n: number): void => {
+    const x = m.get(k);
+    if (x === undefined) m.set(k, { p, c, n });
+    else {
+      x.p += p;
+      x.c += c;
+      x.n += n;
+    }
+  };
+  for (const j of jobs) {
+    const r = j.d.rows;
+    if (r.n === 0) continue;
+    const tz = j.meter.timezone;
+    const hours = new Map<number, Sums>();
+    const days = new Map<number, Sums>();
+    const months = new Map<number, Sums>();
+    const bucketOf = new Map<number, Buckets>();
+    for (let i = 0; i < r.n; i++) {
+      const b = buckets.get(tz, r.start_s[i]);
+      if (b === undefined) throw new Error(`no roll-up bucket cached for ${tz} ${r.start_s[i]}`);
+      add(hours, b.hour, r.production_wh[i], r.consumption_wh[i], 1);
+      bucketOf.set(b.hour, b);
+    }
+    for (const [h, x] of hours) {
+      const b = bucketOf.get(h) as Buckets;
+      add(days, b.day, x.p, x.c, x.n);
+      add(months, b.month, x.p, x.c, x.n);
+    }
+    const push = (period: number, m: Map<number, Sums>): void => {
+      for (const [s, x] of m) {
+        meter.id.push(j.meter.id);
+        meter.period.push(period);
+        meter.bucket.push(s);
+        meter.p.push(x.p);
+        meter.c.push(x.c);
+        meter.n.push(x.n);
+      }
+    };
+    push(0, hours);
+    push(1, days);
+    push(2, months);
+    for (const user of [0, j.meter.user_id]) {
+      const k = `${j.meter.zone_id}|${user}`;
+      let e = shared.get(k);
+      if (e === undefined) shared.set(k, (e = { zone: j.meter.zone_id, user, hours: new Map() }));
+      for (const [h, x] of hours) add(e.hours, h, x.p, x.c, x.n);
+    }
+  }
+  for (const e of shared.values()) {
+    for (const [h, x] of e.hours) {
+      zone.zone.push(e.zone);
+      zone.user.push(e.user);
+      zone.hour.push(h);
+      zone.p.push(x.p);
+      zone.c.push(x.c);
+      zone.n.push(x.n);
+    }
+  }
+  return { meter, zone };
+}
 
 const FIND_NOT_INSERTED = `
 select x.ord::int4 as ord
