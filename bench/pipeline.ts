@@ -4,6 +4,7 @@
 // written by plain batched COPY with no engine. Also measures the worker transport options.
 // Uses a scratch database on DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { serialize as v8Serialize, deserialize as v8Deserialize } from 'node:v8';
 import hdr from 'hdr-histogram-js';
 import { connect, type Sql } from '../schema/db.js';
@@ -90,6 +91,36 @@ async function waitOpen(rt: Runtime, m: Market): Promise<void> {
   throw new Error('intervals did not open');
 }
 
+/** CPU seconds (user + system) of a thread or process from /proc (Linux); NaN elsewhere. */
+function procCpuS(path: string): number {
+  try {
+    const stat = readFileSync(path, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return NaN;
+  }
+}
+
+interface CpuMark {
+  process_us: number;
+  main_s: number;
+  pg_s: number;
+}
+
+/** CPU used so far: this process (every thread), its main thread, and the journal's PostgreSQL backend. */
+function cpuMark(pgPid: number): CpuMark {
+  const u = process.cpuUsage();
+  return { process_us: u.user + u.system, main_s: procCpuS(`/proc/self/task/${process.pid}/stat`), pg_s: pgPid > 0 ? procCpuS(`/proc/${pgPid}/stat`) : NaN };
+}
+
+/** µs of CPU per order between two marks. */
+function cpuPerOrder(a: CpuMark, b: CpuMark, orders: number): { process_us: number; main_us: number; other_threads_us: number; pg_backend_us: number } {
+  const proc = (b.process_us - a.process_us) / orders;
+  const main = ((b.main_s - a.main_s) * 1e6) / orders;
+  return { process_us: proc, main_us: main, other_threads_us: proc - main, pg_backend_us: ((b.pg_s - a.pg_s) * 1e6) / orders };
+}
+
 /** Closed loop with a bounded window: the sustained durable rate. */
 async function saturate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand }[], window: number): Promise<{ per_s: number; errors: number; events: number }> {
   let next = 0;
@@ -139,9 +170,15 @@ async function fixedRate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand
   return { hist, per_s: orders.length / ((performance.now() - t0) / 1000), errors };
 }
 
-/** The same journal rows, written by plain batched COPY (one COPY + commit per batch, no engine). */
-async function rawCopy(url: string, sql: Sql, zone: number, batch: number): Promise<{ rows: number; per_s: number }> {
+/**
+ * The same journal rows, written by plain batched COPY (one COPY + commit per batch, no engine)
+ * into a copy of engine_journal: `like … including all` (columns, primary key, checks) and, with
+ * `fk`, also engine_journal's foreign key to grid_zones (LIKE does not copy foreign keys; the
+ * real journal has one, and its per-row check is most of PostgreSQL's cost per journal row).
+ */
+async function rawCopy(url: string, sql: Sql, zone: number, batch: number, fk: boolean): Promise<{ rows: number; per_s: number; pg_us_per_row: number }> {
   await sql`create table journal_raw (like engine_journal including all)`;
+  if (fk) await sql`alter table journal_raw add foreign key (zone_id) references grid_zones (id)`;
   const tuples: Uint8Array[] = [];
   let rows = 0;
   const w = new CopyTupleWriter(1 << 22);
@@ -158,6 +195,8 @@ async function rawCopy(url: string, sql: Sql, zone: number, batch: number): Prom
   if (w.rows > 0) tuples.push(w.take());
   const bodies = tuples.map((t) => Buffer.concat([COPY_HEADER, t, COPY_TRAILER]));
   const conn = connectNoDelay(url, { max: 1, application: 'kwx-bench-raw' });
+  const [{ pid }] = await conn<{ pid: number }[]>`select pg_backend_pid() as pid`;
+  const cpu0 = procCpuS(`/proc/${pid}/stat`);
   const t0 = performance.now();
   for (const body of bodies) {
     await new Promise<void>((resolve, reject) => {
@@ -169,9 +208,10 @@ async function rawCopy(url: string, sql: Sql, zone: number, batch: number): Prom
     });
   }
   const per_s = rows / ((performance.now() - t0) / 1000);
+  const pg_us_per_row = ((procCpuS(`/proc/${pid}/stat`) - cpu0) * 1e6) / rows;
   await conn.end({ timeout: 1 });
   await sql`drop table journal_raw`;
-  return { rows, per_s };
+  return { rows, per_s, pg_us_per_row };
 }
 
 /** Cost per order of moving a batch of results between threads, by transport (in-thread, both ends). */
@@ -202,6 +242,10 @@ function transport(): { name: string; ns_per_order: number }[] {
   ];
 }
 
+function roundAll<T extends Record<string, number>>(o: T): T {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Math.round(v * 100) / 100])) as T;
+}
+
 export async function run(args: string[]): Promise<void> {
   const server = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const orders_n = arg(args, 'orders', 300_000);
@@ -220,6 +264,14 @@ export async function run(args: string[]): Promise<void> {
   const rows: Record<string, string | number>[] = [];
   try {
     await migrate(sql);
+    // Experiment only (never the default): what the pipeline reaches without the journal's
+    // foreign key, in this scratch database. See docs/runtime.md, "What limits it".
+    const dropFk = args.includes('--drop-journal-fk');
+    if (dropFk) {
+      const fks = await sql<{ conname: string }[]>`select conname from pg_constraint where conrelid = 'engine_journal'::regclass and contype = 'f'`;
+      for (const f of fks) await sql.unsafe(`alter table engine_journal drop constraint ${f.conname}`);
+      process.stderr.write(`pipeline: EXPERIMENT --drop-journal-fk: dropped ${fks.length} foreign key(s) of engine_journal in the scratch database\n`);
+    }
     const m = await seed(sql, 2, 200);
     // Read-model projection is off: it runs behind the journal, not in the acknowledged path.
     const rt = await startRuntime({ database_url: url, workers, journal_batch_max: batch, journal_batch_wait_ms: 1, snapshot_every: Number.MAX_SAFE_INTEGER, clock_tick_ms: 50, projections: false });
@@ -230,15 +282,24 @@ export async function run(args: string[]): Promise<void> {
     // Warm-up, then the saturated run, then the fixed-rate latency run.
     await saturate(rt, makeOrders(m, 20_000, 1), 2000);
     phase('saturated run');
+    const satOrders = makeOrders(m, orders_n, 2);
+    const [pg] = await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = 'kwx-journal' and datname = current_database() limit 1`;
+    const pgPid = pg?.pid ?? 0;
     const js0 = rt.status().journal_stats;
-    const sat = await saturate(rt, makeOrders(m, orders_n, 2), window);
+    const c0 = cpuMark(pgPid);
+    const sat = await saturate(rt, satOrders, window);
+    const c1 = cpuMark(pgPid);
     const js1 = rt.status().journal_stats;
+    const satCpu = cpuPerOrder(c0, c1, orders_n);
     const commits = js1.commits - js0.commits;
     const satJournal = { rows_per_commit: (js1.rows - js0.rows) / commits, bytes_per_row: (js1.bytes - js0.bytes) / (js1.rows - js0.rows), journal_busy_pct: (100 * (js1.busy_ms - js0.busy_ms)) / (orders_n / sat.per_s) / 1000 };
-    process.stderr.write(`pipeline: saturated ${Math.round(sat.per_s)}/s ${JSON.stringify(satJournal)}\n`);
+    process.stderr.write(`pipeline: saturated ${Math.round(sat.per_s)}/s ${JSON.stringify(satJournal)} cpu µs/order ${JSON.stringify(satCpu)}\n`);
     phase('fixed-rate run');
     const target = Math.min(rate, Math.floor(sat.per_s * 0.7));
-    const lat = await fixedRate(rt, makeOrders(m, Math.max(target * 5, 50_000), 3), target);
+    const latOrders = makeOrders(m, Math.max(target * 5, 50_000), 3);
+    const c2 = cpuMark(pgPid);
+    const lat = await fixedRate(rt, latOrders, target);
+    const latCpu = cpuPerOrder(c2, cpuMark(pgPid), latOrders.length);
     await rt.stop();
     phase('recovery');
     const p50 = lat.hist.getValueAtPercentile(50) / 1000;
@@ -265,13 +326,19 @@ export async function run(args: string[]): Promise<void> {
     const recovery_s = rec.duration_ms / 1000;
 
     phase('raw COPY');
-    const raw = await rawCopy(url, sql, m.zones[0], batch);
+    const raw = await rawCopy(url, sql, m.zones[0], batch, false);
+    const rawFk = await rawCopy(url, sql, m.zones[0], batch, true);
     const tr = transport();
     printTable('pipeline: sequencer → worker → journal (COPY, group commit) → ack', rows);
     printTable('ack latency (ms, open loop)', [{ p50: p50, p99: p99, p99_9: p999, max: lat.hist.maxValue / 1000 }]);
     printTable('recovery and raw ceiling', [
-      { what: `recovery (replay of ${Math.round(rec.replayed_rows * events_per_row).toLocaleString('en-US')} events, no snapshot)`, rows: rec.replayed_rows, seconds: recovery_s, rows_per_s: Math.round(rec.replayed_rows / recovery_s) },
-      { what: 'raw batched COPY, no engine', rows: raw.rows, seconds: raw.rows / raw.per_s, rows_per_s: Math.round(raw.per_s) },
+      { what: `recovery (replay of ${Math.round(rec.replayed_rows * events_per_row).toLocaleString('en-US')} events, no snapshot)`, rows: rec.replayed_rows, seconds: recovery_s, rows_per_s: Math.round(rec.replayed_rows / recovery_s), pg_backend_us_per_row: '' },
+      { what: 'raw batched COPY, no engine (table LIKE engine_journal: no FK)', rows: raw.rows, seconds: raw.rows / raw.per_s, rows_per_s: Math.round(raw.per_s), pg_backend_us_per_row: raw.pg_us_per_row },
+      { what: 'raw batched COPY, no engine, + engine_journal\'s FK to grid_zones', rows: rawFk.rows, seconds: rawFk.rows / rawFk.per_s, rows_per_s: Math.round(rawFk.per_s), pg_backend_us_per_row: rawFk.pg_us_per_row },
+    ]);
+    printTable('CPU per order (µs): this process, its main thread, the other threads (zone worker, libuv, GC), the journal\'s PostgreSQL backend', [
+      { run: 'saturated', ...roundAll(satCpu) },
+      { run: `fixed rate ${target}/s`, ...roundAll(latCpu) },
     ]);
     printTable('worker transport, ns per order (batch of 1,000 results)', tr.map((t) => ({ transport: t.name, ns_per_order: Math.round(t.ns_per_order) })));
     const metrics = {
@@ -292,7 +359,14 @@ export async function run(args: string[]): Promise<void> {
         ack_p999_ms: p999,
         workers,
         journal_batch_max: batch,
+        experiment_journal_fk_dropped: dropFk,
         saturated_journal: satJournal,
+        raw_copy_with_journal_fk_rows_per_s: Math.round(rawFk.per_s),
+        ratio_vs_raw_copy_with_journal_fk: sat.per_s / rawFk.per_s,
+        raw_copy_pg_backend_us_per_row: Math.round(raw.pg_us_per_row * 100) / 100,
+        raw_copy_with_journal_fk_pg_backend_us_per_row: Math.round(rawFk.pg_us_per_row * 100) / 100,
+        cpu_us_per_order_saturated: roundAll(satCpu),
+        cpu_us_per_order_fixed_rate: roundAll(latCpu),
         transport_ns_per_order: Object.fromEntries(tr.map((t) => [t.name, Math.round(t.ns_per_order)])),
       },
     });

@@ -151,7 +151,17 @@ export class ByteWriter {
 
   value(v: unknown): void {
     this.ensure(10);
-    if (v === null || v === undefined) this.buf[this.len++] = T_NULL;
+    if (typeof v === 'number' && (v | 0) === v) {
+      // Int32 fast path: zigzag and varint in 32-bit integer arithmetic (same bytes as below).
+      const buf = this.buf;
+      buf[this.len++] = T_INT;
+      let z = ((v << 1) ^ (v >> 31)) >>> 0;
+      while (z > 0x7f) {
+        buf[this.len++] = (z & 0x7f) | 0x80;
+        z >>>= 7;
+      }
+      buf[this.len++] = z;
+    } else if (v === null || v === undefined) this.buf[this.len++] = T_NULL;
     else if (typeof v === 'number') {
       if (Number.isSafeInteger(v) && v < ZIGZAG_MAX && v > -ZIGZAG_MAX) {
         this.buf[this.len++] = T_INT;
@@ -294,8 +304,10 @@ export class ByteReader {
   }
 
   varint(): number {
-    let n = 0;
-    let mul = 1;
+    const b0 = this.buf[this.o++];
+    if (b0 < 0x80) return b0;
+    let n = b0 & 0x7f;
+    let mul = 0x80;
     for (;;) {
       const b = this.buf[this.o++];
       n += (b & 0x7f) * mul;
