@@ -159,7 +159,7 @@ export async function run(argv: string[]): Promise<void> {
       { path: 'HTTP JSON batches (validated, durable, rolled up)', readings: total, seconds: ingestS, rows_per_s: readingsPerS },
       { path: 'plain COPY (same rows, no validation)', readings: total, seconds: copyS, rows_per_s: copyPerS },
     ]);
-    printTable('summary', [{ ...metrics, retries_503: retries503, node_cpu_s: nodeCpuS, pg_cpu_s: pgCpuS, copy_pg_cpu_s: copyPgCpuS }]);
+    printTable('summary', [{ ...metrics, retries_503: retries503, node_cpu_s: nodeCpuS, pg_cpu_s: pgCpuS ?? -1, copy_pg_cpu_s: copyPgCpuS ?? -1 }]);
     writeResults('ingest', metrics, {
       params: { ...a, readings: total, per_meter: perMeter, format: 'json' },
       targets: { readings_per_s: 200_000, ratio_vs_raw_copy: 0.6 },

@@ -267,6 +267,17 @@ export class AlertEngine {
    * (no_data rules decide it themselves).
    */
   private async evaluate(rule: AlertRule, kind: SubjectKind, subjectId: number, tsMs: number, value: number, unit: string, holds?: boolean): Promise<void> {
+    try {
+      await this.evaluateCached(rule, kind, subjectId, tsMs, value, unit, holds);
+    } catch (err) {
+      // A write failed (the database went away): it may have committed all the same, so the
+      // cached state is no longer known to match the database; it is read again next time.
+      this.states.delete(key(rule.id, kind, subjectId));
+      throw err;
+    }
+  }
+
+  private async evaluateCached(rule: AlertRule, kind: SubjectKind, subjectId: number, tsMs: number, value: number, unit: string, holds?: boolean): Promise<void> {
     const st = await this.state(rule.id, kind, subjectId);
     if (holds === undefined) {
       if (st.last_ts_ms !== null && tsMs <= st.last_ts_ms) return;
@@ -315,30 +326,35 @@ export class AlertEngine {
       rule.metric === 'no_data'
         ? `${subject} has sent no readings for ${Math.round(value)} s (rule: silent for ${rule.duration_s} s)`
         : `${rule.metric} of ${subject} is ${round(value)}${rule.unit === '' ? '' : ' ' + rule.unit} (${OP_TEXT[rule.operator]} ${rule.threshold}${rule.unit === '' ? '' : ' ' + rule.unit}) since ${new Date(startedMs).toISOString()}`;
-    return this.sql.begin(async (tx) => {
-      const [a] = await tx<{ id: string }[]>`
+    const data = { rule_id: rule.id, subject_kind: kind, subject_id: subjectId, metric: rule.metric, value, severity: rule.severity, status: 'FIRING' };
+    // One statement (atomic on its own): never sql.begin(), whose ROLLBACK on a connection that has
+    // just dropped crashes the process from a timer (postgres.js 3.4.9, porsager/postgres#1208).
+    const [a] = await this.sql<{ id: string }[]>`
+      with a as (
         insert into alerts (rule_id, user_id, subject_kind, subject_id, status, severity, value, message, started_at, fired_at)
         values (${rule.id}, ${rule.user_id}, ${kind}, ${subjectId}, 'FIRING', ${rule.severity}, ${value}, ${message}, ${new Date(startedMs)}, ${new Date(firedMs)})
-        returning id`;
-      const data = { alert_id: Number(a.id), rule_id: rule.id, subject_kind: kind, subject_id: subjectId, metric: rule.metric, value, severity: rule.severity, status: 'FIRING' };
-      await tx`
+        returning id
+      ), n as (
         insert into notifications (user_id, kind, title, body, data)
-        values (${rule.user_id}, 'DEVICE_ALERT', ${`${rule.severity}: ${rule.name}`.slice(0, 200)}, ${message}, ${tx.json(data)})`;
-      return Number(a.id);
-    });
+        select ${rule.user_id}, 'DEVICE_ALERT', ${`${rule.severity}: ${rule.name}`.slice(0, 200)}, ${message},
+          ${this.sql.json(data)}::jsonb || jsonb_build_object('alert_id', a.id)
+        from a
+      )
+      select id from a`;
+    return Number(a.id);
   }
 
   private async autoResolve(rule: AlertRule, alertId: number, tsMs: number, value: number): Promise<void> {
-    await this.sql.begin(async (tx) => {
-      const rows = await tx`
+    const data = { alert_id: alertId, rule_id: rule.id, metric: rule.metric, value, status: 'RESOLVED' };
+    // one statement; nothing is notified when the alert was resolved by hand meanwhile
+    await this.sql`
+      with u as (
         update alerts set status = 'RESOLVED', resolved_at = ${new Date(tsMs)}
-        where id = ${alertId} and status in ('FIRING', 'ACKNOWLEDGED') returning id`;
-      if (rows.length === 0) return; // resolved by hand meanwhile
-      const data = { alert_id: alertId, rule_id: rule.id, metric: rule.metric, value, status: 'RESOLVED' };
-      await tx`
-        insert into notifications (user_id, kind, title, body, data)
-        values (${rule.user_id}, 'DEVICE_ALERT', ${`Resolved: ${rule.name}`.slice(0, 200)}, ${`the condition no longer holds at ${new Date(tsMs).toISOString()}`}, ${tx.json(data)})`;
-    });
+        where id = ${alertId} and status in ('FIRING', 'ACKNOWLEDGED') returning id
+      )
+      insert into notifications (user_id, kind, title, body, data)
+      select ${rule.user_id}, 'DEVICE_ALERT', ${`Resolved: ${rule.name}`.slice(0, 200)}, ${`the condition no longer holds at ${new Date(tsMs).toISOString()}`}, ${this.sql.json(data)}
+      from u`;
   }
 }
 

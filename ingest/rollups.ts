@@ -94,28 +94,32 @@ export class RollupApplier {
     }
   }
 
-  /** One transaction: at most maxRows outbox rows. Returns rows folded (0 when another process holds the lock). */
+  /**
+   * One statement (atomic on its own, so no sql.begin(): its ROLLBACK on a connection that has just
+   * dropped crashes the process from a timer, postgres.js 3.4.9, porsager/postgres#1208): takes the
+   * applier lock for the statement's transaction and, if it got it, folds at most maxRows outbox
+   * rows. Returns rows folded (0 when another process holds the lock).
+   */
   async applyOnce(): Promise<number> {
     let folded = 0;
     const applied: AppliedBatch[] = [];
-    await this.sql.begin(async (tx) => {
-      const [lock] = await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${APPLIER_LOCK_KEY.toString()}::int8) as ok`;
-      if (!lock.ok) return;
-      const rows = await tx.unsafe<{ batch_seq: string; readings: string; outbox_rows: string }[]>(APPLY, [this.maxRows], { prepare: true });
-      for (const r of rows) {
-        folded += Number(r.outbox_rows);
-        applied.push({ batch_seq: Number(r.batch_seq), readings: Number(r.readings) });
-      }
-    });
+    const rows = await this.sql.unsafe<{ batch_seq: string; readings: string; outbox_rows: string }[]>(APPLY, [this.maxRows, APPLIER_LOCK_KEY.toString()] as never[], { prepare: true });
+    for (const r of rows) {
+      folded += Number(r.outbox_rows);
+      applied.push({ batch_seq: Number(r.batch_seq), readings: Number(r.readings) });
+    }
     if (applied.length > 0) this.onApplied(applied);
     return folded;
   }
 }
 
 const APPLY = `
-with d as (
+with lock as materialized (
+  select pg_try_advisory_xact_lock($2::int8) as ok
+),
+d as (
   delete from reading_rollup_outbox
-  where id in (select id from reading_rollup_outbox order by id limit $1)
+  where (select ok from lock) and id in (select id from reading_rollup_outbox order by id limit $1)
   returning meter_id, zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq
 ),
 -- rows from before migration 0010 name a meter; newer rows name a zone (and a community member)
