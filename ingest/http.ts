@@ -56,6 +56,10 @@ function bearer(header: string): string | null {
 
 interface WsData {
   principal: Principal;
+  /** the token the stream was opened with: verified again (cached) for every message */
+  token: string;
+  /** settles when the previous message's token check has */
+  verified: Promise<void>;
   closed: boolean;
   seq: number;
 }
@@ -144,7 +148,7 @@ export function registerIngestRoutes(app: uWS.TemplatedApp, deps: IngestRouteDep
         (principal) => {
           if (principal === null) return deny();
           if (aborted) return;
-          res.cork(() => res.upgrade<WsData>({ principal, closed: false, seq: 0 }, key, protocol, extensions, context));
+          res.cork(() => res.upgrade<WsData>({ principal, token, verified: Promise.resolve(), closed: false, seq: 0 }, key, protocol, extensions, context));
         },
         (err) => {
           log.error('ws auth failed', { error: (err as Error).message });
@@ -166,13 +170,31 @@ export function registerIngestRoutes(app: uWS.TemplatedApp, deps: IngestRouteDep
         });
       };
       const submit = data.principal.kind === 'meter' ? service.submitReadings : service.submitTelemetry;
-      submit(data.principal, body, format).then(
+      // a token rotated or revoked since the upgrade ends the stream (at once after
+      // invalidateIngestToken, else when the cached verification expires)
+      // one verification after the other, so that messages reach submit (which queues them per
+      // meter) in arrival order
+      const verified = data.verified.then(() => service.authenticate(data.token));
+      data.verified = verified.then(
+        () => {},
+        () => {},
+      );
+      verified.then((p) => {
+        if (p === null || p.kind !== data.principal.kind || p.id !== data.principal.id) {
+          throw new IngestError('UNAUTHORIZED', 'the token of this stream is no longer valid (rotated or revoked); reconnect with the new token', 401);
+        }
+        return submit(data.principal, body, format);
+      }).then(
         (report) => send({ type: 'ack', seq, ...httpReport(report) }),
         (err) => {
           if (err instanceof IngestError && (err.code === 'QUEUE_FULL' || err.code === 'STORAGE_UNAVAILABLE' || err.code === 'SHUTTING_DOWN')) {
             send({ type: 'slow_down', seq, id, code: err.code, message: err.message, retry_after_ms: (err.retry_after_s ?? 1) * 1000 });
           } else if (err instanceof IngestError) {
             send({ type: 'error', seq, id, code: err.code, message: err.message });
+            if (err.code === 'UNAUTHORIZED' && !data.closed) {
+              data.closed = true;
+              ws.end(4401, 'token no longer valid');
+            }
           } else {
             log.error('ws message failed', { error: (err as Error).message });
             send({ type: 'error', seq, id, code: 'INTERNAL', message: 'internal error' });

@@ -1,6 +1,6 @@
 // ingest — meter readings and device telemetry: decode, validate, store, roll up, alert.
 // The front door: mount the routes on the gateway's uWS app with a service created here.
-export { createIngestService, IngestError, DEFAULT_LIMITS } from './service.js';
+export { createIngestService, invalidateIngestToken, IngestError, DEFAULT_LIMITS } from './service.js';
 export type { IngestService, IngestServiceOptions, IngestLimits, IngestStats, SubmitOptions } from './service.js';
 export { registerIngestRoutes, formatOf } from './http.js';
 export type { IngestRouteDeps } from './http.js';

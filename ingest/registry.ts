@@ -1,7 +1,7 @@
 // Meter and device contexts (registry rows + the meter's latest stored reading) and token
 // verification, cached for a short TTL so that a batch costs no registry round trip. A status
 // change (meter set INACTIVE, token replaced) takes effect within the TTL, or at once after
-// invalidate().
+// invalidate() / invalidateToken() (see invalidateIngestToken in service.ts).
 import type { Sql } from '../schema/db.js';
 import { hashToken, verifyToken, type Principal } from './tokens.js';
 import type { DeviceContext, EntityStatus, LatestReading, MeterContext } from './types.js';
@@ -87,6 +87,15 @@ export class Registry {
 
   invalidateDevice(id: number): void {
     this.devices.delete(id);
+  }
+
+  /** Forgets every cached verification of this meter's/device's tokens (after a rotation or revocation). */
+  invalidateToken(kind: Principal['kind'], id: number): void {
+    for (const [k, e] of this.tokens) {
+      if (e.value !== null && e.value.kind === kind && e.value.id === id) this.tokens.delete(k);
+    }
+    if (kind === 'meter') this.meters.delete(id);
+    else this.devices.delete(id);
   }
 
   invalidateAll(): void {

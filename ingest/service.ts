@@ -100,9 +100,28 @@ export interface IngestService {
   ensurePartitionsAhead(): Promise<number>;
   /** Forgets cached meter/device/token data (after a status change or a new token). */
   invalidate(): void;
+  /**
+   * Forgets the cached verification of one meter's/device's tokens: a rotated or revoked token is
+   * refused from the next request or stream message on. (invalidateIngestToken does it for every
+   * ingest service of the process.)
+   */
+  invalidateToken(kind: Principal['kind'], id: number): void;
   stats(): IngestStats;
   /** Stops admitting, waits for work in flight, stops workers and timers (the sql pool is the caller's). */
   close(): Promise<void>;
+}
+
+/** Registries of the live ingest services of this process (for invalidateIngestToken). */
+const liveRegistries = new Set<Registry>();
+
+/**
+ * Call after a meter's or device's token was rotated or revoked (the admin route that rotates it):
+ * every ingest service of this process refuses the old token from its next request or stream
+ * message on. Other processes stop accepting it within AUTH_CACHE_TTL_MS (10 s), when their cached
+ * verification expires.
+ */
+export function invalidateIngestToken(kind: Principal['kind'], id: number): void {
+  for (const r of liveRegistries) r.invalidateToken(kind, id);
 }
 
 export async function createIngestService(opts: IngestServiceOptions): Promise<IngestService> {
@@ -111,6 +130,7 @@ export async function createIngestService(opts: IngestServiceOptions): Promise<I
   const { sql, log } = opts;
   const metrics = createMetrics(opts.metrics ?? new MetricsRegistry());
   const registry = new Registry(sql, now, opts.registry_ttl_ms ?? C.REGISTRY_TTL_MS, C.AUTH_CACHE_TTL_MS);
+  liveRegistries.add(registry);
   const partitions = new Partitions(sql);
   await partitions.load();
   await partitions.ensureAhead(now(), C.PARTITION_AHEAD_DAYS);
@@ -413,6 +433,7 @@ export async function createIngestService(opts: IngestServiceOptions): Promise<I
     settle,
     ensurePartitionsAhead: () => partitions.ensureAhead(now(), C.PARTITION_AHEAD_DAYS),
     invalidate: () => registry.invalidateAll(),
+    invalidateToken: (kind, id) => registry.invalidateToken(kind, id),
     stats: () => ({
       queued_items: queuedItems,
       queued_batches: queuedBatches,
@@ -422,6 +443,7 @@ export async function createIngestService(opts: IngestServiceOptions): Promise<I
     }),
     async close() {
       closing = true;
+      liveRegistries.delete(registry);
       for (const t of timers) clearInterval(t);
       await settle().catch(() => {});
       rollups.stop();

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { encode, decode } from '@msgpack/msgpack';
+import { invalidateIngestToken, issueDeviceToken, issueMeterToken } from '../../ingest/index.js';
 import { codes, createDevice, createMeter, createUser, post, reading, slot, startHarness, type Harness } from './helpers.js';
 
 let h: Harness;
@@ -194,3 +195,52 @@ describe('WebSocket stream', () => {
     }
   });
 });
+
+describe('token rotation', () => {
+  const open = (url: string, token: string): Promise<WebSocket> =>
+    new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
+      ws.once('open', () => resolve(ws));
+      ws.once('error', reject);
+    });
+
+  it('invalidateIngestToken makes a rotation effect at once: the old token is refused over HTTP, its open stream is ended, the new one works', async () => {
+    const m = await createMeter(h.db, { serial: 'ROT-1', user_id: h.user_id, zone_id: h.zone_id });
+    const body = (k: number) => JSON.stringify([reading('ROT-1', slot(k), 1, 1)]);
+    expect((await post(`${h.base}/readings`, m.token, body(9))).status).toBe(200);
+    const ws = await open(`${h.ws_base}/stream`, m.token);
+    const messages: Record<string, unknown>[] = [];
+    ws.on('message', (d: Buffer) => messages.push(JSON.parse(d.toString())));
+    const closed = new Promise<number>((r) => ws.once('close', (code: number) => r(code)));
+
+    const fresh = await issueMeterToken(h.db.sql, m.id);
+    // without the call, this process still trusts its cached verification (other processes: up to AUTH_CACHE_TTL_MS)
+    expect((await post(`${h.base}/readings`, m.token, body(8))).status).toBe(200);
+
+    invalidateIngestToken('meter', m.id);
+    const refused = await post(`${h.base}/readings`, m.token, body(7));
+    expect(refused.status).toBe(401);
+    expect(refused.body.error.code).toBe('UNAUTHORIZED');
+    ws.send(JSON.stringify({ id: 'after-rotation', readings: JSON.parse(body(6)) }));
+    expect(await closed).toBe(4401);
+    expect(messages).toEqual([expect.objectContaining({ type: 'error', id: 'after-rotation', code: 'UNAUTHORIZED' })]);
+    expect((await post(`${h.base}/readings`, fresh, body(5))).status).toBe(200);
+
+    await h.service.settle();
+    const rows = await h.db.sql`select interval_start from meter_readings where meter_id = ${m.id} order by 1`;
+    expect(rows.map((r) => r.interval_start.toISOString())).toEqual([slot(9), slot(8), slot(5)]);
+  });
+
+  it('a rotated device token is refused at once too, and only that device is affected', async () => {
+    const a = await createDevice(h.db, { serial: 'ROT-DA', user_id: h.user_id });
+    const b = await createDevice(h.db, { serial: 'ROT-DB', user_id: h.user_id });
+    const p = (s: number) => JSON.stringify([{ metric: 'soc', value: 50, unit: '%', time: new Date(Date.now() - s * 1000).toISOString() }]);
+    expect((await post(`${h.base}/telemetry`, a.token, p(30))).status).toBe(200);
+    expect((await post(`${h.base}/telemetry`, b.token, p(30))).status).toBe(200);
+    await issueDeviceToken(h.db.sql, a.id);
+    invalidateIngestToken('device', a.id);
+    expect((await post(`${h.base}/telemetry`, a.token, p(20))).status).toBe(401);
+    expect((await post(`${h.base}/telemetry`, b.token, p(20))).status).toBe(200);
+  });
+});
+
