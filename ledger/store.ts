@@ -255,6 +255,32 @@ async function copyTransfers(tx: Tx, chunks: string[], watch: Watch): Promise<{ 
   return { check }; // not the bare promise: awaiting this must not wait for the check
 }
 
+/** A batch whose transaction holds its advisory lock (see migration 0006): the next batch may stream meanwhile. */
+interface Pred {
+  no: number;
+  /** Its transaction id (xid8 as text). */
+  xid: string;
+}
+
+/** How a batch is chained to the one flushed before it. */
+interface Pipe {
+  /** This batch's number: its transaction's advisory lock is (lock class, no). */
+  no: number;
+  /** The previous batch's first attempt holds its lock (or null: it will not, start after it committed). */
+  prevStarted: Promise<Pred | null>;
+  /** The batch before the previous one has committed (at most two batch transactions are open at once). */
+  prevPrevious: Promise<void>;
+  /** Tells the next batch that this one holds its lock (or null: wait for this one to commit). */
+  signal: (p: Pred | null) => void;
+}
+
+/** SQLSTATE of ledger_await_batch(): the previous batch's transaction did not commit (retry after it). */
+const PREDECESSOR_ABORTED = 'KX001';
+
+function isPredecessorAborted(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === PREDECESSOR_ABORTED;
+}
+
 export interface FlushResult {
   transfers: number;
   /** seq of the last transfer known durable after this flush. */
@@ -280,6 +306,12 @@ export class LedgerStore {
   private backlogRows = 0;
   private retryCount = 0;
   durable_seq = 0;
+  /** Pipelining (see write()): the last batch's "holds its lock" signal and the commit of the batch before it. */
+  private started: Promise<Pred | null> = Promise.resolve(null);
+  private committedBefore: Promise<void> = Promise.resolve();
+  private nextBatchNo = 1;
+  /** Advisory lock class of this store's batches (random low bits: two stores never share a key). */
+  private readonly lockClass = 0x6b77_0000 | Math.floor(Math.random() * 0x1_0000);
 
   /**
    * `sql` should allow at least 2 connections: batch n+1 streams its transfers while batch n
@@ -321,10 +353,19 @@ export class LedgerStore {
     const batch = changes.empty ? null : serialize(changes);
     const rows = batch?.rows ?? 0;
     const previous = this.committed;
+    let pipe: Pipe | null = null;
+    if (batch !== null) {
+      let signal!: (p: Pred | null) => void;
+      const started = new Promise<Pred | null>((resolve) => (signal = resolve));
+      pipe = { no: this.nextBatchNo, prevStarted: this.started, prevPrevious: this.committedBefore, signal };
+      this.nextBatchNo = (this.nextBatchNo % 0x7fff_fffe) + 1;
+      this.started = started;
+      this.committedBefore = previous;
+    }
     this.in_flight++;
     this.backlogRows += rows;
     const run = (async (): Promise<FlushResult> => {
-      if (batch !== null) await this.write(batch, previous);
+      if (batch !== null) await this.write(batch, previous, pipe!);
       else await previous;
       if (this.lastError !== null) throw new Error(`ledger store stopped after a failed batch: ${this.lastError.message}`);
       if (seq > this.durable_seq) this.durable_seq = seq;
@@ -442,33 +483,61 @@ export class LedgerStore {
   }
 
   /**
-   * A batch's transaction starts once the previous one has committed: commits happen in order, a
-   * failed batch makes every later one fail, and the accounts' row locks are never taken by two
-   * batches at once. (The colleague's version streamed batch n+1's COPY while n committed; that
-   * left n+1's connection idle inside a transaction, and postgres.js crashes the process when a
-   * statement is then sent on a connection that closed meanwhile: see writeTransaction.)
+   * Batch n+1 is pipelined behind batch n: once n's transaction holds its advisory lock (its first
+   * statements answered), n+1 begins on another connection and streams its accounts and transfers
+   * (inserts of rows nobody else writes) while n finishes and waits for its commit to be flushed.
+   * Then, in the same turn the COPY ends, n+1 queues `ledger_await_batch(n)` (migration 0006):
+   * PostgreSQL blocks it until n's transaction has ended and aborts n+1 unless n committed; every
+   * statement that reads or locks rows n may write (upserts, balances, foreign-key checks) is
+   * queued behind it, and COMMIT is sent in the turn their answers arrive. So:
+   *  - commits happen in flush order, and n+1 never commits without n (a crash leaves no gap);
+   *  - the accounts' row locks are never taken by two batches at once;
+   *  - no connection sits idle inside a transaction (a statement is always in flight, the waiting
+   *    happens in PostgreSQL), and nothing is ever sent on a connection after a connection-class
+   *    failure on it (postgres.js#1208, see writeTransaction);
+   *  - at most two batch transactions are open at once (n+2 waits for n to commit first).
+   * If n did not commit (KX001), n+1 rolled back and is retried once n has committed or failed for
+   * good. A flush resolves only after every earlier batch resolved (results in flush order).
    *
    * A connection-class failure is retried on a fresh connection (the pool opens one), with
-   * backoff, for as long as it takes; before each retry the
-   * batch's marker row tells whether the failed attempt had in fact committed (a lost COMMIT
-   * reply), so nothing is written twice or half.
+   * backoff, for as long as it takes, without pipelining; before each retry the batch's marker
+   * row tells whether the failed attempt had in fact committed (a lost COMMIT reply), so nothing
+   * is written twice or half.
    */
-  private async write(b: Batch, previous: Promise<void>): Promise<void> {
+  private async write(b: Batch, previous: Promise<void>, pipe: Pipe): Promise<void> {
     let maybeCommitted = false;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await previous; // never rejects; the batch before commits (or fails for good) first
-        if (this.lastError !== null) throw new Error(`an earlier batch failed: ${this.lastError.message}`);
-        if (attempt > 0) this.retryCount++;
-        if (!maybeCommitted || !(await this.isCommitted(b))) await this.writeTransaction(b);
-        this.outage = null;
-        return;
-      } catch (err) {
-        if (this.lastError !== null || !isConnectionError(err)) throw await this.explain(err as Error, b);
-        this.markUnavailable(err as Error);
-        maybeCommitted = true; // the connection may have died after COMMIT reached the server
-        await sleep(Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** Math.min(attempt, 20)));
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          let pred: Pred | null = null;
+          if (attempt === 0) {
+            await pipe.prevPrevious; // never rejects
+            pred = await pipe.prevStarted;
+          }
+          if (pred === null) await previous; // never rejects; the batch before commits (or fails for good) first
+          if (this.lastError !== null) throw new Error(`an earlier batch failed: ${this.lastError.message}`);
+          if (!maybeCommitted || !(await this.isCommitted(b))) await this.writeTransaction(b, pred, pipe);
+          pipe.signal(null);
+          // Committed: so has every earlier batch (n+1 commits only after n). Resolve in flush order.
+          await previous;
+          this.outage = null;
+          return;
+        } catch (err) {
+          pipe.signal(null);
+          // The previous batch did not commit and this one rolled back: retry once that one is done.
+          if (isPredecessorAborted(err)) {
+            if (this.lastError === null) continue;
+            throw new Error(`an earlier batch failed: ${this.lastError.message}`);
+          }
+          if (this.lastError !== null || !isConnectionError(err)) throw await this.explain(err as Error, b);
+          this.retryCount++;
+          this.markUnavailable(err as Error);
+          maybeCommitted = true; // the connection may have died after COMMIT reached the server
+          await sleep(Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** Math.min(attempt, 20)));
+        }
       }
+    } finally {
+      pipe.signal(null);
     }
   }
 
@@ -512,7 +581,7 @@ export class LedgerStore {
    * and a dead connection is not released (the pool already counts it as closed and reconnects it
    * for the next user).
    */
-  private async writeTransaction(b: Batch): Promise<void> {
+  private async writeTransaction(b: Batch, pred: Pred | null, pipe: Pipe): Promise<void> {
     const tx = await this.sql.reserve();
     let dead: unknown = null;
     const watch: Watch = (p) => {
@@ -525,6 +594,10 @@ export class LedgerStore {
       // BEGIN, the accounts and the COPY's start go out together (one turn, pipelined); a failure
       // of any of them surfaces through the awaited COPY start or through Promise.all below.
       const head: Promise<unknown>[] = [watch(tx`begin`)];
+      // This batch's lock (the next batch waits on it, see write()) and its transaction id.
+      const lock = watch(tx<{ xid: string }[]>`select pg_advisory_xact_lock(${this.lockClass}::int4, ${pipe.no}::int4), pg_current_xact_id()::text as xid`);
+      head.push(lock);
+      lock.then((rows) => pipe.signal({ no: pipe.no, xid: rows[0].xid }), () => pipe.signal(null));
       const a = b.accounts;
       if (a.id.length > 0) {
         head.push(watch(tx`insert into ledger_accounts (id, user_id, currency, kind, flags, created_at)
@@ -535,6 +608,8 @@ export class LedgerStore {
       for (const h of head) h.catch(() => {});
       const queries: Promise<unknown>[] = [...head];
       if (b.transfer_count > 0) queries.push((await copyTransfers(tx, b.transfers_copy, watch)).check);
+      // Pipelined behind the previous batch: everything below runs once that one committed (else KX001).
+      if (pred !== null) queries.push(tx`select ledger_await_batch(${this.lockClass}::int4, ${pred.no}::int4, ${pred.xid}::xid8)`);
       const p = b.pendings;
       if (p.id.length > 0) {
         queries.push(tx`insert into ledger_pending_transfers (id, status, resolved_by, posted_amount)

@@ -1,7 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { LedgerStore, loadLedger, MAX_TIMED_FLUSHES_IN_FLIGHT } from '../../ledger/store.js';
-import { BUYER, newLedger, T0 } from './fixtures.js';
+import { connect } from '../../schema/db.js';
+import { isLedgerError } from '../../ledger/errors.js';
+import { BUYER, newLedger, SELLER, T0 } from './fixtures.js';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -54,6 +58,68 @@ describe('ledger store', () => {
       expect(most_in_flight).toBeLessThanOrEqual(MAX_TIMED_FLUSHES_IN_FLIGHT);
       expect((await loadLedger(fresh.sql)).snapshot()).toEqual(ledger.snapshot());
     } finally {
+      await fresh.drop();
+    }
+  });
+
+  it('pipelines batch n+1 behind batch n: n+1 streams while n is open, never commits without n, and both commit in order after n is retried', async () => {
+    const fresh = await createTestDatabase();
+    const pool = connect(fresh.url, { max: 4 });
+    const locker = await fresh.sql.reserve();
+    try {
+      const ledger = newLedger({ record_changes: true });
+      const store = new LedgerStore(pool, ledger, { retry_backoff_min_ms: 20, retry_backoff_max_ms: 50 });
+      ledger.deposit({ transfer_id: 'base', user_id: BUYER, currency: 'EUR', amount_minor: 1_000n }, T0);
+      await store.flush();
+      // Another session holds the buyer's account row: batch A (which updates it) waits inside its transaction.
+      await locker`begin`;
+      await locker`select id from ledger_accounts where id = ${ledger.accountId(BUYER, 'EUR', 'AVAILABLE')} for update`;
+      for (let i = 0; i < 50; i++) ledger.deposit({ transfer_id: `a-${i}`, user_id: BUYER, currency: 'EUR', amount_minor: 1n }, T0 + 1);
+      const a = store.flush().then(() => 'ok', (e: unknown) => (isLedgerError(e) ? e.code : String(e)));
+      for (let i = 0; i < 50; i++) ledger.deposit({ transfer_id: `b-${i}`, user_id: SELLER, currency: 'EUR', amount_minor: 1n }, T0 + 2);
+      const b = store.flush().then(() => 'ok', (e: unknown) => (isLedgerError(e) ? e.code : String(e)));
+      type Activity = { pid: number; query: string };
+      const waiting = async (): Promise<{ a: Activity[]; b: Activity[] }> => {
+        const rows = await fresh.sql<Activity[]>`select pid, query from pg_stat_activity
+          where datname = current_database() and state = 'active' and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
+        return { a: rows.filter((r) => r.query.startsWith('update ledger_accounts')), b: rows.filter((r) => r.query.includes('ledger_await_batch')) };
+      };
+      let w = await waiting();
+      for (let k = 0; k < 500 && (w.a.length === 0 || w.b.length === 0); k++) {
+        await sleep(10);
+        w = await waiting();
+      }
+      // A waits on the row lock, B has streamed its transfers and waits in PostgreSQL for A's transaction to end.
+      expect(w.a.length).toBe(1);
+      expect(w.b.length).toBe(1);
+      const visible = async (): Promise<number> =>
+        Number((await fresh.sql<{ n: string }[]>`select count(*)::text as n from ledger_transfers where id like 'a-%' or id like 'b-%'`)[0].n);
+      expect(await visible()).toBe(0);
+      // A's connection dies (a connection-class failure): A rolls back, so B must roll back too and wait for A's retry.
+      await fresh.sql`select pg_terminate_backend(${w.a[0].pid})`;
+      let retried = await waiting();
+      for (let k = 0; k < 500 && (retried.a.length === 0 || retried.a[0].pid === w.a[0].pid || retried.b.length > 0); k++) {
+        await sleep(10);
+        retried = await waiting();
+      }
+      expect(retried.a.length).toBe(1); // A again, on a new connection, blocked by the same row lock
+      expect(retried.a[0].pid).not.toBe(w.a[0].pid);
+      expect(retried.b).toEqual([]); // B is not waiting in PostgreSQL any more: it rolled back
+      expect(await visible()).toBe(0); // B did not commit without A
+      expect(store.status().retries).toBeGreaterThan(0);
+      await locker`rollback`;
+      await store.drained();
+      expect(['ok', 'EXCHANGE_UNAVAILABLE']).toContain(await a);
+      expect(['ok', 'EXCHANGE_UNAVAILABLE']).toContain(await b);
+      expect(store.status()).toMatchObject({ available: true, state: 'ok', backlog_batches: 0 });
+      expect(store.durable_seq).toBe(ledger.core.transfer_count);
+      const order = await fresh.sql<{ id: string; s: string }[]>`select id, seq::text as s from ledger_transfers order by seq`;
+      expect(order.map((r) => Number(r.s))).toEqual(Array.from({ length: ledger.core.transfer_count }, (_, i) => i + 1));
+      expect(order.map((r) => r.id)).toEqual(ledger.core.transfersInOrder().map((t) => t.id));
+      expect((await loadLedger(fresh.sql)).snapshot()).toEqual(ledger.snapshot());
+    } finally {
+      locker.release();
+      await pool.end({ timeout: 5 });
       await fresh.drop();
     }
   });
