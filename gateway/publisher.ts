@@ -263,6 +263,63 @@ export async function startPublisher(opts: {
     }
   }
 
+  // Book deltas and tickers are coalesced per market over an event-loop turn: every command
+  // committed in the turn updates the level book at once, and one delta (the levels' latest
+  // quantities: deltas carry absolute level sizes), one checksum of the top levels and one ticker
+  // per touched market go out at the end of the turn (setImmediate) — not one per command. Status
+  // messages, snapshot answers and stop() publish what is pending first, so order is kept.
+  interface PendingMd {
+    bids: Map<number, number> | null;
+    asks: Map<number, number> | null;
+    ticker: boolean;
+    ts: number;
+  }
+  const pendingMd = new Map<Market, PendingMd>();
+  let mdScheduled: NodeJS.Immediate | null = null;
+  const pendingOf = (m: Market, ts: number): PendingMd => {
+    let p = pendingMd.get(m);
+    if (p === undefined) {
+      pendingMd.set(m, (p = { bids: null, asks: null, ticker: false, ts }));
+      mdScheduled ??= setImmediate(flushMarketData);
+    }
+    p.ts = ts;
+    return p;
+  };
+  const bookChanged = (m: Market, side: 'BUY' | 'SELL', price_ticks: number, qty_wh: number, ts: number): void => {
+    const p = pendingOf(m, ts);
+    if (side === 'BUY') (p.bids ??= new Map()).set(price_ticks, qty_wh);
+    else (p.asks ??= new Map()).set(price_ticks, qty_wh);
+    p.ticker = true;
+  };
+  const tickerChanged = (m: Market, ts: number): void => {
+    pendingOf(m, ts).ticker = true;
+  };
+  function flushMarketData(): void {
+    if (mdScheduled !== null) {
+      clearImmediate(mdScheduled);
+      mdScheduled = null;
+    }
+    if (pendingMd.size === 0) return;
+    const batch = [...pendingMd];
+    pendingMd.clear();
+    for (const [m, p] of batch) {
+      if (p.bids !== null || p.asks !== null) {
+        const u = unitOf(m.zone_id);
+        const changes: string[][] = [];
+        if (p.bids !== null) for (const [t, q] of p.bids) changes.push(['BUY', ticksToPrice(t, u), whToKwh(q)]);
+        if (p.asks !== null) for (const [t, q] of p.asks) changes.push(['SELL', ticksToPrice(t, u), whToKwh(q)]);
+        m.book_seq++;
+        bus.publish(bookChannel(m.zone_id, m.interval_id), {
+          type: 'book', zone_id: m.zone_id, interval_id: m.interval_id, epoch, seq: m.book_seq, snapshot: false, changes, checksum: checksum(m), ts: p.ts,
+        });
+      }
+      if (p.ticker) {
+        m.ticker_seq++;
+        bus.publish(tickerChannel(m.zone_id, m.interval_id), tickerMessage(m, p.ts));
+      }
+    }
+  }
+
   const onCommitted = (c: CommittedEvents): void => {
     outbox = [];
     try {
@@ -274,18 +331,13 @@ export async function startPublisher(opts: {
   const publishCommitted = (c: CommittedEvents): void => {
     const ts = c.ts_ms;
     const changedUsers = funds.apply(c);
-    let touched: Map<Market, string[][]> | null = null;
-    let traded: Set<Market> | null = null;
     const z = zoneState(c.zone_id);
     for (const e of c.events as EngineEvent[]) {
       switch (e.type) {
         case 'BOOK_LEVEL': {
           const m = market(c.zone_id, e.interval_id);
           m.book.side(e.side).set(e.price_ticks, e.qty_wh);
-          touched ??= new Map();
-          let ch = touched.get(m);
-          if (ch === undefined) touched.set(m, (ch = []));
-          ch.push([e.side, ticksToPrice(e.price_ticks, unitOf(c.zone_id)), whToKwh(e.qty_wh)]);
+          bookChanged(m, e.side, e.price_ticks, e.qty_wh, ts);
           break;
         }
         case 'FILL': {
@@ -295,7 +347,7 @@ export async function startPublisher(opts: {
           m.last_ticks = e.price_ticks;
           m.volume_wh += BigInt(e.qty_wh);
           m.notional += BigInt(e.price_ticks) * BigInt(e.qty_wh);
-          (traded ??= new Set()).add(m);
+          tickerChanged(m, ts);
           const u = unitOf(c.zone_id);
           const price = ticksToPrice(e.price_ticks, u);
           const qty = whToKwh(e.qty_wh);
@@ -347,12 +399,14 @@ export async function startPublisher(opts: {
           break;
         }
         case 'ZONE_STATUS':
+          flushMarketData();
           z.status = e.status;
           z.status_seq++;
           bus.publish(statusChannel(c.zone_id), statusMessage(c.zone_id, z, ts));
           break;
         case 'INTERVAL_OPENED':
         case 'GATE_CLOSED': {
+          flushMarketData();
           const m = market(c.zone_id, e.interval_id);
           m.gate = e.type === 'GATE_CLOSED' ? 'CLOSED' : 'OPEN';
           z.status_seq++;
@@ -361,21 +415,6 @@ export async function startPublisher(opts: {
         }
         default:
           break;
-      }
-    }
-    if (touched !== null) {
-      for (const [m, changes] of touched) {
-        m.book_seq++;
-        bus.publish(bookChannel(m.zone_id, m.interval_id), {
-          type: 'book', zone_id: m.zone_id, interval_id: m.interval_id, epoch, seq: m.book_seq, snapshot: false, changes, checksum: checksum(m), ts,
-        });
-        (traded ??= new Set()).add(m);
-      }
-    }
-    if (traded !== null) {
-      for (const m of traded) {
-        m.ticker_seq++;
-        bus.publish(tickerChannel(m.zone_id, m.interval_id), tickerMessage(m, ts));
       }
     }
     for (const user_id of changedUsers) {
@@ -397,6 +436,7 @@ export async function startPublisher(opts: {
     const interval_id = Number(is);
     const ts = now();
     if (!Number.isSafeInteger(zone_id) || zone_id <= 0) return;
+    flushMarketData();
     if (kind === 'status') {
       bus.publish(ch, statusMessage(zone_id, zoneState(zone_id), ts));
       return;
@@ -413,11 +453,15 @@ export async function startPublisher(opts: {
     epoch,
     orders,
     book: (zone_id, interval_id) => zones.get(zone_id)?.markets.get(interval_id)?.book,
-    bookSeq: (zone_id, interval_id) => zones.get(zone_id)?.markets.get(interval_id)?.book_seq ?? 0,
+    bookSeq: (zone_id, interval_id) => {
+      flushMarketData();
+      return zones.get(zone_id)?.markets.get(interval_id)?.book_seq ?? 0;
+    },
     notify(user_id, n) {
       bus.publish(userChannel(user_id), { type: 'notification', ...n, ts: now() });
     },
     stop() {
+      flushMarketData();
       off();
       offReq();
     },
