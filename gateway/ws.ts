@@ -7,6 +7,7 @@ import { zoneOfOrder, type SubmitCommand, type SubmitResult } from './backend.js
 import type { BusMessage } from './bus.js';
 import { fail, type Failure } from './codes.js';
 import { Feed, FrameCache, type FeedSink } from './feeds.js';
+import { fastIncrement, fastObserver } from './fast-metrics.js';
 import { CLOSE, OVERSIZE_READ_FACTOR, TokenBucket } from './limits.js';
 import { encodeMessage, IN_VALIDATORS, MSGPACK_SUBPROTOCOL, PROTOCOL_VERSION, TRADING_TYPES, type ChannelKind, type Encoding, type OutMessage } from './protocol.js';
 import { bookChannel, formatMinor, statusChannel, tickerChannel, tradesChannel, userChannel, wireOrder } from './publisher.js';
@@ -344,8 +345,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     if (c === undefined) children.set(key, (c = make()) as never);
     return c;
   };
-  const countAck = (op: string): void => child(`a:${op}`, () => metrics.acks.labels({ op })).inc();
-  const observeAck = (op: string, seconds: number): void => child(`l:${op}`, () => metrics.ack_latency.labels({ op })).observe(seconds);
+  const countAck = (op: string): void => child(`a:${op}`, () => ({ inc: fastIncrement(metrics.acks, { op }) })).inc();
+  const observeAck = (op: string, seconds: number): void => child(`l:${op}`, () => ({ observe: fastObserver(metrics.ack_latency, { op }) })).observe(seconds);
   const submit = async (op: string, zone_id: number, cmd: SubmitCommand): Promise<SubmitResult> => {
     const t0 = performance.now();
     let r: SubmitResult;
@@ -553,8 +554,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     }
   };
 
-  const okCounter = (type: string) => child(`m:${type}`, () => metrics.messages.labels({ type, outcome: 'ok' }));
-  const durationOf = (type: string) => child(`d:${type}`, () => metrics.message_seconds.labels({ type }));
+  const okCounter = (type: string) => child(`m:${type}`, () => ({ inc: fastIncrement(metrics.messages, { type, outcome: 'ok' }) }));
+  const durationOf = (type: string) => child(`d:${type}`, () => ({ observe: fastObserver(metrics.message_seconds, { type }) }));
   const onMessage = (s: Session, data: ArrayBuffer, isBinary: boolean): void => {
     const t0 = performance.now();
     if (data.byteLength > limits.max_message_bytes) {
