@@ -11,6 +11,8 @@ export interface PgOptions {
   application?: string;
   /** Seconds; a connection attempt fails after this. */
   connect_timeout_s?: number;
+  /** Called when a connection of the pool closes (its session, and any session lock, is gone). */
+  onclose?: () => void;
 }
 
 export function connectNoDelay(url: string, options: PgOptions = {}): Sql {
@@ -27,6 +29,7 @@ export function connectNoDelay(url: string, options: PgOptions = {}): Sql {
     max_lifetime: null,
     connect_timeout: options.connect_timeout_s ?? 5,
     connection: { application_name: options.application ?? 'kwx-runtime' },
+    ...(options.onclose !== undefined ? { onclose: options.onclose } : {}),
     ...(unix
       ? {}
       : {

@@ -173,9 +173,13 @@ class Batch {
 
 export interface ProjectorOptions {
   zones: number[];
-  /** Journal rows per transaction. */
+  /** Journal rows per batch. */
   batch_rows?: number;
   poll_ms?: number;
+  /** A batch (or connecting) still running after this is abandoned and its connection dropped. Default 10,000. */
+  batch_timeout_ms?: number;
+  /** Opens the projector's own connection (max 1); without it, `sql` is used and a stuck connection cannot be dropped. */
+  connect?: () => Sql;
   log?: Logger;
 }
 
@@ -261,22 +265,85 @@ export async function rebuildProjections(sql: Sql, zones: number[]): Promise<num
   return projectOnce(sql, zones);
 }
 
-/**
- * Runs projectOnce every poll_ms until stopped, one pass at a time (passes never overlap, which
- * the idempotent writes rely on); failures are logged and retried on the next pass.
- */
 /** How long stop() waits for a running projection pass before abandoning it. */
 export const PROJECTOR_STOP_WAIT_MS = 3000;
 
-export function startProjector(sql: Sql, opts: ProjectorOptions): { sync(): Promise<void>; stop(): Promise<void> } {
+export interface Projector {
+  /** Resolves when the read models include every journal row committed before the call (retries until a pass succeeds, or the projector stops). */
+  sync(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs a projection pass every poll_ms until stopped, one pass at a time (passes never overlap,
+ * which the idempotent writes rely on); failures are logged and retried on the next pass.
+ *
+ * With `connect`, the projector has a connection of its own, and a batch that has not finished
+ * after batch_timeout_ms (a query that never settles on a connection the network silently cut)
+ * is abandoned: its connection is dropped, and before the next batch writes anything the old
+ * session is ended on the server if it still exists (so a late statement of the abandoned batch
+ * cannot land after newer ones). The projector then resumes by itself once the database answers.
+ */
+export function startProjector(sql: Sql, opts: ProjectorOptions): Projector {
   let stopped = false;
-  let chain: Promise<void> = Promise.resolve();
+  let chain: Promise<boolean> = Promise.resolve(true);
   let queued = false;
-  const pass = (): Promise<void> => {
+  const batchRows = opts.batch_rows ?? 5000;
+  const timeoutMs = opts.batch_timeout_ms ?? 10_000;
+  let conn: { sql: Sql; pid: number; started: string } | null = null;
+  /** Sessions abandoned mid-batch: ended on the server before the next batch runs. */
+  let abandoned: { pid: number; started: string }[] = [];
+
+  const drop = (): void => {
+    const c = conn;
+    conn = null;
+    if (c === null) return;
+    if (c.pid > 0) abandoned.push({ pid: c.pid, started: c.started });
+    void c.sql.end({ timeout: 0 }).catch(() => {});
+  };
+  const connection = async (): Promise<Sql> => {
+    if (opts.connect === undefined) return sql;
+    if (conn !== null) return conn.sql;
+    const c = { sql: opts.connect(), pid: 0, started: '' };
+    conn = c;
+    const [me] = await bounded(
+      c.sql<{ pid: number; started: string }[]>`select pid, backend_start::text as started from pg_stat_activity where pid = pg_backend_pid()`,
+      timeoutMs,
+    );
+    c.pid = me.pid;
+    c.started = me.started;
+    if (abandoned.length > 0) {
+      for (const a of abandoned) {
+        await bounded(c.sql`select pg_terminate_backend(pid, 2000) from pg_stat_activity where pid = ${a.pid} and backend_start::text = ${a.started}`, timeoutMs);
+      }
+      abandoned = [];
+    }
+    return c.sql;
+  };
+  const runPass = async (): Promise<void> => {
+    for (const zone_id of opts.zones) {
+      for (;;) {
+        if (stopped) return;
+        let n: number;
+        try {
+          const c = await bounded(connection(), timeoutMs);
+          n = await bounded(projectBatch(c, zone_id, batchRows), timeoutMs);
+        } catch (err) {
+          drop();
+          throw err;
+        }
+        if (n < batchRows) break;
+      }
+    }
+  };
+  const pass = (): Promise<boolean> => {
     chain = chain.then(() =>
-      projectOnce(sql, opts.zones, opts.batch_rows).then(
-        () => undefined,
-        (err: Error) => opts.log?.warn('projection behind the journal (will retry)', { error: err.message }),
+      runPass().then(
+        () => true,
+        (err: Error) => {
+          opts.log?.warn('projection behind the journal (will retry)', { error: err.message });
+          return false;
+        },
       ),
     );
     return chain;
@@ -289,14 +356,15 @@ export function startProjector(sql: Sql, opts: ProjectorOptions): { sync(): Prom
   timer.unref();
   return {
     sync: async () => {
-      const c = pass();
-      await c;
+      for (let attempt = 0; !stopped; attempt++) {
+        if (await pass()) return;
+        await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+      }
     },
     stop: async () => {
       stopped = true;
       clearInterval(timer);
-      // A pass whose query never settles (seen after a cut connection, see docs/runtime.md) must
-      // not hold shutdown: wait a bounded time; the pool is ended right after, which fails it.
+      // A pass in flight is waited for a bounded time (each of its batches is bounded anyway).
       let waited: ReturnType<typeof setTimeout> | undefined;
       const done = await Promise.race([
         chain.then(() => true),
@@ -304,6 +372,26 @@ export function startProjector(sql: Sql, opts: ProjectorOptions): { sync(): Prom
       ]);
       clearTimeout(waited);
       if (!done) opts.log?.warn('projector pass still running at shutdown; abandoned (the projection resumes from its offset)', { waited_ms: PROJECTOR_STOP_WAIT_MS });
+      const c = conn;
+      conn = null;
+      if (c !== null) await c.sql.end({ timeout: 1 }).catch(() => {});
     },
   };
+}
+
+/** Settles like `p`, or rejects after `ms` (p is then abandoned; its outcome is ignored). */
+function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`projection step took longer than ${ms} ms; its connection is dropped`)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
 }

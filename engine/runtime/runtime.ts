@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import type { Sql } from '../../schema/db.js';
 import { MAX_ZONE_ID, orderIdFor } from './ids.js';
-import { projectOnce, startProjector } from './projections.js';
+import { projectOnce, startProjector, type Projector } from './projections.js';
 import { PROJECT_ROOT } from '../../schema/paths.js';
 import type { Logger } from '../../schema/log.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
@@ -68,6 +68,8 @@ export interface RuntimeOptions {
   expire_every_ms?: number;
   /** Project the journal into the orders and trades tables in the background. Default true. */
   projections?: boolean;
+  /** A projection batch still running after this is abandoned, its connection dropped, and resumed on a new one. Default 10,000. */
+  projection_batch_timeout_ms?: number;
   /** Wall clock, ms; injectable for tests. */
   now?: () => number;
   log?: Logger;
@@ -194,7 +196,6 @@ const fail = (code: SubmitError['code'], message: string): SubmitResult => ({ ok
 
 class RuntimeImpl implements Runtime {
   private readonly sql: Sql;
-  private lockSql: Sql | null = null;
   private readonly journal: JournalWriter;
   private readonly workers: WorkerSlot[] = [];
   private readonly zones = new Map<number, ZoneSlot>();
@@ -210,7 +211,7 @@ class RuntimeImpl implements Runtime {
   private intervalsRefreshedAt = 0;
   private readonly now: () => number;
   private readonly snapshotEvery: number;
-  private projector: { sync(): Promise<void>; stop(): Promise<void> } | null = null;
+  private projector: Projector | null = null;
   private readonly checkpointWaiters = new Map<string, (c: { seq: number; state_hash: string }) => void>();
 
   constructor(private readonly opts: RuntimeOptions) {
@@ -227,6 +228,8 @@ class RuntimeImpl implements Runtime {
       backlog_max_rows: backlog,
       slow_commit_ms: opts.slow_commit_ms ?? 1000,
       commit_timeout_ms: opts.commit_timeout_ms ?? 5000,
+      lock_key: RUNTIME_LOCK_KEY,
+      onFenced: (reason) => this.fenced(reason),
       log: opts.log,
       onStateChange: (s: JournalState, reason: string) => this.opts.log?.info('journal state', { state: s, reason }),
     });
@@ -237,7 +240,9 @@ class RuntimeImpl implements Runtime {
 
   async start(): Promise<void> {
     if (!existsSync(workerEntry())) throw new Error(`${workerEntry()} is missing: run \`npm run build\` first (workers run compiled JavaScript)`);
-    await this.acquireLock();
+    // One runtime per database writes the journal: the journal's session takes the lock (a second
+    // runtime waits for the first to go) and keeps it, re-taking it after an outage.
+    await this.journal.open();
     const zoneRows = await this.loadZones();
     const n = Math.max(1, this.opts.workers ?? 2);
     for (let i = 0; i < n; i++) this.workers.push(this.spawnWorker(i));
@@ -263,7 +268,12 @@ class RuntimeImpl implements Runtime {
     });
     await Promise.all([...this.zones.values()].map((z) => this.recoverZone(z)));
     if (this.opts.projections !== false) {
-      this.projector = startProjector(this.sql, { zones: [...this.zones.keys()], log: this.opts.log });
+      this.projector = startProjector(this.sql, {
+        zones: [...this.zones.keys()],
+        log: this.opts.log,
+        batch_timeout_ms: this.opts.projection_batch_timeout_ms ?? 10_000,
+        connect: () => connectNoDelay(this.opts.database_url, { max: 1, application: 'kwx-projector', connect_timeout_s: 5 }),
+      });
     }
     if (this.opts.lifecycle !== false) {
       await this.refreshIntervals();
@@ -278,15 +288,25 @@ class RuntimeImpl implements Runtime {
     }
   }
 
-  /** One runtime per database writes the journal; a second one waits for the first to go. */
-  private async acquireLock(): Promise<void> {
-    this.lockSql = connectNoDelay(this.opts.database_url, { max: 1, application: 'kwx-runtime-lock' });
-    for (let i = 0; ; i++) {
-      const [r] = await this.lockSql<{ ok: boolean }[]>`select pg_try_advisory_lock(${RUNTIME_LOCK_KEY.toString()}::bigint) as ok`;
-      if (r.ok) return;
-      if (i >= 100) throw new Error('another kwx runtime holds the journal lock of this database');
-      await new Promise((res) => setTimeout(res, 100));
+  /**
+   * Another runtime took the journal lock while ours was lost: nothing sequenced here will ever
+   * be written, so every waiting command is answered EXCHANGE_UNAVAILABLE (it is not in the
+   * journal and never will be), new ones are refused, and the clock and projector stop.
+   */
+  private fenced(reason: string): void {
+    this.opts.log?.error('runtime fenced: another runtime writes this journal; refusing all commands', { reason });
+    if (this.clock) clearInterval(this.clock);
+    this.clock = null;
+    for (const z of this.zones.values()) {
+      for (const resolve of z.waiters.takeAbove(0)) {
+        this.inflight--;
+        resolve(fail('EXCHANGE_UNAVAILABLE', 'exchange unavailable: another runtime took over the journal; the command was not executed'));
+      }
+      z.lifecycle_pending.clear();
     }
+    const p = this.projector;
+    this.projector = null;
+    void p?.stop();
   }
 
   private async loadZones(): Promise<{ zone_id: number; config: Command }[]> {
@@ -417,11 +437,18 @@ class RuntimeImpl implements Runtime {
 
   private onWorkerMessage(slot: WorkerSlot, m: FromWorker): void {
     if (m.t === 'result') {
+      const zone_last: number[] = [];
       for (let x = 0; x < m.index.length; x += ROW_FIELDS) {
-        const z = this.zones.get(m.index[x]);
-        if (z !== undefined) z.last_result_seq = m.index[x + 1];
+        const zone_id = m.index[x];
+        const seq = m.index[x + 1];
+        const z = this.zones.get(zone_id);
+        if (z !== undefined) z.last_result_seq = seq;
+        let k = 0;
+        while (k < zone_last.length && zone_last[k] !== zone_id) k += 2;
+        zone_last[k] = zone_id;
+        zone_last[k + 1] = seq;
       }
-      this.journal.append({ bytes: m.bytes, rows: m.rows, zone_id: m.first_zone_id, first_seq: m.first_seq }, () => this.release(m));
+      this.journal.append({ bytes: m.bytes, rows: m.rows, zone_id: m.first_zone_id, first_seq: m.first_seq, zone_last }, () => this.release(m));
       return;
     }
     const r = slot.requests.get(m.req);
@@ -450,7 +477,8 @@ class RuntimeImpl implements Runtime {
       return Promise.resolve(fail('ZONE_UNAVAILABLE', `zone ${z.zone_id} is ${z.status === 'FAILED' ? 'failed' : 'restarting'}; retry shortly`));
     }
     if (!this.journal.canAccept() || this.inflight >= this.inflightMax) {
-      const why = this.journal.state !== 'AVAILABLE' ? 'the journal database is unreachable or slow' : 'the journal backlog is full';
+      const st = this.journal.state;
+      const why = st === 'FENCED' ? 'another runtime took over the journal' : st !== 'AVAILABLE' ? 'the journal database is unreachable or slow' : 'the journal backlog is full';
       return Promise.resolve(fail('EXCHANGE_UNAVAILABLE', `exchange unavailable: ${why}; nothing was executed, retry later`));
     }
     const seq = z.next_seq++;
@@ -691,6 +719,7 @@ class RuntimeImpl implements Runtime {
     return {
       available: this.journal.canAccept() && !this.stopping,
       journal: this.journal.state,
+      journal_locked: this.journal.locked,
       backlog_rows: this.journal.backlogRows,
       inflight_commands: this.inflight,
       zones,
@@ -723,7 +752,6 @@ class RuntimeImpl implements Runtime {
       await w.worker.terminate();
     }
     await this.sql.end({ timeout: 2 });
-    await this.lockSql?.end({ timeout: 2 });
   }
 }
 

@@ -73,7 +73,10 @@ export interface ZoneStatusView {
 
 export interface RuntimeStatus {
   available: boolean;
-  journal: 'AVAILABLE' | 'UNAVAILABLE' | 'CLOSED';
+  /** FENCED: another runtime took the journal lock while this one's session was gone; it writes no more. */
+  journal: 'AVAILABLE' | 'UNAVAILABLE' | 'FENCED' | 'CLOSED';
+  /** The journal's session holds the one-writer-per-database lock now. */
+  journal_locked: boolean;
   backlog_rows: number;
   inflight_commands: number;
   zones: ZoneStatusView[];
