@@ -32,6 +32,7 @@ export function fastObserver<L extends string>(h: Histogram<L>, labels: Record<L
   const slow = (v: number): void => h.observe(labels as never, v);
   const bounds = internal.upperBounds;
   if (!Array.isArray(bounds)) return slow;
+  const keys = bounds.map((b) => String(b)); // prom-client keys bucketValues by the bound's string
   let map: Record<string, HistogramEntry> | undefined;
   let entry: HistogramEntry | undefined;
   const resolve = (): boolean => {
@@ -54,7 +55,7 @@ export function fastObserver<L extends string>(h: Histogram<L>, labels: Record<L
     e.count += 1;
     for (let i = 0; i < bounds.length; i++) {
       if (v <= bounds[i]) {
-        e.bucketValues[bounds[i]] += 1;
+        e.bucketValues[keys[i]] += 1;
         break;
       }
     }

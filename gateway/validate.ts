@@ -45,10 +45,20 @@ export function compile(schema: JsonSchema, path = ''): Validator {
   const re = schema.pattern === undefined ? null : new RegExp(schema.pattern);
   const items = schema.items ? compile(schema.items, `${path}[]`) : null;
   const where = path === '' ? 'message' : `"${path}"`;
+  // Precomputed for the per-message path (no closures or arrays made per call).
+  const required = schema.required ?? [];
+  const propNames = props.map((p) => p[0]);
+  const propChecks = props.map((p) => p[1]);
+  const closed = schema.additionalProperties === false;
+  const typeOk = (t: string): boolean => {
+    if (types === null) return true;
+    for (let i = 0; i < types.length; i++) if (typeMatches(t, types[i])) return true;
+    return false;
+  };
   return (v) => {
     const t = typeOf(v);
-    if (types !== null && !types.some((w) => typeMatches(t, w))) {
-      if (!(t === 'integer' || t === 'number') || !types.includes('integer')) return { path, message: `${where} must be ${types.join(' or ')}, got ${t}` };
+    if (!typeOk(t)) {
+      if (!(t === 'integer' || t === 'number') || !types!.includes('integer')) return { path, message: `${where} must be ${types!.join(' or ')}, got ${t}` };
       return { path, message: `${where} must be an integer, got ${String(v)}` };
     }
     if (schema.const !== undefined && v !== schema.const) return { path, message: `${where} must be ${JSON.stringify(schema.const)}` };
@@ -65,13 +75,17 @@ export function compile(schema: JsonSchema, path = ''): Validator {
       if (schema.maximum !== undefined && n > schema.maximum) return { path, message: `${where} must be ≤ ${schema.maximum}` };
     } else if (t === 'object') {
       const o = v as Record<string, unknown>;
-      for (const r of schema.required ?? []) if (o[r] === undefined) return { path: r, message: `"${path === '' ? r : `${path}.${r}`}" is required` };
-      if (schema.additionalProperties === false) {
-        for (const k of Object.keys(o)) if (!known.has(k)) return { path: k, message: `unknown field "${path === '' ? k : `${path}.${k}`}"` };
+      for (let i = 0; i < required.length; i++) {
+        const r = required[i];
+        if (o[r] === undefined) return { path: r, message: `"${path === '' ? r : `${path}.${r}`}" is required` };
       }
-      for (const [k, check] of props) {
-        if (o[k] === undefined) continue;
-        const p = check(o[k]);
+      if (closed) {
+        for (const k in o) if (Object.hasOwn(o, k) && !known.has(k)) return { path: k, message: `unknown field "${path === '' ? k : `${path}.${k}`}"` };
+      }
+      for (let i = 0; i < propNames.length; i++) {
+        const x = o[propNames[i]];
+        if (x === undefined) continue;
+        const p = propChecks[i](x);
         if (p !== null) return p;
       }
     } else if (t === 'array') {

@@ -41,6 +41,12 @@ interface Session extends FeedSink {
   /** Frames waiting for the end-of-task flush. */
   outbox: (string | Uint8Array)[];
   outbox_bytes: number;
+  /**
+   * uWS's buffered bytes for this socket as last read (-1: read it again). It only grows through
+   * our own writes (flush, closeWith) and only shrinks through a drain: both reset it, so within
+   * a turn one native call serves every frame queued for the session.
+   */
+  buffered: number;
   zones_traded: Set<number>;
   closed: boolean;
 }
@@ -84,6 +90,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       const frames = s.outbox;
       s.outbox = [];
       s.outbox_bytes = 0;
+      s.buffered = -1;
       if (ws === null || s.closed) continue;
       ws.cork(() => {
         for (const f of frames) {
@@ -118,16 +125,21 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     const pending = s.outbox;
     s.outbox = [];
     s.outbox_bytes = 0;
+    s.buffered = -1;
     // what was queued before the close (e.g. the reject that explains it) goes out first
     ws.cork(() => {
       for (const f of pending) ws.send(f, typeof f !== 'string');
     });
     ws.end(code, reason);
   };
+  const bufferedOf = (s: Session, ws: Ws): number => {
+    if (s.buffered < 0) s.buffered = ws.getBufferedAmount();
+    return s.buffered;
+  };
   const tooSlow = (s: Session): boolean => {
     const ws = s.ws;
     if (ws === null) return true;
-    const b = ws.getBufferedAmount() + s.outbox_bytes;
+    const b = bufferedOf(s, ws) + s.outbox_bytes;
     if (b > limits.disconnect_buffered_bytes) {
       metrics.slow_consumer_disconnects.inc();
       closeWith(s, CLOSE.SLOW_CONSUMER, 'SLOW_CONSUMER: too many bytes buffered');
@@ -156,6 +168,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       last_send_ms: now(),
       outbox: [],
       outbox_bytes: 0,
+      buffered: -1,
       zones_traded: new Set(),
       closed: false,
       deliver(feed, msg, frames) {
@@ -166,7 +179,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
             return;
           }
           if (tooSlow(s)) return;
-          if (s.ws!.getBufferedAmount() + s.outbox_bytes > limits.conflate_buffered_bytes) {
+          if (bufferedOf(s, s.ws!) + s.outbox_bytes > limits.conflate_buffered_bytes) {
             s.conflating.add(feed);
             metrics.conflated_updates.inc();
             return;
@@ -660,6 +673,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     message: (ws: Ws, data: ArrayBuffer, isBinary: boolean) => onMessage(ws.getUserData().session, data, isBinary),
     drain: (ws: Ws) => {
       const s = ws.getUserData().session;
+      s.buffered = -1;
       if (s.conflating.size === 0 || ws.getBufferedAmount() > limits.conflate_buffered_bytes / 2) return;
       for (const f of [...s.conflating]) s.snapshot(f, 'CONFLATED');
     },
