@@ -454,15 +454,19 @@ function runWorker<T>(job: WorkerJob, onReady?: (w: Worker) => void): Promise<T>
   });
 }
 
-/** CPU time (user + system) of this process's main thread, ms (Linux /proc; 10 ms ticks). */
-function mainThreadCpuMs(): number {
+/** CPU time of this process's main thread, ms: user, system (Linux /proc; 10 ms ticks). */
+function mainThreadTimes(): { user: number; system: number } {
   try {
     const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'latin1');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) * 10; // utime, stime in clock ticks (USER_HZ = 100)
+    return { user: Number(f[11]) * 10, system: Number(f[12]) * 10 }; // utime, stime in clock ticks (USER_HZ = 100)
   } catch {
-    return Number.NaN;
+    return { user: Number.NaN, system: Number.NaN };
   }
+}
+function mainThreadCpuMs(): number {
+  const t = mainThreadTimes();
+  return t.user + t.system;
 }
 
 /** Runs a client job over `threads` workers (bots split between them); the clock starts in all at once. */
@@ -582,6 +586,7 @@ export async function run(_args: string[]): Promise<void> {
   let elu0 = performance.eventLoopUtilization();
   let cpu0 = process.cpuUsage();
   let main0 = mainThreadCpuMs();
+  let sys0 = mainThreadTimes().system;
   let stopProfile: (() => Promise<void>) | null = null;
   const orderJob: WorkerJob = { kind: 'orders', client: CLIENT, port: server.port, zone_id, interval_id, creds, bots: BOTS, orders_per_bot: ORDERS_PER_BOT, inflight: INFLIGHT };
   const orders = await runClients(orderJob, clientThreads, async () => {
@@ -605,8 +610,10 @@ export async function run(_args: string[]): Promise<void> {
     elu0 = performance.eventLoopUtilization();
     cpu0 = process.cpuUsage();
     main0 = mainThreadCpuMs();
+    sys0 = mainThreadTimes().system;
   });
   const mainCpuMs = mainThreadCpuMs() - main0;
+  const mainSysMs = mainThreadTimes().system - sys0;
   const elu = performance.eventLoopUtilization(elu0);
   const cpu = process.cpuUsage(cpu0);
   if (stopProfile !== null) await (stopProfile as () => Promise<void>)();
@@ -615,7 +622,8 @@ export async function run(_args: string[]): Promise<void> {
   const server_busy_us_per_order = Math.round((elu.active * 1000) / Math.max(1, n_orders) * 10) / 10;
   const server_cpu_us_per_order = Math.round((mainCpuMs * 1000) / Math.max(1, n_orders) * 10) / 10;
   console.log(`order phase: ${n_orders} orders in ${Math.round(orders.elapsed_ms)} ms, ${orders.rejects} rejected; client: ${CLIENT === 'lean' ? `lean raw-socket client, ${clientThreads} thread(s)` : 'ws package, 1 thread'}, ${BOTS} bots, ${INFLIGHT} in flight per bot (${INFLIGHT === 1 ? 'closed loop' : 'pipelined'})`);
-  console.log(`order phase: server thread CPU ${server_cpu_us_per_order} µs per order (/proc thread time: user + system, incl. the kernel's loopback TCP work in its send calls)`);
+  const server_sys_us_per_order = Math.round((mainSysMs * 1000) / Math.max(1, n_orders) * 10) / 10;
+  console.log(`order phase: server thread CPU ${server_cpu_us_per_order} µs per order, of which system ${server_sys_us_per_order} µs (/proc thread time; system = socket reads/writes, incl. the kernel's loopback TCP work)`);
   console.log(`order phase: server thread busy ${server_busy_us_per_order} µs per order (event-loop utilisation ${(elu.utilization * 100).toFixed(0)}% of ${Math.round(elu.idle + elu.active)} ms); process CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms (all threads, clients included)`);
   console.log(`order phase: mean time per place in the server, message in → ack queued: ${(((place1.sum - place0.sum) / Math.max(1, place1.count - place0.count)) * 1e6).toFixed(0)} µs (wall, includes waits)`);
 
@@ -661,7 +669,7 @@ export async function run(_args: string[]): Promise<void> {
   if (FANOUT) console.log(`fan-out: ${fan.frames} frames in ${Math.round(fan.elapsed_ms)} ms`);
   writeResults('gateway', {
     order_rtt_p50_us, order_rtt_p99_us, orders_per_s, fanout_msgs_per_s, echo_rtt_p50_us, rtt_ratio_vs_echo,
-    echo_bots_msgs_per_s, echo_bots_rtt_p99_us, echo_single_rtt_p50_us, rtt_ratio_vs_single_echo, server_cpu_us_per_order, server_busy_us_per_order,
+    echo_bots_msgs_per_s, echo_bots_rtt_p99_us, echo_single_rtt_p50_us, rtt_ratio_vs_single_echo, server_cpu_us_per_order, server_sys_us_per_order, server_busy_us_per_order,
   }, {
     setup: {
       bots: BOTS, orders_per_bot: ORDERS_PER_BOT, inflight_per_bot: INFLIGHT, loop: INFLIGHT === 1 ? 'closed (send, wait for the ack, send)' : `pipelined (${INFLIGHT} orders in flight per bot)`,

@@ -241,7 +241,14 @@ export async function startPublisher(opts: {
     bus.publish(userChannel(user_id), msg);
   };
   const sendOrder = (o: TrackedOrder, ts: number): void => {
-    toUser(o.user_id, { type: 'order', ...wireOrder(o, unitOf(o.zone_id)), ts });
+    // built in one object (no spread of a second one): this runs for every order event
+    const unit = unitOf(o.zone_id);
+    const open = o.status === 'ACTIVE' || o.status === 'PARTIALLY_FILLED';
+    toUser(o.user_id, {
+      type: 'order', order_id: o.order_id, client_order_id: o.client_order_id, zone_id: o.zone_id, interval_id: o.interval_id, side: o.side, order_type: o.order_type,
+      source: o.source, price: ticksToPrice(o.price_ticks, unit), qty: whToKwh(o.qty_wh), filled_qty: whToKwh(o.filled_wh), remaining_qty: whToKwh(open ? o.qty_wh - o.filled_wh : 0),
+      status: o.status, reason: o.reason, ts,
+    });
   };
 
   // Initial state from the engine (a restart finds resting orders).

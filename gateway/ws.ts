@@ -385,7 +385,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     return r;
   };
 
-  const orderOutcome = (events: EngineEvent[], order_id: number, zone_id: number): OrderAckInfo => {
+  const orderOutcome = (events: EngineEvent[], order_id: number, zone_id: number, reqId: string | number | null): OrderAckInfo => {
     const unit = d.catalog.get(zone_id)!.unit;
     let ack: Record<string, unknown> | null = null;
     let filled = 0;
@@ -398,7 +398,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       if (e.type === 'ACCEPTED' && e.order_id === order_id) {
         qty = e.qty_wh;
         ack = {
-          order_id, client_order_id: e.client_order_id, zone_id, interval_id: e.interval_id, side: e.side, order_type: e.order_type, source: e.source,
+          type: 'ack', req_id: reqId, op: 'place', order_id, client_order_id: e.client_order_id, zone_id, interval_id: e.interval_id, side: e.side, order_type: e.order_type, source: e.source,
           price: ticksToPrice(e.price_ticks, unit), qty: whToKwh(e.qty_wh),
         };
       } else if (e.type === 'FILL' && (e.taker_order_id === order_id || e.maker_order_id === order_id)) {
@@ -412,7 +412,11 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     if (ack === null) return { ack: null, reject: fail('INTERNAL', 'the engine returned no result for the order') };
     if (status === 'ACTIVE') status = filled === qty ? 'MATCHED' : filled > 0 ? 'PARTIALLY_FILLED' : 'ACTIVE';
     const open = status === 'ACTIVE' || status === 'PARTIALLY_FILLED';
-    Object.assign(ack, { filled_qty: whToKwh(filled), remaining_qty: whToKwh(open ? qty - filled : 0), status, reason, fills });
+    ack.filled_qty = whToKwh(filled);
+    ack.remaining_qty = whToKwh(open ? qty - filled : 0);
+    ack.status = status;
+    ack.reason = reason;
+    ack.fills = fills;
     return { ack, reject: null };
   };
 
@@ -449,19 +453,18 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       }
     }
     s.zones_traded.add(zone_id);
-    const cmd = {
-      type: 'PLACE', user_id: p.user_id, client_order_id, zone_id, interval_id: m.interval_id as number, side, source, order_type: m.order_type, price_ticks, qty_wh,
-      ...(m.stp === undefined ? {} : { stp: m.stp }), ...(m.expire_at_ms === undefined ? {} : { expire_at_ms: m.expire_at_ms }),
-    } as SubmitCommand;
-    const r = await submit('place', zone_id, cmd);
+    const cmd = { type: 'PLACE', user_id: p.user_id, client_order_id, zone_id, interval_id: m.interval_id as number, side, source, order_type: m.order_type, price_ticks, qty_wh } as Record<string, unknown>;
+    if (m.stp !== undefined) cmd.stp = m.stp;
+    if (m.expire_at_ms !== undefined) cmd.expire_at_ms = m.expire_at_ms;
+    const r = await submit('place', zone_id, cmd as SubmitCommand);
     if (!r.ok) {
       if (side === 'BUY') d.funds.unreserve(p.user_id, client_order_id);
       return reject(s, 'place', m, fail(r.code, r.message), { client_order_id });
     }
-    const o = orderOutcome(r.events, r.order_id ?? 0, zone_id);
+    const o = orderOutcome(r.events, r.order_id ?? 0, zone_id, reqId(m));
     if (o.reject !== null) return reject(s, 'place', m, o.reject, { client_order_id });
     countAck('place');
-    send(s, { type: 'ack', req_id: reqId(m), op: 'place', ...o.ack! });
+    send(s, o.ack as OutMessage);
   };
 
   /** A foreign or unknown order: the same answer either way (no existence hint). */
