@@ -19,6 +19,8 @@ export const LEDGER_ERROR_CODES = [
   'INVALID_ZONE',
   'NEGATIVE_PRICE_UNSUPPORTED',
   'HOLD_NOT_FOUND',
+  /** bindHold: the target order id already has a hold. */
+  'HOLD_EXISTS',
   'ORDER_NOT_OPEN',
   'PRICE_ABOVE_LIMIT',
   'QTY_EXCEEDS_REMAINING',

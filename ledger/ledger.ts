@@ -16,7 +16,7 @@ import {
   type Transfer, type TransferInput,
 } from './core.js';
 import { assert, LedgerError } from './errors.js';
-import { buyerMaxMinor, pricingFactors, settlementAmounts, type Pricing, type PricingFactors } from './money.js';
+import { buyerFeeFactors, buyerMaxMinor, pricingFactors, settlementAmounts, type Pricing, type PricingFactors } from './money.js';
 import {
   CertificateRegistry, certificateIdForTrade, isRenewable, TRADE_SOURCES, type Certificate, type CertificateEvent, type ChainVerdict,
   type TradeSource,
@@ -26,7 +26,8 @@ export interface ZoneConfig extends Pricing {
   readonly zone_id: number;
 }
 
-export type HoldStatus = 'OPEN' | 'FILLED' | 'CANCELLED' | 'EXPIRED';
+/** MOVED: the hold moved to another order id (bindHold); it holds nothing any more. */
+export type HoldStatus = 'OPEN' | 'FILLED' | 'CANCELLED' | 'EXPIRED' | 'MOVED';
 
 export interface OrderHold {
   readonly order_id: number;
@@ -43,6 +44,10 @@ export interface OrderHold {
   status: HoldStatus;
   /** Released by cancel or expiry (0 until then). */
   released_on_close_minor: bigint;
+  /** Set when the hold moved to another order id (status MOVED). */
+  moved_to_order_id: number | null;
+  /** The hold this one was moved from (bindHold), or null. */
+  readonly bound_from_order_id: number | null;
   readonly created_at_ms: number;
   updated_at_ms: number;
 }
@@ -59,7 +64,10 @@ export interface TradeEscrow {
   readonly source: TradeSource;
   readonly price_ticks: number;
   readonly qty_wh: number;
+  /** The buyer's hold's pricing (order time). */
   readonly pricing: Pricing;
+  /** The same with the fee schedule in force at trade time: the fee charged (the buyer's side capped by `pricing`'s). */
+  readonly trade_pricing: Pricing;
   readonly escrow_minor: bigint;
   /** Released to the buyer at the fill: hold at the limit price minus escrow at the trade price. */
   readonly released_minor: bigint;
@@ -94,9 +102,18 @@ export interface Balances {
 
 export interface HoldRequest { order_id: number; user_id: number; zone_id: number; limit_price_ticks: number; qty_wh: number }
 export interface HoldResult { order_id: number; held_minor: bigint }
+export interface BindRequest { from_order_id: number; to_order_id: number }
+export interface BindResult { from_order_id: number; order_id: number; held_minor: bigint }
 export interface FillRequest {
   trade_id: number; order_id: number; seller_id: number; price_ticks: number; qty_wh: number; interval_id: number; source: TradeSource;
+  /** When the trade happened (input clock); picks the fee schedule charged. Default: now_ms of the call. */
+  traded_at_ms?: number;
 }
+
+/** A platform fee schedule: in force from `effective_from_ms` until the next one (per zone; zone_id null = platform default). */
+export interface FeeSchedule { zone_id: number | null; effective_from_ms: number; fee_bps: number; fee_per_kwh_minor: bigint }
+/** The fee in force for a zone at a time, and where it comes from. */
+export interface FeeInForce { fee_bps: number; fee_per_kwh_minor: bigint; source: 'ZONE_SCHEDULE' | 'PLATFORM_SCHEDULE' | 'ZONE_CONFIG'; effective_from_ms: number | null }
 export interface FillResult { trade_id: number; escrow_minor: bigint; released_minor: bigint }
 export interface ReleaseRequest { order_id: number; reason: 'CANCELLED' | 'EXPIRED' }
 export interface ReleaseResult { order_id: number; released_minor: bigint }
@@ -159,6 +176,11 @@ function requireId(name: string, v: unknown): number {
   return v;
 }
 
+function requireZoneId(v: unknown): number {
+  if (!SAFE_ID(v)) throw new LedgerError('INVALID_ZONE', `zone_id must be a positive safe integer, got ${String(v)}`);
+  return v;
+}
+
 function requirePrice(v: unknown): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new LedgerError('INVALID_AMOUNT', `price_ticks must be a safe integer, got ${String(v)}`);
   if (v < 0) throw new LedgerError('NEGATIVE_PRICE_UNSUPPORTED', `the ledger does not settle negative prices yet (${v} ticks)`);
@@ -187,6 +209,10 @@ export class Ledger {
   settled_renewable_wh = 0;
   private readonly zones = new Map<number, Zone>();
   private readonly factorsCache = new Map<string, PricingFactors>();
+  /** One Pricing object per distinct pricing (holds and escrows share them). */
+  private readonly pricingCache = new Map<string, Pricing>();
+  /** Fee schedules per zone (key 0 = platform default), sorted by effective_from_ms. */
+  private readonly feeSchedules = new Map<number, FeeSchedule[]>();
   /** Users with accounts (certificates can only go to them). */
   readonly users = new Set<number>();
   private changes: ChangeSet | null = null;
@@ -249,8 +275,71 @@ export class Ledger {
   configureZone(zone: ZoneConfig, now_ms: number): void {
     requireId('zone_id', zone.zone_id);
     const factors = pricingFactors(zone);
-    this.zones.set(zone.zone_id, { config: { ...zone }, pricing: pricingOf(zone), factors });
+    this.zones.set(zone.zone_id, { config: { ...zone }, pricing: this.sharedPricing(zone), factors });
     this.openCurrency(zone.currency, now_ms);
+  }
+
+  /**
+   * Adds a platform fee schedule (or replaces the one with the same zone and effective_from):
+   * from `effective_from_ms` until the next schedule, trades in the zone (zone_id null: every zone
+   * without a schedule of its own in force) are charged this fee. Configuration, like zones: not
+   * persisted by the ledger (load them with loadFeeSchedules()).
+   */
+  setFeeSchedule(schedule: FeeSchedule): void {
+    const zone_id = schedule.zone_id === null ? null : requireZoneId(schedule.zone_id);
+    if (!Number.isSafeInteger(schedule.effective_from_ms)) throw new LedgerError('INVALID_ZONE', `effective_from_ms must be a safe integer`);
+    // Validates the fee the same way as a zone's.
+    pricingFactors({ currency: 'XXX', minor_units: 0, tick_size: '1', fee_bps: schedule.fee_bps, fee_per_kwh_minor: schedule.fee_per_kwh_minor });
+    const key = zone_id ?? 0;
+    const entry: FeeSchedule = { zone_id, effective_from_ms: schedule.effective_from_ms, fee_bps: schedule.fee_bps, fee_per_kwh_minor: schedule.fee_per_kwh_minor };
+    const list = (this.feeSchedules.get(key) ?? []).filter((e) => e.effective_from_ms !== entry.effective_from_ms);
+    list.push(entry);
+    list.sort((a, b) => a.effective_from_ms - b.effective_from_ms);
+    this.feeSchedules.set(key, list);
+  }
+
+  /**
+   * The fee in force in a zone at `at_ms`: the zone's latest schedule with effective_from ≤ at,
+   * else the platform default's, else the fee the zone was configured with. UNKNOWN_ZONE when the
+   * zone is not configured.
+   */
+  feeAt(zone_id: number, at_ms: number): FeeInForce {
+    const z = this.zones.get(zone_id);
+    if (z === undefined) throw new LedgerError('UNKNOWN_ZONE', `zone ${zone_id} is not configured in the ledger`);
+    return this.scheduledFee(zone_id, at_ms) ?? { fee_bps: z.config.fee_bps, fee_per_kwh_minor: z.config.fee_per_kwh_minor, source: 'ZONE_CONFIG', effective_from_ms: null };
+  }
+
+  private scheduledFee(zone_id: number, at_ms: number): FeeInForce | null {
+    for (const key of [zone_id, 0]) {
+      const list = this.feeSchedules.get(key);
+      if (list === undefined) continue;
+      for (let i = list.length - 1; i >= 0; i--) {
+        const e = list[i];
+        if (e.effective_from_ms <= at_ms) {
+          return { fee_bps: e.fee_bps, fee_per_kwh_minor: e.fee_per_kwh_minor, source: key === 0 ? 'PLATFORM_SCHEDULE' : 'ZONE_SCHEDULE', effective_from_ms: e.effective_from_ms };
+        }
+      }
+    }
+    return null;
+  }
+
+  /** A shared Pricing object for these values (holds and escrows point at it). */
+  private sharedPricing(p: Pricing): Pricing {
+    const key = `${p.currency}|${p.minor_units}|${p.tick_size}|${p.fee_bps}|${p.fee_per_kwh_minor}`;
+    let shared = this.pricingCache.get(key);
+    if (shared === undefined) {
+      shared = pricingOf(p);
+      this.pricingCache.set(key, shared);
+    }
+    return shared;
+  }
+
+  /** `base` (a zone's or a hold's pricing) with the fee in force at `at_ms`. */
+  private pricingAt(zone_id: number, base: Pricing, at_ms: number): Pricing {
+    const z = this.zones.get(zone_id);
+    const fee = this.scheduledFee(zone_id, at_ms) ?? (z === undefined ? null : { fee_bps: z.config.fee_bps, fee_per_kwh_minor: z.config.fee_per_kwh_minor });
+    if (fee === null || (fee.fee_bps === base.fee_bps && fee.fee_per_kwh_minor === base.fee_per_kwh_minor)) return base;
+    return this.sharedPricing({ ...base, fee_bps: fee.fee_bps, fee_per_kwh_minor: fee.fee_per_kwh_minor });
   }
 
   zone(zone_id: number): ZoneConfig {
@@ -405,7 +494,9 @@ export class Ledger {
     const qty = requireQty('qty_wh', req.qty_wh);
     const zone = this.zones.get(req.zone_id);
     if (zone === undefined) throw new LedgerError('UNKNOWN_ZONE', `zone ${req.zone_id} is not configured in the ledger`);
-    const f = zone.factors;
+    // The fee schedule in force when the order is placed (now): the most this order's fills can be charged.
+    const pricing = this.pricingAt(req.zone_id, zone.pricing, now_ms);
+    const f = pricing === zone.pricing ? zone.factors : this.factors(pricing);
     const currency = zone.config.currency;
     const available = this.core.account(user_id, currency, 'AVAILABLE');
     const held = this.core.account(user_id, currency, 'HELD');
@@ -414,12 +505,52 @@ export class Ledger {
       this.core.createTransfer({ id: `o${order_id}:hold`, debit_account_id: available.id, credit_account_id: held.id, amount, code: 'HOLD', order_id }, now_ms);
     }
     const hold: OrderHold = {
-      order_id, user_id, zone_id: req.zone_id, pricing: zone.pricing, limit_price_ticks: limit, qty_wh: qty, held_minor: amount,
-      remaining_wh: qty, remaining_minor: amount, status: 'OPEN', released_on_close_minor: 0n, created_at_ms: now_ms, updated_at_ms: now_ms,
+      order_id, user_id, zone_id: req.zone_id, pricing, limit_price_ticks: limit, qty_wh: qty, held_minor: amount,
+      remaining_wh: qty, remaining_minor: amount, status: 'OPEN', released_on_close_minor: 0n, moved_to_order_id: null, bound_from_order_id: null,
+      created_at_ms: now_ms, updated_at_ms: now_ms,
     };
     this.holds.set(order_id, hold);
     this.changes?.holds.add(hold);
     return { order_id, held_minor: amount };
+  }
+
+  /**
+   * Moves an OPEN buy hold to another order id, with the same amounts, quantities and pricing
+   * snapshot (the gateway holds a BUY under a temporary id and binds it to the engine's order id
+   * once the order is accepted). No money moves: both ids are holds in the same HELD account, so
+   * there is no transfer; the old hold becomes MOVED (holding nothing, naming the new id) and the
+   * new one names the old. Atomic (both or neither) and idempotent: a retry after it applied
+   * returns the same result and changes nothing. It is a consequence of a commitment already made
+   * (the order was accepted), so the store's outage admission gate never refuses it.
+   * HOLD_NOT_FOUND (no hold `from`), ORDER_NOT_OPEN (`from` is not open, or moved elsewhere),
+   * HOLD_EXISTS (`to` already has a hold), INVALID_TRANSFER (bad or equal ids).
+   */
+  bindHold(req: BindRequest, now_ms: number): BindResult {
+    const from_id = requireId('from_order_id', req.from_order_id);
+    const to_id = requireId('to_order_id', req.to_order_id);
+    if (from_id === to_id) throw new LedgerError('INVALID_TRANSFER', `a hold cannot be moved to its own order id ${from_id}`);
+    const from = this.holds.get(from_id);
+    if (from === undefined) throw new LedgerError('HOLD_NOT_FOUND', `order ${from_id} has no hold`);
+    if (from.status === 'MOVED') {
+      const to = this.holds.get(from.moved_to_order_id!)!;
+      if (to.order_id === to_id) return { from_order_id: from_id, order_id: to_id, held_minor: to.held_minor };
+      throw new LedgerError('ORDER_NOT_OPEN', `the hold of order ${from_id} was already moved to order ${to.order_id}`);
+    }
+    if (from.status !== 'OPEN') throw new LedgerError('ORDER_NOT_OPEN', `order ${from_id} is ${from.status.toLowerCase()}`);
+    if (this.holds.has(to_id)) throw new LedgerError('HOLD_EXISTS', `order ${to_id} already has a hold`);
+    const to: OrderHold = {
+      order_id: to_id, user_id: from.user_id, zone_id: from.zone_id, pricing: from.pricing, limit_price_ticks: from.limit_price_ticks,
+      qty_wh: from.qty_wh, held_minor: from.held_minor, remaining_wh: from.remaining_wh, remaining_minor: from.remaining_minor, status: 'OPEN',
+      released_on_close_minor: 0n, moved_to_order_id: null, bound_from_order_id: from_id, created_at_ms: now_ms, updated_at_ms: now_ms,
+    };
+    from.status = 'MOVED';
+    from.moved_to_order_id = to_id;
+    from.remaining_minor = 0n;
+    from.updated_at_ms = now_ms;
+    this.holds.set(to_id, to);
+    this.changes?.holds.add(from);
+    this.changes?.holds.add(to);
+    return { from_order_id: from_id, order_id: to_id, held_minor: to.held_minor };
   }
 
   /**
@@ -452,8 +583,13 @@ export class Ledger {
     const currency = hold.pricing.currency;
     // Checked now so that settlement can never fail for want of the seller's account.
     this.core.account(seller_id, currency, 'AVAILABLE');
+    const traded_at_ms = req.traded_at_ms ?? now_ms;
+    if (!Number.isSafeInteger(traded_at_ms)) throw new LedgerError('INVALID_TRANSFER', `traded_at_ms must be a safe integer`);
     const f = this.factors(hold.pricing);
-    const escrow_minor = buyerMaxMinor(f, price, qty);
+    // The fee charged is the schedule in force at trade time; the buyer's side never exceeds what its hold was taken for.
+    const trade_pricing = this.pricingAt(hold.zone_id, hold.pricing, traded_at_ms);
+    const buyerF = buyerFeeFactors(f, this.factors(trade_pricing), price);
+    const escrow_minor = buyerMaxMinor(buyerF, price, qty);
     const remaining_wh = hold.remaining_wh - qty;
     const still_needed = buyerMaxMinor(f, hold.limit_price_ticks, remaining_wh);
     const released_minor = hold.remaining_minor - escrow_minor - still_needed;
@@ -473,7 +609,7 @@ export class Ledger {
     if (remaining_wh === 0) hold.status = 'FILLED';
     const escrow: TradeEscrow = {
       trade_id, order_id: hold.order_id, buyer_id: hold.user_id, seller_id, zone_id: hold.zone_id, interval_id, source: req.source, price_ticks: price,
-      qty_wh: qty, pricing: hold.pricing, escrow_minor, released_minor, status: 'HELD', dispute_reason: null, created_at_ms: now_ms, updated_at_ms: now_ms,
+      qty_wh: qty, pricing: hold.pricing, trade_pricing, escrow_minor, released_minor, status: 'HELD', dispute_reason: null, created_at_ms: now_ms, updated_at_ms: now_ms,
     };
     this.escrows.set(trade_id, escrow);
     this.changes?.holds.add(hold);
@@ -573,7 +709,8 @@ export class Ledger {
   private close(e: TradeEscrow, delivered: unknown, resolution: SettlementResolution, now_ms: number): Settlement {
     const delivered_wh = requireQty('delivered_wh', delivered, true);
     if (delivered_wh > e.qty_wh) throw new LedgerError('DELIVERED_EXCEEDS_TRADE', `delivered ${delivered_wh} Wh exceeds the traded ${e.qty_wh} Wh`);
-    const a = settlementAmounts(this.factors(e.pricing), e.price_ticks, delivered_wh, e.escrow_minor);
+    const seller = this.factors(e.trade_pricing);
+    const a = settlementAmounts(buyerFeeFactors(this.factors(e.pricing), seller, e.price_ticks), e.price_ticks, delivered_wh, e.escrow_minor, seller);
     const cur = e.pricing.currency;
     const from = this.accountId(e.buyer_id, cur, 'ESCROW');
     const base = { debit_account_id: from, order_id: e.order_id, trade_id: e.trade_id };
@@ -642,6 +779,13 @@ export class Ledger {
     const escrowed = new Map<number, bigint>();
     for (const h of this.holds.values()) {
       if (h.status !== 'OPEN' && h.remaining_minor !== 0n) throw new Error(`invariant: closed order ${h.order_id} still holds ${h.remaining_minor}`);
+      if ((h.status === 'MOVED') !== (h.moved_to_order_id !== null)) throw new Error(`invariant: hold ${h.order_id} is ${h.status} with moved_to ${h.moved_to_order_id}`);
+      if (h.moved_to_order_id !== null && this.holds.get(h.moved_to_order_id)?.bound_from_order_id !== h.order_id) {
+        throw new Error(`invariant: hold ${h.order_id} moved to ${h.moved_to_order_id}, which does not name it`);
+      }
+      if (h.bound_from_order_id !== null && this.holds.get(h.bound_from_order_id)?.moved_to_order_id !== h.order_id) {
+        throw new Error(`invariant: hold ${h.order_id} names ${h.bound_from_order_id} as its origin, which did not move to it`);
+      }
       const k = this.accountId(h.user_id, h.pricing.currency, 'HELD');
       held.set(k, (held.get(k) ?? 0n) + h.remaining_minor);
     }
@@ -671,7 +815,8 @@ export class Ledger {
       transfers_digest: digestTransfers(this.core.transfersInOrder()),
       pendings: [...this.core.pendings.values()].map((p) => ({ id: p.transfer.id, status: p.status, resolved_by: p.resolved_by, posted_amount: p.posted_amount.toString() })),
       holds: [...this.holds.values()].sort((a, b) => a.order_id - b.order_id).map((h) => str({ ...h, pricing: JSON.stringify(h.pricing, bigintJson) })),
-      escrows: [...this.escrows.values()].sort((a, b) => a.trade_id - b.trade_id).map((e) => str({ ...e, pricing: JSON.stringify(e.pricing, bigintJson) })),
+      escrows: [...this.escrows.values()].sort((a, b) => a.trade_id - b.trade_id)
+        .map((e) => str({ ...e, pricing: JSON.stringify(e.pricing, bigintJson), trade_pricing: JSON.stringify(e.trade_pricing, bigintJson) })),
       settlements: [...this.settlements.values()].sort((a, b) => a.trade_id - b.trade_id).map(str),
       certificates: [...this.certificates.byId.values()].sort((a, b) => a.trade_id - b.trade_id).map((c) => str(c)),
       certificate_events: this.certificates.events.map((e) => str(e)),

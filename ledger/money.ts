@@ -113,14 +113,32 @@ export interface SettlementAmounts {
   readonly refund_minor: bigint;
 }
 
-/** Splits a trade's escrow for delivered_wh at price_ticks by the rounding rule above. */
-export function settlementAmounts(f: PricingFactors, price_ticks: number, delivered_wh: number, escrow_minor: bigint): SettlementAmounts {
+/**
+ * The buyer's fee for a trade: the schedule in force at trade time, but never more than the one
+ * snapshotted on the buyer's hold when the order was placed (what was held for it). Both fees are
+ * linear in the quantity, so the cheaper one at one Wh is the cheaper one for every quantity.
+ */
+export function buyerFeeFactors(order: PricingFactors, trade: PricingFactors, price_ticks: number): PricingFactors {
+  if (order === trade) return order;
+  return sideFeeFine(trade, price_ticks, 1) < sideFeeFine(order, price_ticks, 1) ? trade : order;
+}
+
+/**
+ * Splits a trade's escrow for delivered_wh at price_ticks by the rounding rule above. `f` prices
+ * the buyer's side, `seller` the seller's (same currency and tick; the fee may differ, see
+ * buyerFeeFactors); the platform fee is the two sides' fees together, rounded down.
+ */
+export function settlementAmounts(f: PricingFactors, price_ticks: number, delivered_wh: number, escrow_minor: bigint, seller: PricingFactors = f): SettlementAmounts {
+  if (seller.fine_per_minor !== f.fine_per_minor || seller.notional_factor !== f.notional_factor) {
+    throw new Error('ledger assertion failed: buyer and seller pricing differ in more than the fee');
+  }
   const notional = notionalFine(f, price_ticks, delivered_wh);
   const fee = sideFeeFine(f, price_ticks, delivered_wh);
+  const sellerFee = seller === f ? fee : sideFeeFine(seller, price_ticks, delivered_wh);
   const buyer_paid_minor = (notional + fee) / f.fine_per_minor;
-  const seller_exact = notional - fee;
+  const seller_exact = notional - sellerFee;
   const seller_net_minor = seller_exact > 0n ? seller_exact / f.fine_per_minor : 0n;
-  const fee_total = (2n * fee) / f.fine_per_minor;
+  const fee_total = (fee + sellerFee) / f.fine_per_minor;
   const fee_minor = fee_total < buyer_paid_minor - seller_net_minor ? fee_total : buyer_paid_minor - seller_net_minor;
   const rounding_minor = buyer_paid_minor - seller_net_minor - fee_minor;
   const refund_minor = escrow_minor - buyer_paid_minor;

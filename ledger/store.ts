@@ -162,17 +162,18 @@ function serialize(c: ChangeSet): Batch {
   for (const x of c.pendings) {
     p.id.push(x.transfer.id); p.status.push(x.status); p.resolved_by.push(x.resolved_by); p.posted.push(s(x.posted_amount));
   }
-  const holds = columns(17);
+  const holds = columns(19);
   for (const h of c.holds) {
     const v = [s(h.order_id), s(h.user_id), s(h.zone_id), h.pricing.currency, s(h.pricing.minor_units), h.pricing.tick_size, s(h.pricing.fee_bps),
       s(h.pricing.fee_per_kwh_minor), s(h.limit_price_ticks), s(h.qty_wh), s(h.held_minor), s(h.remaining_wh), s(h.remaining_minor), h.status,
-      s(h.released_on_close_minor), s(h.created_at_ms), s(h.updated_at_ms)];
+      s(h.released_on_close_minor), s(h.created_at_ms), s(h.updated_at_ms), s(h.moved_to_order_id), s(h.bound_from_order_id)];
     v.forEach((x, i) => holds[i].push(x));
   }
-  const escrows = columns(15);
+  const escrows = columns(17);
   for (const e of c.escrows) {
     const v = [s(e.trade_id), s(e.order_id), s(e.buyer_id), s(e.seller_id), s(e.zone_id), s(e.interval_id), e.source, s(e.price_ticks), s(e.qty_wh),
-      s(e.escrow_minor), s(e.released_minor), e.status, e.dispute_reason, s(e.created_at_ms), s(e.updated_at_ms)];
+      s(e.escrow_minor), s(e.released_minor), e.status, e.dispute_reason, s(e.created_at_ms), s(e.updated_at_ms), s(e.trade_pricing.fee_bps),
+      s(e.trade_pricing.fee_per_kwh_minor)];
     v.forEach((x, i) => escrows[i].push(x));
   }
   const settlements = columns(10);
@@ -646,24 +647,24 @@ export class LedgerStore {
     const h = b.holds;
     if (h[0].length > 0) {
       queries.push(tx`insert into ledger_order_holds (order_id, user_id, zone_id, currency, minor_units, tick_size, fee_bps, fee_per_kwh_minor, limit_price_ticks,
-          qty_wh, held_minor, remaining_wh, remaining_minor, status, released_on_close_minor, created_at, updated_at)
-        select c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, ${tx.unsafe(TS('c15'))}, ${tx.unsafe(TS('c16'))}
+          qty_wh, held_minor, remaining_wh, remaining_minor, status, released_on_close_minor, created_at, updated_at, moved_to_order_id, bound_from_order_id)
+        select c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, ${tx.unsafe(TS('c15'))}, ${tx.unsafe(TS('c16'))}, c17, c18
         from unnest(${h[0]}::bigint[], ${h[1]}::bigint[], ${h[2]}::bigint[], ${h[3]}::text[], ${h[4]}::smallint[], ${h[5]}::text[], ${h[6]}::int[],
                     ${h[7]}::numeric[], ${h[8]}::bigint[], ${h[9]}::bigint[], ${h[10]}::numeric[], ${h[11]}::bigint[], ${h[12]}::numeric[], ${h[13]}::text[],
-                    ${h[14]}::numeric[], ${h[15]}::bigint[], ${h[16]}::bigint[])
-          as r(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16)
+                    ${h[14]}::numeric[], ${h[15]}::bigint[], ${h[16]}::bigint[], ${h[17]}::bigint[], ${h[18]}::bigint[])
+          as r(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18)
         on conflict (order_id) do update set remaining_wh = excluded.remaining_wh, remaining_minor = excluded.remaining_minor, status = excluded.status,
-          released_on_close_minor = excluded.released_on_close_minor, updated_at = excluded.updated_at`);
+          released_on_close_minor = excluded.released_on_close_minor, updated_at = excluded.updated_at, moved_to_order_id = excluded.moved_to_order_id`);
     }
     const e = b.escrows;
     if (e[0].length > 0) {
       queries.push(tx`insert into ledger_escrows (trade_id, order_id, buyer_id, seller_id, zone_id, interval_id, source, price_ticks, qty_wh, escrow_minor,
-          released_minor, status, dispute_reason, created_at, updated_at)
-        select c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, ${tx.unsafe(TS('c13'))}, ${tx.unsafe(TS('c14'))}
+          released_minor, status, dispute_reason, created_at, updated_at, trade_fee_bps, trade_fee_per_kwh_minor)
+        select c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, ${tx.unsafe(TS('c13'))}, ${tx.unsafe(TS('c14'))}, c15, c16
         from unnest(${e[0]}::bigint[], ${e[1]}::bigint[], ${e[2]}::bigint[], ${e[3]}::bigint[], ${e[4]}::bigint[], ${e[5]}::bigint[], ${e[6]}::text[],
                     ${e[7]}::bigint[], ${e[8]}::bigint[], ${e[9]}::numeric[], ${e[10]}::numeric[], ${e[11]}::text[], ${e[12]}::text[], ${e[13]}::bigint[],
-                    ${e[14]}::bigint[])
-          as r(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14)
+                    ${e[14]}::bigint[], ${e[15]}::int[], ${e[16]}::numeric[])
+          as r(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16)
         on conflict (trade_id) do update set status = excluded.status, dispute_reason = excluded.dispute_reason, updated_at = excluded.updated_at`);
     }
     const st = b.settlements;
@@ -759,29 +760,49 @@ export async function loadLedger(sql: Sql): Promise<Ledger> {
   return ledger;
 }
 
+/**
+ * Gives the ledger every platform fee schedule of the `fee_schedules` table (configuration, like
+ * zones: call it on start after configureZone, and again after an operator adds a schedule).
+ * Returns how many were loaded.
+ */
+export async function loadFeeSchedules(sql: Sql, ledger: Ledger): Promise<number> {
+  const rows = await sql<{ zone_id: string | null; fee_bps: number; fee_per_kwh_minor: string; from_ms: string }[]>`
+    select zone_id, fee_bps, fee_per_kwh_minor, ${sql.unsafe(MS('effective_from'))} as from_ms from fee_schedules order by effective_from`;
+  for (const r of rows) {
+    ledger.setFeeSchedule({ zone_id: num(r.zone_id), effective_from_ms: Number(r.from_ms), fee_bps: r.fee_bps, fee_per_kwh_minor: BigInt(r.fee_per_kwh_minor) });
+  }
+  return rows.length;
+}
+
 async function loadFlows(sql: Sql, ledger: Ledger): Promise<void> {
   const holds = await sql<Record<string, string>[]>`
     select order_id, user_id, zone_id, currency, minor_units::text, tick_size, fee_bps::text, fee_per_kwh_minor, limit_price_ticks, qty_wh, held_minor,
-           remaining_wh, remaining_minor, status, released_on_close_minor, ${sql.unsafe(MS('created_at'))} as created_ms, ${sql.unsafe(MS('updated_at'))} as updated_ms
+           remaining_wh, remaining_minor, status, released_on_close_minor, ${sql.unsafe(MS('created_at'))} as created_ms, ${sql.unsafe(MS('updated_at'))} as updated_ms,
+           moved_to_order_id, bound_from_order_id
     from ledger_order_holds order by order_id`;
   const pricings = new Map<string, Pricing>();
-  for (const r of holds) {
-    const key = `${r.currency}|${r.minor_units}|${r.tick_size}|${r.fee_bps}|${r.fee_per_kwh_minor}`;
+  const shared = (p: Pricing): Pricing => {
+    const key = `${p.currency}|${p.minor_units}|${p.tick_size}|${p.fee_bps}|${p.fee_per_kwh_minor}`;
     let pricing = pricings.get(key);
     if (pricing === undefined) {
-      pricing = { currency: r.currency, minor_units: Number(r.minor_units), tick_size: r.tick_size, fee_bps: Number(r.fee_bps), fee_per_kwh_minor: BigInt(r.fee_per_kwh_minor) };
+      pricing = p;
       pricings.set(key, pricing);
     }
+    return pricing;
+  };
+  for (const r of holds) {
+    const pricing = shared({ currency: r.currency, minor_units: Number(r.minor_units), tick_size: r.tick_size, fee_bps: Number(r.fee_bps), fee_per_kwh_minor: BigInt(r.fee_per_kwh_minor) });
     const h: OrderHold = {
       order_id: Number(r.order_id), user_id: Number(r.user_id), zone_id: Number(r.zone_id), pricing, limit_price_ticks: Number(r.limit_price_ticks),
       qty_wh: Number(r.qty_wh), held_minor: BigInt(r.held_minor), remaining_wh: Number(r.remaining_wh), remaining_minor: BigInt(r.remaining_minor),
-      status: r.status as HoldStatus, released_on_close_minor: BigInt(r.released_on_close_minor), created_at_ms: Number(r.created_ms), updated_at_ms: Number(r.updated_ms),
+      status: r.status as HoldStatus, released_on_close_minor: BigInt(r.released_on_close_minor), moved_to_order_id: num(r.moved_to_order_id),
+      bound_from_order_id: num(r.bound_from_order_id), created_at_ms: Number(r.created_ms), updated_at_ms: Number(r.updated_ms),
     };
     ledger.holds.set(h.order_id, h);
   }
   const escrows = await sql<Record<string, string | null>[]>`
     select trade_id, order_id, buyer_id, seller_id, zone_id, interval_id, source, price_ticks, qty_wh, escrow_minor, released_minor, status, dispute_reason,
-           ${sql.unsafe(MS('created_at'))} as created_ms, ${sql.unsafe(MS('updated_at'))} as updated_ms
+           ${sql.unsafe(MS('created_at'))} as created_ms, ${sql.unsafe(MS('updated_at'))} as updated_ms, trade_fee_bps::text, trade_fee_per_kwh_minor
     from ledger_escrows order by trade_id`;
   for (const r of escrows) {
     const hold = ledger.holds.get(Number(r.order_id));
@@ -789,6 +810,8 @@ async function loadFlows(sql: Sql, ledger: Ledger): Promise<void> {
     const e: TradeEscrow = {
       trade_id: Number(r.trade_id), order_id: hold.order_id, buyer_id: Number(r.buyer_id), seller_id: Number(r.seller_id), zone_id: Number(r.zone_id),
       interval_id: Number(r.interval_id), source: r.source as TradeSource, price_ticks: Number(r.price_ticks), qty_wh: Number(r.qty_wh), pricing: hold.pricing,
+      // Rows from before migration 0007 were charged the hold's fee.
+      trade_pricing: r.trade_fee_bps === null ? hold.pricing : shared({ ...hold.pricing, fee_bps: Number(r.trade_fee_bps), fee_per_kwh_minor: BigInt(r.trade_fee_per_kwh_minor!) }),
       escrow_minor: BigInt(r.escrow_minor!), released_minor: BigInt(r.released_minor!), status: r.status as EscrowStatus, dispute_reason: r.dispute_reason,
       created_at_ms: Number(r.created_ms), updated_at_ms: Number(r.updated_ms),
     };

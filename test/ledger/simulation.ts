@@ -1,6 +1,7 @@
 /**
  * A seeded, deterministic simulation of the ledger: random deposits, withdrawals (immediate and
- * two-phase), buy-order holds, partial fills, cancels and expiries, settlements with shortfalls,
+ * two-phase), buy-order holds, holds moved to another order id (bindHold), platform fee schedule
+ * changes (holds at the order-time fee, fills at the trade-time fee), partial fills, cancels and expiries, settlements with shortfalls,
  * disputes and resolutions, trade cancels, retries of earlier operations, certificate transfers
  * and retirements, and operations that must be refused.
  *
@@ -182,7 +183,10 @@ export function runSimulation(opts: SimulationOptions): { ledger: Ledger; stats:
       if (seller >= o.user) seller++;
       const qty = rand() < 0.3 ? o.remaining : int(1, o.remaining);
       const source = pick(SOURCES);
-      const req = { trade_id: nextTrade++, order_id: o.order_id, seller_id: seller, price_ticks: int(0, o.limit), qty_wh: qty, interval_id: int(1, 96), source };
+      const req = {
+        trade_id: nextTrade++, order_id: o.order_id, seller_id: seller, price_ticks: int(0, o.limit), qty_wh: qty, interval_id: int(1, 96), source,
+        ...(rand() < 0.3 ? { traded_at_ms: now - int(0, 5_000) } : {}),
+      };
       const run = () => ledger.fillBuyOrder(req, now);
       const r = run();
       remember('fill', run, r);
@@ -197,6 +201,27 @@ export function runSimulation(opts: SimulationOptions): { ledger: Ledger; stats:
       }
       trades.push({ trade_id: req.trade_id, buyer: o.user, seller, zone: o.zone, qty, source, escrow: r.escrow_minor });
       return 'fill';
+    }],
+    [4, function bindHold() {
+      if (orders.length === 0) return 'skip';
+      const o = pick(orders);
+      const req = { from_order_id: o.order_id, to_order_id: nextOrder++ };
+      const before = ledger.holds.get(o.order_id)!;
+      const held = [before.remaining_wh, before.remaining_minor];
+      const run = () => ledger.bindHold(req, now);
+      const r = run();
+      remember('bindHold', run, r);
+      const moved = ledger.holds.get(req.to_order_id)!;
+      if (moved.remaining_wh !== held[0] || moved.remaining_minor !== held[1] || moved.pricing !== before.pricing || before.status !== 'MOVED') {
+        fail(stats.steps, `bindHold ${req.from_order_id} → ${req.to_order_id} did not move the hold as it was`);
+      }
+      o.order_id = req.to_order_id; // no money moved: the wallets stay as they are
+      return 'bindHold';
+    }],
+    [1, function feeChange() {
+      const z = pick(SIM_ZONES);
+      ledger.setFeeSchedule({ zone_id: rand() < 0.8 ? z.zone_id : null, effective_from_ms: now + int(-5_000, 5_000), fee_bps: int(0, 300), fee_per_kwh_minor: BigInt(int(0, 5)) });
+      return 'feeChange';
     }],
     [7, function release() {
       if (orders.length === 0) return 'skip';
@@ -287,7 +312,7 @@ export function runSimulation(opts: SimulationOptions): { ledger: Ledger; stats:
     [2, function mustBeRefused() {
       // Operations that must be refused: someone else's certificate, an unknown trade, a fill
       // above the limit, a withdrawal of more than available, a duplicate id with a new body.
-      const k = int(0, 4);
+      const k = int(0, 6);
       if (k === 0 && certs.length > 0) {
         const c = pick(certs);
         const thief = c.owner === users ? 1 : c.owner + 1;
@@ -297,6 +322,12 @@ export function runSimulation(opts: SimulationOptions): { ledger: Ledger; stats:
       } else if (k === 2 && orders.length > 0) {
         const o = pick(orders);
         ledger.fillBuyOrder({ trade_id: nextTrade++, order_id: o.order_id, seller_id: o.user === 1 ? 2 : 1, price_ticks: o.limit + 1, qty_wh: 1, interval_id: 1, source: 'SOLAR' }, now);
+      } else if (k === 5 && orders.length >= 2) {
+        const a = pick(orders), b = pick(orders);
+        if (a === b) return 'skip';
+        ledger.bindHold({ from_order_id: a.order_id, to_order_id: b.order_id }, now); // HOLD_EXISTS
+      } else if (k === 6) {
+        ledger.bindHold({ from_order_id: nextOrder + 1_000_000, to_order_id: nextOrder++ }, now); // HOLD_NOT_FOUND
       } else if (k === 3) {
         const u = int(1, users), z = pick(SIM_ZONES);
         ledger.withdraw({ transfer_id: `w${nextTransfer++}`, user_id: u, currency: z.currency, amount_minor: wallet(u, z.currency).available + 1n }, now);
