@@ -267,8 +267,10 @@ export class ZoneEngine {
   private uOpen = new Int32Array(256);
   private userIndex = new IntMap(256);
   // client order ids of open orders: a 32-bit fingerprint of (user, id) -> slot, every candidate
-  // verified against the slot's own user and id; entries are removed when the order closes, so the
-  // table holds live orders only (a few MB that stay in cache).
+  // verified against the slot's own record (open, same user, same id). Entries are not removed when
+  // an order closes (that would be one more random memory access per fill and cancel): a stale
+  // entry costs nothing unless its fingerprint matches, and the table is rebuilt from the open
+  // orders when stale entries fill it.
   private coidTable: FpSlotTable;
 
   // sellers: per (user, book) limit, sold and open sell Wh
@@ -746,7 +748,10 @@ export class ZoneEngine {
   /** Puts the incoming order's remainder on the book (new slot, or its own slot after an amend). */
   private rest(): void {
     let slot = this.tkSlot;
-    if (slot === NONE) slot = this.allocOrder();
+    if (slot === NONE) {
+      if ((this.coidTable.size + 1) * 2 > this.coidTable.mask + 1) this.rebuildCoidTable();
+      slot = this.allocOrder();
+    }
     const of = this.of; // after allocOrder: growing the pool replaces the views
     const oi = this.oi;
     if (slot !== this.tkSlot) {
@@ -810,7 +815,6 @@ export class ZoneEngine {
     const o = slot * IW;
     const us = this.oi[o + I_USLOT];
     this.unindexId(this.of[slot * OW + F_ID], slot);
-    this.coidTable.remove(this.oi[o + I_COID_FP], slot);
     this.uOpen[us]--;
     this.openCount--;
     this.bookOpen[this.oi[o + I_BOOK]]--;
@@ -864,9 +868,18 @@ export class ZoneEngine {
     const t = this.coidTable;
     for (let c = t.find(fp); c >= 0; c = t.find(fp, c)) {
       const slot = t.slotAt(c);
-      if (this.uId[this.oi[slot * IW + I_USLOT]] === uid && this.oCoid[slot] === coid) return slot;
+      if (this.of[slot * OW + F_ID] !== 0 && this.uId[this.oi[slot * IW + I_USLOT]] === uid && this.oCoid[slot] === coid) return slot;
     }
     return NONE;
+  }
+
+  /** Drops the stale entries: re-indexes the open orders (in a table twice as big if they fill a quarter of it). */
+  private rebuildCoidTable(): void {
+    const t = this.coidTable;
+    const cap = t.mask + 1;
+    if ((this.openCount + 1) * 4 > cap) this.coidTable = new FpSlotTable(cap);
+    else t.clear();
+    for (let s = 0; s < this.orderTop; s++) if (this.of[s * OW + F_ID] !== 0) this.coidTable.add(this.oi[s * IW + I_COID_FP], s);
   }
 
   // -------------------------------------------------------------------------------------------
