@@ -182,7 +182,7 @@ export const isGatewayHoldId = (id: number): boolean => id < GATEWAY_HOLD_ID_LIM
 export interface LedgerFundsOptions {
   minorUnits?: (currency: string) => number;
   /** Currencies a user may hold balances in (the zones' currencies). */
-  currencies?: () => string[];
+  currencies?: () => readonly string[];
   now?: () => number;
   /** Writes the ledger's changes so far (LedgerStore.flush). Without it nothing waits for durability. */
   flush?: () => Promise<unknown>;
@@ -246,6 +246,12 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
   const currencies = new Map<number, Set<string>>(); // user → currencies used
   for (const h of ledger.holds.values()) noteCurrencyIn(currencies, h.user_id, h.pricing.currency);
   const noteCurrency = (user_id: number, currency: string): void => noteCurrencyIn(currencies, user_id, currency);
+  /** Opens a user's accounts in a currency once per process (the ledger's call is idempotent but not free; accounts are never closed). */
+  const ensureAccounts = (user_id: number, currency: string): void => {
+    if (currencies.get(user_id)?.has(currency) === true) return;
+    ledger.openUserAccounts(user_id, currency, now());
+    noteCurrency(user_id, currency);
+  };
   const applied = new Map<number, number>(); // zone → last applied seq
   const results = new WeakMap<CommittedEvents, Set<number>>();
 
@@ -387,8 +393,7 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
             if (h === undefined) break;
             const trade_id = globalTradeId(c.zone_id, e.trade_id);
             if (h.status === 'OPEN' || ledger.escrows.has(trade_id)) {
-              ledger.openUserAccounts(seller_id, h.pricing.currency, now());
-              noteCurrency(seller_id, h.pricing.currency);
+              ensureAccounts(seller_id, h.pricing.currency);
               ledger.fillBuyOrder(
                 { trade_id, order_id: h.order_id, seller_id, price_ticks: e.price_ticks, qty_wh: e.qty_wh, interval_id: e.interval_id, source: e.source },
                 now(),
@@ -423,9 +428,7 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
       const key = `${r.user_id}:${r.client_order_id}`;
       if (pending.has(key)) return fail('DUPLICATE_CLIENT_ORDER_ID', `client order id "${r.client_order_id}" is already in flight`);
       try {
-        const currency = ledger.zone(r.zone_id).currency;
-        ledger.openUserAccounts(r.user_id, currency, now());
-        noteCurrency(r.user_id, currency);
+        ensureAccounts(r.user_id, ledger.zone(r.zone_id).currency);
         const hold_id = nextHoldId++;
         ledger.holdBuyOrder({ order_id: hold_id, user_id: r.user_id, zone_id: r.zone_id, limit_price_ticks: r.price_ticks, qty_wh: r.qty_wh }, now());
         changed();

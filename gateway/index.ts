@@ -83,7 +83,7 @@ export async function attachGateway(o: GatewayOptions): Promise<Gateway> {
     const store = o.ledgerStore;
     const lf = ledgerFunds(o.ledger, {
       minorUnits: (c) => catalog.minorUnits(c),
-      currencies: () => [...new Set(catalog.all().map((z) => z.currency))],
+      currencies: () => catalog.currencyList(),
       now,
       flush: store === undefined ? undefined : () => store.flush(),
       log: o.log,

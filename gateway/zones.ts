@@ -19,6 +19,8 @@ export interface ZoneCatalog {
   refresh(): Promise<void>;
   minorUnits(currency: string): number;
   all(): ZoneInfo[];
+  /** The zones' currencies (one array, rebuilt only when a new currency appears: read per balance update). */
+  currencyList(): readonly string[];
 }
 
 interface ZoneRow {
@@ -37,8 +39,10 @@ function toInfo(r: ZoneRow): ZoneInfo {
 export function createZoneCatalog(sql: Sql): ZoneCatalog {
   const zones = new Map<number, ZoneInfo>();
   const currencies = new Map<string, number>();
+  let list: readonly string[] = [];
   const put = (z: ZoneInfo): void => {
     zones.set(z.zone_id, z);
+    if (!currencies.has(z.currency)) list = [...currencies.keys(), z.currency];
     currencies.set(z.currency, z.minor_units);
   };
   return {
@@ -58,6 +62,7 @@ export function createZoneCatalog(sql: Sql): ZoneCatalog {
     },
     minorUnits: (c) => currencies.get(c) ?? 2,
     all: () => [...zones.values()],
+    currencyList: () => list,
   };
 }
 
@@ -70,5 +75,6 @@ export function staticZoneCatalog(list: ZoneInfo[]): ZoneCatalog {
     refresh: async () => {},
     minorUnits: (c) => list.find((z) => z.currency === c)?.minor_units ?? 2,
     all: () => [...zones.values()],
+    currencyList: () => [...new Set(list.map((z) => z.currency))],
   };
 }
