@@ -424,15 +424,40 @@ export async function startPublisher(opts: {
           break;
       }
     }
-    for (const user_id of changedUsers) {
-      for (const b of funds.balances(user_id)) {
-        toUser(user_id, {
-          type: 'balance', currency: b.currency, available: formatMinor(b.available_minor, b.minor_units), held: formatMinor(b.held_minor, b.minor_units),
-          escrow: formatMinor(b.escrow_minor, b.minor_units), ts,
-        });
-      }
+    if (changedUsers.size > 0) {
+      for (const user_id of changedUsers) balanceUsers.add(user_id);
+      balanceTs = ts;
+      balanceScheduled ??= setImmediate(flushBalances);
     }
   };
+  // Balance messages are snapshots (available, held, escrow): one per changed user and currency
+  // per event-loop turn, after the turn's order and fill messages (same durable FIFO), instead of
+  // one per command that touched the user.
+  const balanceUsers = new Set<number>();
+  let balanceTs = 0;
+  let balanceScheduled: NodeJS.Immediate | null = null;
+  function flushBalances(): void {
+    if (balanceScheduled !== null) {
+      clearImmediate(balanceScheduled);
+      balanceScheduled = null;
+    }
+    if (balanceUsers.size === 0) return;
+    const users = [...balanceUsers];
+    balanceUsers.clear();
+    outbox = [];
+    try {
+      for (const user_id of users) {
+        for (const b of funds.balances(user_id)) {
+          toUser(user_id, {
+            type: 'balance', currency: b.currency, available: formatMinor(b.available_minor, b.minor_units), held: formatMinor(b.held_minor, b.minor_units),
+            escrow: formatMinor(b.escrow_minor, b.minor_units), ts: balanceTs,
+          });
+        }
+      }
+    } finally {
+      flushOutbox();
+    }
+  }
   const off = backend.subscribeAll(onCommitted);
 
   // A gateway that joins or sees a gap asks for a channel's state; it travels on the channel itself.
@@ -469,6 +494,7 @@ export async function startPublisher(opts: {
     },
     stop() {
       flushMarketData();
+      flushBalances();
       off();
       offReq();
     },
