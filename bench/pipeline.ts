@@ -7,13 +7,13 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { serialize as v8Serialize, deserialize as v8Deserialize } from 'node:v8';
 import hdr from 'hdr-histogram-js';
-import { connect, type Sql } from '../schema/db.js';
+import type { Sql } from '../schema/db.js';
 import { migrate } from '../schema/migrate.js';
 import { printTable, writeResults } from './report.js';
 import { startRuntime, type Runtime } from '../engine/runtime/runtime.js';
 import { recoverZone } from '../engine/runtime/recovery.js';
 import { connectNoDelay } from '../engine/runtime/pg.js';
-import { COPY_HEADER, COPY_TRAILER, CopyJournalReader, CopyTupleWriter, decodeEvents, encodeCommandPayload } from '../engine/runtime/codec.js';
+import { ByteReader, CommandBatchWriter, COPY_HEADER, COPY_TRAILER, CopyJournalReader, CopyTupleWriter, decodeEvents, decodeEventsAt, encodeCommandPayload } from '../engine/runtime/codec.js';
 import type { SubmitCommand } from '../engine/runtime/types.js';
 import type { Command, EngineEvent } from '../engine/core/types.js';
 import { mulberry32 as rng } from './prng.js';
@@ -51,35 +51,50 @@ async function seed(sql: Sql, zones: number, users: number): Promise<Market> {
   return m;
 }
 
-/** Limit orders around a slowly moving mid, ~20% crossing, sizes 1–100 Wh; every 4th order an IOC. */
-function makeOrders(m: Market, n: number, seedNo: number): { zone: number; cmd: SubmitCommand }[] {
+/** A seeded stream of orders, made one at a time as the driver sends them. */
+interface OrderStream {
+  readonly length: number;
+  next(): { zone: number; cmd: SubmitCommand };
+}
+
+/**
+ * Limit orders around a slowly moving mid, ~20% crossing, sizes 1–100 Wh; every 4th order an IOC.
+ * Made on demand (not pre-generated): hundreds of thousands of live order objects would make
+ * every major GC of the main thread, which runs the sequencer, scan them.
+ */
+function makeOrders(m: Market, n: number, seedNo: number): OrderStream {
   const r = rng(seedNo);
-  const out: { zone: number; cmd: SubmitCommand }[] = new Array(n);
   let mid = 10_000;
-  for (let i = 0; i < n; i++) {
-    if (i % 1000 === 0) mid += Math.floor(r() * 21) - 10;
-    const zi = i % m.zones.length;
-    const buy = r() < 0.5;
-    const cross = r() < 0.2;
-    const off = cross ? -Math.floor(r() * 5) : 1 + Math.floor(r() * 50);
-    out[i] = {
-      zone: m.zones[zi],
-      cmd: {
-        type: 'PLACE',
-        user_id: m.users[Math.floor(r() * m.users.length)],
-        client_order_id: `c${i}`,
-        zone_id: m.zones[zi],
-        interval_id: m.intervals[zi],
-        side: buy ? 'BUY' : 'SELL',
-        source: buy ? 'ANY' : 'SOLAR',
-        order_type: i % 4 === 3 ? 'IOC' : 'LIMIT',
-        price_ticks: buy ? mid - off : mid + off,
-        qty_wh: 1 + Math.floor(r() * 100),
-        stp: 'CANCEL_OLDEST',
-      },
-    };
-  }
-  return out;
+  let i = 0;
+  return {
+    length: n,
+    next() {
+      if (i >= n) throw new Error('order stream exhausted');
+      if (i % 1000 === 0) mid += Math.floor(r() * 21) - 10;
+      const zi = i % m.zones.length;
+      const buy = r() < 0.5;
+      const cross = r() < 0.2;
+      const off = cross ? -Math.floor(r() * 5) : 1 + Math.floor(r() * 50);
+      const o = {
+        zone: m.zones[zi],
+        cmd: {
+          type: 'PLACE',
+          user_id: m.users[Math.floor(r() * m.users.length)],
+          client_order_id: `c${i}`,
+          zone_id: m.zones[zi],
+          interval_id: m.intervals[zi],
+          side: buy ? 'BUY' : 'SELL',
+          source: buy ? 'ANY' : 'SOLAR',
+          order_type: i % 4 === 3 ? 'IOC' : 'LIMIT',
+          price_ticks: buy ? mid - off : mid + off,
+          qty_wh: 1 + Math.floor(r() * 100),
+          stp: 'CANCEL_OLDEST',
+        } satisfies SubmitCommand,
+      };
+      i++;
+      return o;
+    },
+  };
 }
 
 async function waitOpen(rt: Runtime, m: Market): Promise<void> {
@@ -122,7 +137,7 @@ function cpuPerOrder(a: CpuMark, b: CpuMark, orders: number): { process_us: numb
 }
 
 /** Closed loop with a bounded window: the sustained durable rate. */
-async function saturate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand }[], window: number): Promise<{ per_s: number; errors: number; events: number }> {
+async function saturate(rt: Runtime, orders: OrderStream, window: number): Promise<{ per_s: number; errors: number; events: number }> {
   let next = 0;
   let errors = 0;
   let events = 0;
@@ -131,7 +146,8 @@ async function saturate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand 
     let done = 0;
     const one = (): void => {
       if (next >= orders.length) return;
-      const o = orders[next++];
+      next++;
+      const o = orders.next();
       void rt.submit(o.zone, o.cmd).then((res) => {
         if (!res.ok) errors++;
         else events += res.events.length;
@@ -145,7 +161,7 @@ async function saturate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand 
 }
 
 /** Open loop at a fixed rate; latency from the intended send time (no coordinated omission). */
-async function fixedRate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand }[], rate: number): Promise<{ hist: hdr.Histogram; per_s: number; errors: number }> {
+async function fixedRate(rt: Runtime, orders: OrderStream, rate: number): Promise<{ hist: hdr.Histogram; per_s: number; errors: number }> {
   const hist = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
   let next = 0;
   let done = 0;
@@ -156,7 +172,8 @@ async function fixedRate(rt: Runtime, orders: { zone: number; cmd: SubmitCommand
       const due = Math.min(orders.length, Math.floor(((performance.now() - t0) / 1000) * rate));
       while (next < due) {
         const intended = t0 + (next / rate) * 1000;
-        const o = orders[next++];
+        next++;
+        const o = orders.next();
         void rt.submit(o.zone, o.cmd).then((res) => {
           if (!res.ok) errors++;
           hist.recordValue(Math.max(1, Math.round((performance.now() - intended) * 1000)));
@@ -235,10 +252,41 @@ function transport(): { name: string; ns_per_order: number }[] {
     return Number(process.hrtime.bigint() - t0) / R / N;
   };
   const payloads = cmds.map((c, i) => encodeCommandPayload(c, events[i]));
+  // The path the runtime takes: the sequencer encodes the command once (CommandBatchWriter), the
+  // worker decodes it for the engine and appends its bytes + the events to the COPY tuples, the
+  // main thread decodes the events from their offset.
+  const batch = new CommandBatchWriter(1 << 20);
+  const bytes = (): Uint8Array => {
+    cmds.forEach((c, i) => batch.command(1, i + 1, 1, c as unknown as Record<string, unknown>, i + 1));
+    return batch.take();
+  };
+  const input = bytes();
+  const reader = new ByteReader();
+  const out = new CopyTupleWriter(1 << 20);
+  const eventsAt: number[] = [];
+  const workerSide = (): void => {
+    reader.reset(input, 0);
+    eventsAt.length = 0;
+    for (let i = 0; i < N; i++) {
+      const z = reader.varint();
+      const seq = reader.varint();
+      const ts = reader.float64();
+      reader.byte();
+      const from = reader.o;
+      reader.command(z, ts);
+      out.appendEncodedCommand(z, seq, ts, input, from, reader.o, events[i]);
+      eventsAt.push(out.eventsAt);
+    }
+  };
+  workerSide();
+  const tuples = out.take();
   return [
     { name: 'structured clone (v8 serialize+deserialize) of events', ns_per_order: time(() => v8Deserialize(v8Serialize(events))) },
-    { name: 'bytes: decode events from the journal payload (main thread)', ns_per_order: time(() => payloads.forEach((p) => decodeEvents(p, 1, 1))) },
-    { name: 'encode journal payload (worker, paid in both cases)', ns_per_order: time(() => cmds.forEach((c, i) => encodeCommandPayload(c, events[i]))) },
+    { name: 'structured clone (v8 serialize+deserialize) of commands', ns_per_order: time(() => v8Deserialize(v8Serialize(cmds))) },
+    { name: 'sequencer: encode command into the batch buffer (main)', ns_per_order: time(() => void bytes()) },
+    { name: 'worker: decode command + append journal row with events', ns_per_order: time(() => (workerSide(), void out.take())) },
+    { name: 'ack: decode events from the journal bytes (main)', ns_per_order: time(() => eventsAt.forEach((at) => decodeEventsAt(tuples, at, 1, 1))) },
+    { name: 'decode events of a whole payload (projector, ledger sync)', ns_per_order: time(() => payloads.forEach((p) => decodeEvents(p, 1, 1))) },
   ];
 }
 
@@ -255,12 +303,17 @@ export async function run(args: string[]): Promise<void> {
   const batch = arg(args, 'batch', 4096);
   const window = arg(args, 'window', 16_384);
   const name = `kwx_bench_pipeline_${randomBytes(4).toString('hex')}`;
-  const admin = connect(server, { max: 1 });
+  // --socket-dir DIR: the runtime and the raw COPY reach the server over its unix socket in DIR
+  // (engine/runtime/pg.ts reads ?host=DIR); a DATABASE_URL with ?host=DIR does the same.
+  const si = args.indexOf('--socket-dir');
+  const socketDir = si >= 0 ? args[si + 1] : new URL(server).searchParams.get('host');
+  const admin = connectNoDelay(server, { max: 1, application: 'kwx-bench' });
   await admin.unsafe(`create database ${name}`);
   const u = new URL(server);
   u.pathname = `/${name}`;
+  if (socketDir !== null) u.searchParams.set('host', socketDir);
   const url = u.toString();
-  const sql = connect(url, { max: 2 });
+  const sql = connectNoDelay(url, { max: 2, application: 'kwx-bench' });
   const rows: Record<string, string | number>[] = [];
   try {
     await migrate(sql);
@@ -360,6 +413,7 @@ export async function run(args: string[]): Promise<void> {
         workers,
         journal_batch_max: batch,
         experiment_journal_fk_dropped: dropFk,
+        transport_to_postgres: socketDir !== null ? `unix socket in ${socketDir}` : 'TCP (noDelay)',
         saturated_journal: satJournal,
         raw_copy_with_journal_fk_rows_per_s: Math.round(rawFk.per_s),
         ratio_vs_raw_copy_with_journal_fk: sat.per_s / rawFk.per_s,

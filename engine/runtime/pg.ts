@@ -22,7 +22,15 @@ export function connectNoDelay(url: string, options: PgOptions = {}): Sql {
   const host = u.hostname === '' ? '127.0.0.1' : u.hostname.replace(/^\[|\]$/g, '');
   const port = u.port === '' ? 5432 : Number(u.port);
   const timeout_ms = (options.connect_timeout_s ?? 5) * 1000;
-  return postgres(url, {
+  let target = url;
+  if (unix) {
+    // postgres.js takes a socket directory as `path`, not as a `host` query parameter (which it
+    // would send to the server as a setting): postgres://user@/db?host=/var/run/postgresql
+    u.searchParams.delete('host');
+    target = u.toString();
+  }
+  return postgres(target, {
+    ...(unix ? { path: `${hostParam}/.s.PGSQL.${port}` } : {}),
     max: options.max ?? 1,
     onnotice: () => {},
     idle_timeout: 0,
