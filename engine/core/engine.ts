@@ -154,6 +154,8 @@ const flType = (fl: number): number => (fl >> 4) & 7;
 const flStp = (fl: number): number => (fl >> 7) & 3;
 const flGtd = (fl: number): boolean => (fl & 512) !== 0;
 
+const LV_CACHE_CELLS = 4096;
+const lvCacheCell = (subIdx: number, price: number): number => ((price | 0) + Math.imul(subIdx, 40503)) & (LV_CACHE_CELLS - 1);
 const SUBS_PER_BOOK = 10; // side * 5 + source; (SELL, ANY) unused
 const NONE = -1;
 
@@ -247,6 +249,8 @@ export class ZoneEngine {
   private lvSub = new Int32Array(1024);
   private lvTouch = new Int32Array(1024);
   private lvFree = NONE;
+  /** (sub-book, price) -> level, direct-mapped: most orders join an existing level without a search. Verified on use. */
+  private lvCache = new Int32Array(LV_CACHE_CELLS).fill(NONE);
   private lvTop = 0;
 
   // books (one per delivery interval)
@@ -899,36 +903,11 @@ export class ZoneEngine {
     const fl = this.oi[slot * IW + I_FLAGS];
     const side = flSide(fl);
     const subIdx = this.oi[slot * IW + I_BOOK] * SUBS_PER_BOOK + side * 5 + flSource(fl);
-    const sb = this.subBook(subIdx);
-    const key = side === BUY ? price : -price;
-    let lvl: number;
-    const n = sb.n;
-    if (n > 0 && sb.keys[n - 1] === key) lvl = sb.lvls[n - 1];
-    else {
-      // lowest index with keys[i] >= key
-      const keys = sb.keys;
-      let lo = 0;
-      let hi = n;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (keys[mid] < key) lo = mid + 1;
-        else hi = mid;
-      }
-      if (lo < n && keys[lo] === key) lvl = sb.lvls[lo];
-      else {
-        lvl = this.allocLevel(subIdx, price);
-        if (n === keys.length) {
-          sb.keys = growF64(sb.keys, n * 2);
-          sb.lvls = growI32(sb.lvls, n * 2);
-        }
-        if (lo < n) {
-          sb.keys.copyWithin(lo + 1, lo, n);
-          sb.lvls.copyWithin(lo + 1, lo, n);
-        }
-        sb.keys[lo] = key;
-        sb.lvls[lo] = lvl;
-        sb.n = n + 1;
-      }
+    const cc = lvCacheCell(subIdx, price);
+    let lvl = this.lvCache[cc];
+    if (lvl === NONE || this.lvCount[lvl] === 0 || this.lvSub[lvl] !== subIdx || this.lvPrice[lvl] !== price) {
+      lvl = this.levelFor(subIdx, price);
+      this.lvCache[cc] = lvl;
     }
     const t = this.lvTail[lvl];
     this.oi[slot * IW + I_LEVEL] = lvl;
@@ -940,6 +919,37 @@ export class ZoneEngine {
     this.lvQty[lvl] += this.of[slot * OW + F_LEFT];
     this.lvCount[lvl]++;
     this.touch(lvl);
+  }
+
+  /** The level of a sub-book at a price, created (and inserted in price order) if missing. */
+  private levelFor(subIdx: number, price: number): number {
+    const sb = this.subBook(subIdx);
+    const key = subIdx % SUBS_PER_BOOK < 5 ? price : -price;
+    const n = sb.n;
+    if (n > 0 && sb.keys[n - 1] === key) return sb.lvls[n - 1];
+    // lowest index with keys[i] >= key
+    const keys = sb.keys;
+    let lo = 0;
+    let hi = n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (keys[mid] < key) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < n && keys[lo] === key) return sb.lvls[lo];
+    const lvl = this.allocLevel(subIdx, price);
+    if (n === keys.length) {
+      sb.keys = growF64(sb.keys, n * 2);
+      sb.lvls = growI32(sb.lvls, n * 2);
+    }
+    if (lo < n) {
+      sb.keys.copyWithin(lo + 1, lo, n);
+      sb.lvls.copyWithin(lo + 1, lo, n);
+    }
+    sb.keys[lo] = key;
+    sb.lvls[lo] = lvl;
+    sb.n = n + 1;
+    return lvl;
   }
 
   /** Takes the order off its level's FIFO (its remaining Wh leave the level); drops an emptied level. */
@@ -1006,6 +1016,8 @@ export class ZoneEngine {
 
   /** Level (index into the level pool) of a sub-book at a price, or NONE. */
   private findLevel(subIdx: number, price: number): number {
+    const cached = this.lvCache[lvCacheCell(subIdx, price)];
+    if (cached !== NONE && this.lvCount[cached] !== 0 && this.lvSub[cached] === subIdx && this.lvPrice[cached] === price) return cached;
     const sb = this.subs[subIdx];
     if (sb == null || sb.n === 0) return NONE;
     const key = subIdx % SUBS_PER_BOOK < 5 ? price : -price;
