@@ -21,8 +21,6 @@ import {
 } from './ledger.js';
 import type { Pricing } from './money.js';
 
-/** Transfer rows per COPY chunk written to the socket. */
-export const COPY_CHUNK_ROWS = 4_096;
 /** Transfers read per round trip during a rebuild. */
 export const REBUILD_PAGE_ROWS = 50_000;
 /** The timer (start()) skips a tick while this many batches are still committing. */
@@ -103,8 +101,8 @@ const MS = (col: string): string => `(extract(epoch from ${col}) * 1000)::bigint
 
 interface Batch {
   accounts: { id: Col; user_id: Col; currency: Col; kind: Col; flags: Col; created: Col };
-  /** ledger_transfers rows in COPY text format, in chunks. */
-  transfers_copy: string[];
+  /** ledger_transfers rows in PostgreSQL's binary COPY format (header, rows, trailer). */
+  transfers_copy: Buffer;
   /** Their ids (to explain a failed batch). */
   transfer_ids: string[];
   balances: { id: Col; dp: Col; cp: Col; dpe: Col; cpe: Col };
@@ -135,25 +133,39 @@ function serialize(c: ChangeSet): Batch {
     a.id.push(s(x.id)); a.user_id.push(s(x.user_id)); a.currency.push(x.currency); a.kind.push(x.kind); a.flags.push(s(x.flags)); a.created.push(s(x.created_at_ms));
   }
   const n = c.transfers.length;
-  const transfers_copy: string[] = [];
   const transfer_ids = new Array<string>(n);
-  let lines: string[] = [];
+  const w = new CopyBinaryWriter(n * 160 + 64);
+  w.header();
   let lastMs = NaN;
-  let lastTs = '';
+  let lastUs = 0;
   for (let i = 0; i < n; i++) {
     const x = c.transfers[i];
     transfer_ids[i] = x.id;
     if (x.created_at_ms !== lastMs) {
       lastMs = x.created_at_ms;
-      lastTs = new Date(lastMs).toISOString();
+      lastUs = (lastMs - PG_EPOCH_MS) * 1000;
     }
-    lines.push(`${copyText(x.id)}\t${x.seq}\t${x.debit_account_id}\t${x.credit_account_id}\t${x.amount}\t${x.pending_id === null ? '\\N' : copyText(x.pending_id)}\t${x.code}\t${x.flags}\t${x.order_id ?? '\\N'}\t${x.trade_id ?? '\\N'}\t${lastTs}\n`);
-    if (lines.length === COPY_CHUNK_ROWS) {
-      transfers_copy.push(lines.join(''));
-      lines = [];
-    }
+    w.ensure(200 + 2 * x.id.length + (x.pending_id === null ? 0 : x.pending_id.length));
+    w.i16(11);
+    w.text(x.id);
+    w.int8(x.seq);
+    w.int8(x.debit_account_id);
+    w.int8(x.credit_account_id);
+    w.numeric(x.amount);
+    if (x.pending_id === null) w.i32(-1);
+    else w.text(x.pending_id);
+    w.text(x.code);
+    w.i32(2);
+    w.i16(x.flags);
+    if (x.order_id === null) w.i32(-1);
+    else w.int8(x.order_id);
+    if (x.trade_id === null) w.i32(-1);
+    else w.int8(x.trade_id);
+    w.int8(lastUs);
   }
-  if (lines.length > 0) transfers_copy.push(lines.join(''));
+  w.ensure(2);
+  w.i16(-1);
+  const transfers_copy = w.done();
   const b = { id: [] as Col, dp: [] as Col, cp: [] as Col, dpe: [] as Col, cpe: [] as Col };
   for (const x of c.touched) {
     b.id.push(s(x.id)); b.dp.push(s(x.debits_posted)); b.cp.push(s(x.credits_posted)); b.dpe.push(s(x.debits_pending)); b.cpe.push(s(x.credits_pending));
@@ -205,9 +217,98 @@ function serialize(c: ChangeSet): Batch {
   };
 }
 
-/** Escapes a text value for COPY text format (ids are printable ASCII; only \\ needs care). */
-function copyText(v: string): string {
-  return v.includes('\\') ? v.replace(/\\/g, '\\\\') : v;
+/** 2000-01-01T00:00:00Z, PostgreSQL's epoch for binary timestamps, in Unix milliseconds. */
+const PG_EPOCH_MS = 946_684_800_000;
+const TWO_32 = 4_294_967_296;
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+
+/**
+ * Writes rows in PostgreSQL's binary COPY format straight into a Buffer: no per-row strings, and
+ * PostgreSQL skips parsing text numbers and timestamps. Integers here are safe integers (ids,
+ * seq, µs since 2000), amounts non-negative bigints, text printable ASCII (transfer ids and codes
+ * are validated as such), so every character is one byte.
+ */
+class CopyBinaryWriter {
+  private buf: Buffer;
+  private o = 0;
+  /** Base-10000 digits of an amount, least significant first (scratch). */
+  private readonly digits: number[] = [];
+
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+
+  ensure(bytes: number): void {
+    if (this.o + bytes <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.o + bytes));
+    this.buf.copy(bigger, 0, 0, this.o);
+    this.buf = bigger;
+  }
+
+  header(): void {
+    this.ensure(19);
+    this.o += this.buf.write('PGCOPY\n\xff\r\n\0', this.o, 'latin1');
+    this.i32(0); // flags
+    this.i32(0); // header extension length
+  }
+
+  i16(v: number): void {
+    const b = this.buf, o = this.o;
+    b[o] = (v >>> 8) & 255;
+    b[o + 1] = v & 255;
+    this.o = o + 2;
+  }
+
+  i32(v: number): void {
+    const b = this.buf, o = this.o;
+    b[o] = (v >>> 24) & 255;
+    b[o + 1] = (v >>> 16) & 255;
+    b[o + 2] = (v >>> 8) & 255;
+    b[o + 3] = v & 255;
+    this.o = o + 4;
+  }
+
+  /** An int8 field (length + value) from a safe integer. */
+  int8(v: number): void {
+    const hi = Math.floor(v / TWO_32);
+    this.i32(8);
+    this.i32(hi);
+    this.i32(v - hi * TWO_32);
+  }
+
+  /** A text field from an ASCII string. */
+  text(v: string): void {
+    const n = v.length;
+    this.i32(n);
+    const b = this.buf, o = this.o;
+    for (let i = 0; i < n; i++) b[o + i] = v.charCodeAt(i);
+    this.o = o + n;
+  }
+
+  /** A numeric field from a non-negative bigint: ndigits, weight, sign, dscale, base-10000 digits. */
+  numeric(v: bigint): void {
+    const d = this.digits;
+    d.length = 0;
+    if (v <= MAX_SAFE_BIG) {
+      for (let x = Number(v); x > 0; x = Math.floor(x / 10_000)) d.push(x % 10_000);
+    } else {
+      for (let x = v; x > 0n; x /= 10_000n) d.push(Number(x % 10_000n));
+    }
+    let low = 0;
+    while (low < d.length && d[low] === 0) low++; // trailing zero groups are implied by the weight
+    const ndigits = d.length - low;
+    this.ensure(12 + 2 * ndigits);
+    this.i32(8 + 2 * ndigits);
+    this.i16(ndigits);
+    this.i16(ndigits === 0 ? 0 : d.length - 1);
+    this.i16(0); // sign: positive
+    this.i16(0); // dscale: an integer
+    for (let i = d.length - 1; i >= low; i--) this.i16(d[i]);
+  }
+
+  done(): Buffer {
+    return this.buf.subarray(0, this.o);
+  }
 }
 
 /**
@@ -219,8 +320,8 @@ function copyText(v: string): string {
  * the COPY failed (the transaction is aborted or the connection gone), and the batch rolls back
  * instead of waiting forever.
  */
-async function copyTransfers(tx: Tx, chunks: string[], watch: Watch): Promise<{ check: Promise<void> }> {
-  const stream = await watch(tx`copy ledger_transfers (id, seq, debit_account_id, credit_account_id, amount, pending_id, code, flags, order_id, trade_id, created_at) from stdin`.writable());
+async function copyTransfers(tx: Tx, rows: Buffer, watch: Watch): Promise<{ check: Promise<void> }> {
+  const stream = await watch(tx`copy ledger_transfers (id, seq, debit_account_id, credit_account_id, amount, pending_id, code, flags, order_id, trade_id, created_at) from stdin (format binary)`.writable());
   let streamError: Error | null = null;
   const finished = new Promise<void>((resolve, reject) => {
     stream.on('finish', resolve);
@@ -242,7 +343,7 @@ async function copyTransfers(tx: Tx, chunks: string[], watch: Watch): Promise<{ 
       resolve();
     };
   });
-  stream.end(chunks.length === 1 ? chunks[0] : chunks.join(''));
+  stream.end(rows);
   await ended;
   const wrap = (err: unknown): Error => new Error(`COPY of the batch's transfers failed: ${(err as Error).message}`, { cause: err });
   // A stream that failed before CopyDone: nothing more may be sent on this connection.

@@ -123,4 +123,34 @@ describe('ledger store', () => {
       await fresh.drop();
     }
   });
+
+  it('the binary COPY stores amounts, ids, references and times exactly (compared row by row, and through a rebuild)', async () => {
+    const fresh = await createTestDatabase();
+    try {
+      const ledger = newLedger({ record_changes: true });
+      const store = new LedgerStore(fresh.sql, ledger);
+      const amounts = [1n, 9_999n, 10_000n, 10_001n, 100_000_000n, 2n ** 53n - 1n, 2n ** 53n + 1n, 10n ** 30n, 123_400_000_000_000_000_000n, 10n ** 29n + 7n];
+      amounts.forEach((a, i) => ledger.deposit({ transfer_id: `amt-${i}`, user_id: BUYER, currency: 'EUR', amount_minor: a }, T0 + i));
+      const from = ledger.accountId(BUYER, 'EUR', 'AVAILABLE');
+      const to = ledger.accountId(SELLER, 'EUR', 'AVAILABLE');
+      const ids = ['back\\slash', 'all~!@#$%^&*()_+{}|:"<>?`-=[];\',./', 'x'.repeat(128)];
+      const times = [-1_234_567, 946_684_799_999, 946_684_800_001];
+      ids.forEach((id, i) => ledger.createTransfers([{ id, debit_account_id: from, credit_account_id: to, amount: BigInt(i + 1), code: 'TRANSFER', order_id: Number.MAX_SAFE_INTEGER - i, trade_id: 2 ** 40 + i }], times[i]));
+      ledger.beginWithdrawal({ transfer_id: 'pw', user_id: BUYER, currency: 'EUR', amount_minor: 5n }, T0);
+      ledger.completeWithdrawal({ transfer_id: 'pw:post', pending_id: 'pw', amount_minor: 3n }, T0 + 1);
+      await store.flush();
+      const rows = await fresh.sql<{ id: string; seq: string; d: string; c: string; amount: string; pending_id: string | null; code: string; flags: number; order_id: string | null; trade_id: string | null; ms: string }[]>`
+        select id, seq::text, debit_account_id::text as d, credit_account_id::text as c, amount::text, pending_id, code, flags, order_id::text, trade_id::text,
+               (extract(epoch from created_at) * 1000)::bigint::text as ms
+        from ledger_transfers t order by t.seq`;
+      expect(rows).toEqual(ledger.core.transfersInOrder().map((t) => ({
+        id: t.id, seq: String(t.seq), d: String(t.debit_account_id), c: String(t.credit_account_id), amount: t.amount.toString(), pending_id: t.pending_id,
+        code: t.code, flags: t.flags, order_id: t.order_id === null ? null : String(t.order_id), trade_id: t.trade_id === null ? null : String(t.trade_id),
+        ms: String(t.created_at_ms),
+      })));
+      expect((await loadLedger(fresh.sql)).snapshot()).toEqual(ledger.snapshot());
+    } finally {
+      await fresh.drop();
+    }
+  });
 });
