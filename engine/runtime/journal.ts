@@ -323,7 +323,8 @@ export class JournalWriter {
             and ((l.classid::bigint << 32) | l.objid::bigint) = ${key.toString()}::bigint and l.objsubid = 1`,
       );
       const ours = holders.filter((h) => this.pastSessions.some((p) => p.pid === h.pid && p.started === h.started));
-      if (holders.length > 0 && ours.length === holders.length) {
+      if (ours.length === holders.length) {
+        // Held by old sessions of ours (end them), or by nobody any more (released in between): retry.
         if (++endedOurs > 5) throw new Error('an old session of this runtime still holds the journal lock');
         for (const h of ours) await this.withTimeout(sess.sql`select pg_terminate_backend(${h.pid}::int, 2000)`);
         i--;
@@ -334,7 +335,7 @@ export class JournalWriter {
         continue;
       }
       if (initial) throw new Error('another kwx runtime holds the journal lock of this database');
-      this.fence(`another runtime holds the journal lock (backend ${holders.map((h) => h.pid).join(', ') || 'gone'})`);
+      this.fence(`another runtime holds the journal lock (backend ${holders.map((h) => h.pid).join(', ')})`);
     }
     if (this.lockedOnce) await this.checkNoForeignRows(sess.sql);
     this.lockedOnce = true;
@@ -364,11 +365,17 @@ export class JournalWriter {
     throw new FencedError(reason);
   }
 
+  /** A session of ours that may still exist on the server (and hold the lock) for a moment. */
+  private remember(s: Session): void {
+    if (s.pid <= 0 || this.pastSessions.some((p) => p.pid === s.pid && p.started === s.started)) return;
+    this.pastSessions.push({ pid: s.pid, started: s.started });
+    if (this.pastSessions.length > 16) this.pastSessions.shift();
+  }
+
   private sessionClosed(sess: Session): void {
     if (!sess.alive) return;
     sess.alive = false;
-    if (sess.pid > 0) this.pastSessions.push({ pid: sess.pid, started: sess.started });
-    if (this.pastSessions.length > 16) this.pastSessions.shift();
+    this.remember(sess);
     // Re-take the lock as soon as the database is back, even with nothing to write.
     if (this.opts.lock_key !== undefined && this._state !== 'CLOSED' && this._state !== 'FENCED') this.scheduleRelock(100);
   }
@@ -393,10 +400,8 @@ export class JournalWriter {
     const s = this.session;
     this.session = null;
     if (s === null) return;
-    if (s.alive) {
-      s.alive = false;
-      if (s.pid > 0) this.pastSessions.push({ pid: s.pid, started: s.started });
-    }
+    s.alive = false;
+    this.remember(s);
     void s.sql.end({ timeout: 0 }).catch(() => {});
   }
 
