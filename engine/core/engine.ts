@@ -155,6 +155,8 @@ const flStp = (fl: number): number => (fl >> 7) & 3;
 const flGtd = (fl: number): boolean => (fl & 512) !== 0;
 
 const LV_CACHE_CELLS = 4096;
+/** executeBatch looks this many commands ahead. */
+const PREFETCH_GROUP = 8;
 const lvCacheCell = (subIdx: number, price: number): number => ((price | 0) + Math.imul(subIdx, 40503)) & (LV_CACHE_CELLS - 1);
 const SUBS_PER_BOOK = 10; // side * 5 + source; (SELL, ANY) unused
 const NONE = -1;
@@ -297,6 +299,18 @@ export class ZoneEngine {
   private nextDueMs = Infinity;
   private due: number[] = [];
 
+  // executeBatch: per command of the batch, where its events end and its ts; look-ahead scratch
+  private batchN = 0;
+  private batchEnds = new Int32Array(256);
+  private batchTs = new Float64Array(256);
+  private pfCmds: (object | undefined)[] = new Array<object | undefined>(PREFETCH_GROUP).fill(undefined);
+  private pfFps = new Int32Array(PREFETCH_GROUP);
+  private pfSlots = new Int32Array(PREFETCH_GROUP);
+  private pfCmd: object | undefined = undefined;
+  private pfFp = 0;
+  /** Where the look-ahead loads go (read, never used: it keeps them from being optimised away). */
+  private sink = 0;
+
   // events of the current command
   private evCap: number;
   private ev: Float64Array;
@@ -364,13 +378,91 @@ export class ZoneEngine {
    */
   execute(cmd: Command): number {
     this.evN = 0;
+    this.batchN = 0;
+    this.step(cmd);
+    return this.evN;
+  }
+
+  /**
+   * Runs cmds[from..to) in order, with exactly the events and state of execute() on each in turn.
+   * The events of all of them stay readable (eventCount, events(), event(i), eventCell) until the
+   * next execute/executeBatch; batchEventEnd(k) is where the events of cmds[from + k] end. Returns
+   * the number of events. Faster than execute() in a loop: it looks at the next few commands first
+   * and starts the memory loads their index probes will need (client order id table cell, order id
+   * ring cell, the order's record), so those cache misses overlap instead of queuing one after the
+   * other. Keep batches small (the event buffer holds all their events): tens to hundreds.
+   */
+  executeBatch(cmds: readonly Command[], from = 0, to = cmds.length): number {
+    this.evN = 0;
+    this.batchN = 0;
+    if (to - from > this.batchEnds.length) {
+      let n = this.batchEnds.length;
+      while (n < to - from) n *= 2;
+      this.batchEnds = new Int32Array(n);
+      this.batchTs = new Float64Array(n);
+    }
+    const pfCmd = this.pfCmds;
+    const pfFp = this.pfFps;
+    const pfSlot = this.pfSlots;
+    let sink = 0;
+    for (let g = from; g < to; g += PREFETCH_GROUP) {
+      const end = g + PREFETCH_GROUP < to ? g + PREFETCH_GROUP : to;
+      // 1. the index cells of the group's PLACEs and CANCELs (independent loads: they overlap)
+      const cells = this.coidTable.cells;
+      const cmask = this.coidTable.mask;
+      const ring = this.idRing;
+      const rmask = this.idMask;
+      for (let k = g; k < end; k++) {
+        const c = cmds[k] as Partial<PlaceCommand> & { type: string };
+        const j = k - g;
+        pfCmd[j] = c;
+        pfSlot[j] = NONE;
+        if (c.type === 'PLACE') {
+          const coid = c.client_order_id;
+          const uid = c.user_id;
+          if (typeof coid === 'string' && typeof uid === 'number') {
+            const fp = coidFp(uid, coid);
+            pfFp[j] = fp;
+            sink ^= cells[2 * (fp & cmask) + 1];
+          } else pfCmd[j] = undefined;
+        } else if (c.type === 'CANCEL') {
+          const id = c.order_id;
+          if (typeof id === 'number') pfSlot[j] = ring[(id | 0) & rmask];
+        }
+      }
+      // 2. the records of the orders the CANCELs name
+      const oi = this.oi;
+      for (let j = 0; j < end - g; j++) if (pfSlot[j] >= 0) sink ^= oi[pfSlot[j] * IW + I_PREV];
+      // 3. run them
+      for (let k = g; k < end; k++) {
+        const j = k - g;
+        this.pfCmd = pfCmd[j];
+        this.pfFp = pfFp[j];
+        this.step(cmds[k]);
+        this.batchEnds[this.batchN] = this.evN;
+        this.batchTs[this.batchN++] = this.lastTs;
+      }
+      this.pfCmd = undefined;
+    }
+    this.sink = sink;
+    return this.evN;
+  }
+
+  /** After executeBatch: the end (exclusive event index) of the events of the k-th command of the batch. */
+  batchEventEnd(k: number): number {
+    if (k < 0 || k >= this.batchN) throw new RangeError(`command ${k} out of range (0..${this.batchN - 1})`);
+    return this.batchEnds[k];
+  }
+
+  /** Runs one command, appending its events to the buffer. */
+  private step(cmd: Command): void {
     this.epoch = (this.epoch + 1) | 0;
     const ts = cmd.ts_ms;
     const kind = commandKind(cmd.type);
     this.evCmd = kind;
     if (!isSafeInt(ts)) {
       this.rejectCommand(cmd, kind === K_PLACE || kind === K_CANCEL || kind === K_AMEND ? R_INVALID_ORDER : R_INVALID_COMMAND);
-      return this.evN;
+      return;
     }
     this.lastTs = ts;
     // Good-till-time orders expire before anything else the command does once its ts reaches them.
@@ -415,7 +507,6 @@ export class ZoneEngine {
         this.rejectCommand(cmd, R_INVALID_COMMAND);
     }
     if (this.touchedN > 0) this.flushLevels();
-    return this.evN;
   }
 
   /** Runs one command and returns its events as plain objects. */
@@ -433,7 +524,19 @@ export class ZoneEngine {
 
   event(i: number): EngineEvent {
     if (i < 0 || i >= this.evN) throw new RangeError(`event ${i} out of range (0..${this.evN - 1})`);
-    return decodeEvent(this.ev, i * EVENT_WIDTH, this.evStr[i], this.zoneId, this.lastTs);
+    let ts = this.lastTs;
+    if (this.batchN > 0) {
+      // the ts of the batch command that produced event i
+      let lo = 0;
+      let hi = this.batchN - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (this.batchEnds[mid] <= i) lo = mid + 1;
+        else hi = mid;
+      }
+      ts = this.batchTs[lo];
+    }
+    return decodeEvent(this.ev, i * EVENT_WIDTH, this.evStr[i], this.zoneId, ts);
   }
 
   get eventCount(): number {
@@ -491,7 +594,7 @@ export class ZoneEngine {
     if (this.status !== ST_ACTIVE) return this.rejectOrder(c, R_ZONE_HALTED);
     if (this.bookClosed[book] !== 0) return this.rejectOrder(c, R_INTERVAL_CLOSED);
     let us = this.userIndex.get(uid);
-    const coidKey = coidFp(uid, coid);
+    const coidKey = c === this.pfCmd ? this.pfFp : coidFp(uid, coid);
     if (us !== NONE && this.findCoid(coidKey, uid, coid) !== NONE) return this.rejectOrder(c, R_DUPLICATE_CLIENT_ORDER_ID);
     if (price < this.bandMin || price > this.bandMax) return this.rejectOrder(c, R_PRICE_OUT_OF_BAND);
     if (price % this.stepTicks !== 0) return this.rejectOrder(c, R_BAD_TICK);

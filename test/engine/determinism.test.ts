@@ -76,3 +76,58 @@ describe('determinism', () => {
     expect(a.stateHash()).not.toBe(b.stateHash());
   });
 });
+
+describe('executeBatch', () => {
+  it('gives the same events (with each command\'s ts), event ends and state as execute() one by one, on random streams cut into random batches', () => {
+    fc.assert(
+      fc.property(streamArb(200, 800), fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 50 }), (stream, sizes) => {
+        const one = new ZoneEngine(ZONE);
+        const perCommand = stream.commands.map((c) => one.apply(c));
+        const batched = new ZoneEngine(ZONE);
+        let at = 0;
+        let k = 0;
+        while (at < stream.commands.length) {
+          const to = Math.min(stream.commands.length, at + sizes[k++ % sizes.length]);
+          const n = batched.executeBatch(stream.commands, at, to);
+          const got = batched.events();
+          expect(got.length).toBe(n);
+          const want = perCommand.slice(at, to);
+          expect(JSON.stringify(got)).toBe(JSON.stringify(want.flat()));
+          let end = 0;
+          want.forEach((evs, i) => {
+            end += evs.length;
+            expect(batched.batchEventEnd(i)).toBe(end);
+          });
+          at = to;
+        }
+        expect(batched.stateHash()).toBe(one.stateHash());
+        expect(batched.serialize()).toEqual(one.serialize());
+        // execute() after a batch is back to one command's events
+        const c = stream.commands[stream.commands.length - 1];
+        expect(batched.apply(c)).toEqual(one.apply(c));
+      }),
+      { numRuns: 30 },
+    );
+  });
+});
+
+describe('executeBatch with repeated client order ids', () => {
+  it('rejects a duplicate client order id inside one batch and accepts it again after the cancel in the same batch', () => {
+    const cfg: Command[] = [
+      { type: 'CONFIGURE_ZONE', ts_ms: 1, zone_id: ZONE, price_step_ticks: 1, lot_wh: 1, band_min_ticks: 0, band_max_ticks: 100, min_qty_wh: 1, max_qty_wh: 100, max_open_orders_per_user: 10 },
+      { type: 'OPEN_INTERVAL', ts_ms: 1, interval_id: 5, capacity_wh: 1000 },
+    ];
+    const p = (order_id: number, user_id: number, client_order_id: string, ts_ms: number): Command => ({ type: 'PLACE', ts_ms, order_id, user_id, client_order_id, zone_id: ZONE, interval_id: 5, side: 'BUY', source: 'ANY', order_type: 'LIMIT', price_ticks: 10, qty_wh: 5 });
+    const cmds: Command[] = [...cfg, p(1, 1, 'x', 2), p(2, 1, 'x', 3), p(3, 2, 'x', 4), { type: 'CANCEL', ts_ms: 5, order_id: 1, user_id: 1 }, p(4, 1, 'x', 6), p(5, 1, 'x', 7)];
+    const one = new ZoneEngine(ZONE);
+    const want = cmds.flatMap((c) => one.apply(c));
+    const b = new ZoneEngine(ZONE);
+    b.executeBatch(cmds);
+    const got = b.events();
+    expect(got).toEqual(want);
+    expect(got.filter((e) => e.type === 'REJECTED').map((e) => [e.order_id, e.type === 'REJECTED' && e.reason, e.ts_ms])).toEqual([
+      [2, 'DUPLICATE_CLIENT_ORDER_ID', 3],
+      [5, 'DUPLICATE_CLIENT_ORDER_ID', 7],
+    ]);
+  });
+});
