@@ -270,60 +270,27 @@ export async function startPublisher(opts: {
     }
   }
 
-  // Book deltas and tickers are coalesced per market over an event-loop turn: every command
-  // committed in the turn updates the level book at once, and one delta (the levels' latest
-  // quantities: deltas carry absolute level sizes), one checksum of the top levels and one ticker
-  // per touched market go out at the end of the turn (setImmediate) — not one per command. Status
-  // messages, snapshot answers and stop() publish what is pending first, so order is kept.
-  interface PendingMd {
-    bids: Map<number, number> | null;
-    asks: Map<number, number> | null;
-    ticker: boolean;
-    ts: number;
-  }
-  const pendingMd = new Map<Market, PendingMd>();
+  // Book deltas go out per command (each with the checksum of the book after it: a subscriber
+  // checks every command's effect). The ticker is a snapshot: one per touched market per
+  // event-loop turn (setImmediate), not one per command. Status messages, snapshot answers and
+  // stop() publish a pending ticker first, so order is kept.
+  const pendingTicker = new Map<Market, number>(); // market → ts of its last change
   let mdScheduled: NodeJS.Immediate | null = null;
-  const pendingOf = (m: Market, ts: number): PendingMd => {
-    let p = pendingMd.get(m);
-    if (p === undefined) {
-      pendingMd.set(m, (p = { bids: null, asks: null, ticker: false, ts }));
-      mdScheduled ??= setImmediate(flushMarketData);
-    }
-    p.ts = ts;
-    return p;
-  };
-  const bookChanged = (m: Market, side: 'BUY' | 'SELL', price_ticks: number, qty_wh: number, ts: number): void => {
-    const p = pendingOf(m, ts);
-    if (side === 'BUY') (p.bids ??= new Map()).set(price_ticks, qty_wh);
-    else (p.asks ??= new Map()).set(price_ticks, qty_wh);
-    p.ticker = true;
-  };
   const tickerChanged = (m: Market, ts: number): void => {
-    pendingOf(m, ts).ticker = true;
+    pendingTicker.set(m, ts);
+    mdScheduled ??= setImmediate(flushMarketData);
   };
   function flushMarketData(): void {
     if (mdScheduled !== null) {
       clearImmediate(mdScheduled);
       mdScheduled = null;
     }
-    if (pendingMd.size === 0) return;
-    const batch = [...pendingMd];
-    pendingMd.clear();
-    for (const [m, p] of batch) {
-      if (p.bids !== null || p.asks !== null) {
-        const u = unitOf(m.zone_id);
-        const changes: string[][] = [];
-        if (p.bids !== null) for (const [t, q] of p.bids) changes.push(['BUY', ticksToPrice(t, u), whToKwh(q)]);
-        if (p.asks !== null) for (const [t, q] of p.asks) changes.push(['SELL', ticksToPrice(t, u), whToKwh(q)]);
-        m.book_seq++;
-        bus.publish(bookChannel(m.zone_id, m.interval_id), {
-          type: 'book', zone_id: m.zone_id, interval_id: m.interval_id, epoch, seq: m.book_seq, snapshot: false, changes, checksum: checksum(m), ts: p.ts,
-        });
-      }
-      if (p.ticker) {
-        m.ticker_seq++;
-        bus.publish(tickerChannel(m.zone_id, m.interval_id), tickerMessage(m, p.ts));
-      }
+    if (pendingTicker.size === 0) return;
+    const batch = [...pendingTicker];
+    pendingTicker.clear();
+    for (const [m, ts] of batch) {
+      m.ticker_seq++;
+      bus.publish(tickerChannel(m.zone_id, m.interval_id), tickerMessage(m, ts));
     }
   }
 
@@ -337,6 +304,7 @@ export async function startPublisher(opts: {
   };
   const publishCommitted = (c: CommittedEvents): void => {
     const ts = c.ts_ms;
+    let touched: Map<Market, string[][]> | null = null;
     const changedUsers = funds.apply(c);
     const z = zoneState(c.zone_id);
     for (const e of c.events as EngineEvent[]) {
@@ -344,7 +312,10 @@ export async function startPublisher(opts: {
         case 'BOOK_LEVEL': {
           const m = market(c.zone_id, e.interval_id);
           m.book.side(e.side).set(e.price_ticks, e.qty_wh);
-          bookChanged(m, e.side, e.price_ticks, e.qty_wh, ts);
+          touched ??= new Map();
+          let ch = touched.get(m);
+          if (ch === undefined) touched.set(m, (ch = []));
+          ch.push([e.side, ticksToPrice(e.price_ticks, unitOf(c.zone_id)), whToKwh(e.qty_wh)]);
           break;
         }
         case 'FILL': {
@@ -422,6 +393,15 @@ export async function startPublisher(opts: {
         }
         default:
           break;
+      }
+    }
+    if (touched !== null) {
+      for (const [m, changes] of touched) {
+        m.book_seq++;
+        bus.publish(bookChannel(m.zone_id, m.interval_id), {
+          type: 'book', zone_id: m.zone_id, interval_id: m.interval_id, epoch, seq: m.book_seq, snapshot: false, changes, checksum: checksum(m), ts,
+        });
+        tickerChanged(m, ts);
       }
     }
     if (changedUsers.size > 0) {
