@@ -7,10 +7,10 @@ import { randomBytes } from 'node:crypto';
 import type { EngineEvent, OrderView } from '../engine/index.js';
 import { SNAPSHOT_REQUEST_CHANNEL, type Bus, type BusMessage } from './bus.js';
 import type { CommittedEvents, Funds, TradingBackend } from './backend.js';
-import { bookChecksum } from './checksum.js';
+import { bookChecksum, crc32 } from './checksum.js';
 import { CHECKSUM_DEPTH, MAX_REMEMBERED_FINISHED_ORDERS } from './limits.js';
 import { LevelBook, wireLevels } from './levels.js';
-import { ticksToPrice, vwapToPrice, whToKwh, type PriceUnit } from './units.js';
+import { tickMantissa, ticksToPrice, vwapToPrice, whToKwh, type PriceUnit } from './units.js';
 import type { ZoneCatalog } from './zones.js';
 
 export const bookChannel = (zone_id: number, interval_id: number): string => `book.${zone_id}.${interval_id}`;
@@ -149,6 +149,23 @@ export async function startPublisher(opts: {
     return { bids: wireLevels(m.book.bids, depth, p, whToKwh), asks: wireLevels(m.book.asks, depth, p, whToKwh) };
   };
   const checksum = (m: Market): number => {
+    // Per delta: straight from the integers. A price's checksum digits are ticks × mantissa (its
+    // string without '.' and leading zeros) and a quantity's are its Wh ("1.500" kWh → 1500), so
+    // no level strings are built; same value as bookChecksum() on the wire levels (tested).
+    const mant = tickMantissa(unitOf(m.zone_id));
+    if (mant !== null) {
+      let s = '';
+      let exact = true;
+      for (const side of [m.book.asks, m.book.bids]) {
+        for (let i = 0, n = Math.min(CHECKSUM_DEPTH, side.prices.length); i < n; i++) {
+          const p = side.prices[i];
+          const v = p * mant;
+          if (!Number.isSafeInteger(v)) exact = false;
+          s += `${v}${side.qty.get(p)!}`;
+        }
+      }
+      if (exact) return crc32(s);
+    }
     const l = levels(m, CHECKSUM_DEPTH);
     return bookChecksum(l.bids, l.asks);
   };

@@ -105,6 +105,15 @@ export function priceToTicks(s: string, unit: PriceUnit, field = 'price'): numbe
   return ticks.toNumber();
 }
 
+/**
+ * The integer a price string shows, without its '.' (ticks × tick mantissa: "0.1234" → 1234 for
+ * tick 0.0001), or null when the unit has no exact integer form. Its decimal digits are the
+ * price's checksum digits (docs/protocol.md "Checksum").
+ */
+export function tickMantissa(unit: PriceUnit): number | null {
+  return fastOf(unit)?.mantissa ?? null;
+}
+
 /** 1234 ticks → "0.1234". */
 export function ticksToPrice(ticks: number, unit: PriceUnit): string {
   const f = fastOf(unit);
