@@ -88,12 +88,12 @@ export async function walletStatement(sql: Sql, req: StatementRequest): Promise<
   const opening = await sql<{ account: string; side: 'debit' | 'credit'; flags: number; amount: string; pending_amount: string }[]>`
     select t.debit_account_id as account, 'debit' as side, t.flags, sum(t.amount)::text as amount, coalesce(sum(p.amount), 0)::text as pending_amount
       from ledger_transfers t left join ledger_transfers p on p.id = t.pending_id
-      where t.debit_account_id = any(${ids}::bigint[]) and t.created_at < ${from}
+      where array[t.debit_account_id, t.credit_account_id] && ${ids}::bigint[] and t.debit_account_id = any(${ids}::bigint[]) and t.created_at < ${from}
       group by 1, 3
     union all
     select t.credit_account_id, 'credit', t.flags, sum(t.amount)::text, '0'
       from ledger_transfers t
-      where t.credit_account_id = any(${ids}::bigint[]) and t.created_at < ${from}
+      where array[t.debit_account_id, t.credit_account_id] && ${ids}::bigint[] and t.credit_account_id = any(${ids}::bigint[]) and t.created_at < ${from}
       group by 1, 3`;
   const balance: Record<Kind, bigint> = { AVAILABLE: 0n, HELD: 0n, ESCROW: 0n };
   for (const r of opening) {
@@ -105,7 +105,7 @@ export async function walletStatement(sql: Sql, req: StatementRequest): Promise<
     select t.seq, t.id, t.debit_account_id as debit, t.credit_account_id as credit, t.amount, t.flags, t.code, t.order_id, t.trade_id, t.created_at as at,
            p.amount as pending_amount
     from ledger_transfers t left join ledger_transfers p on p.id = t.pending_id
-    where (t.debit_account_id = any(${ids}::bigint[]) or t.credit_account_id = any(${ids}::bigint[]))
+    where array[t.debit_account_id, t.credit_account_id] && ${ids}::bigint[]
       and t.created_at >= ${from} and t.created_at < ${to}
     order by t.seq
     limit ${MAX_STATEMENT_LINES + 1}`;
