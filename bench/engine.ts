@@ -6,8 +6,11 @@
 //   sweep  50,000 orders resting at one price, then one order that takes them all.
 // Throughput runs time the whole loop (median of 3 for kwx); latency is a separate pass that times
 // each command with process.hrtime.bigint() into an HDR histogram (timer overhead included and
-// reported). kwx throughput counts execute() (events left in the engine's typed buffer); the
-// "mixed+decode" row also turns every event into a plain object, as the runtime's apply() does.
+// reported). kwx throughput counts execute() one command at a time (events left in the engine's
+// typed buffer): that is the issue's figure. batch_* runs the same commands through
+// executeBatch(64 at a time: same events, same state, checked); harness_ns is the CPU time of
+// the loop reading the pre-generated command objects without the engine (included in every kwx
+// figure). The "mixed+decode" row also turns every event into a plain object, as apply() does.
 import { cpus, loadavg } from 'node:os';
 import { constants as perfConstants, performance, PerformanceObserver } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
@@ -27,6 +30,8 @@ const ZONE = 1;
 const IV = 1;
 const BAND_MAX = 10_000_000;
 const USERS = 1000;
+/** Commands per executeBatch call in the batch rows. */
+const BATCH = 64;
 
 type PeerOp =
   | { k: 0; o: LimitOrderOptions } // limit (GTC or IOC)
@@ -193,6 +198,36 @@ export function runKwx(e: ZoneEngine, cmds: Command[]): { sec: number; cpuSec: n
   return { sec: Number(process.hrtime.bigint() - t0) / 1e9, cpuSec: cpuSince(c0), events };
 }
 
+/** The same loop through executeBatch, `batch` commands per call (events of each batch left in the buffer). */
+export function runKwxBatch(e: ZoneEngine, cmds: Command[], batch: number): { sec: number; cpuSec: number; events: number } {
+  let events = 0;
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < cmds.length; i += batch) events += e.executeBatch(cmds, i, i + batch < cmds.length ? i + batch : cmds.length);
+  return { sec: Number(process.hrtime.bigint() - t0) / 1e9, cpuSec: cpuSince(c0), events };
+}
+
+/**
+ * The harness alone: the same loop reading every field the engine reads from each pre-generated
+ * command (no engine). Its time is part of every kwx figure: it says how much of it is harness.
+ */
+function runHarnessOnly(cmds: Command[]): number {
+  let acc = 0;
+  const c0 = process.cpuUsage();
+  for (let i = 0; i < cmds.length; i++) {
+    const c = cmds[i] as Partial<PlaceCommand> & { type: string; ts_ms: number };
+    acc += c.ts_ms + (c.order_id ?? 0) + (c.user_id ?? 0);
+    if (c.type === 'PLACE') {
+      const coid = c.client_order_id as string;
+      acc += (c.zone_id as number) + (c.interval_id as number) + (c.price_ticks as number) + (c.qty_wh as number) + coid.length + coid.charCodeAt(coid.length - 1);
+      acc += (c.side === 'BUY' ? 1 : 0) + (c.source === 'ANY' ? 1 : 0) + (c.order_type === 'LIMIT' ? 1 : 0) + (c.stp === undefined ? 1 : 0) + (c.expire_at_ms === undefined ? 1 : 0);
+    }
+  }
+  const sec = cpuSince(c0);
+  if (acc === -1) console.log(acc);
+  return sec;
+}
+
 function runKwxDecoded(e: ZoneEngine, cmds: Command[]): number {
   let n = 0;
   const t0 = process.hrtime.bigint();
@@ -294,25 +329,41 @@ export async function run(args: string[]): Promise<void> {
     if (only !== undefined && only !== w.name) continue;
     const kwxSecs: number[] = [];
     const kwxCpu: number[] = [];
+    const batchSecs: number[] = [];
+    const batchCpu: number[] = [];
+    const harnessCpu: number[] = [];
     let events = 0;
     let resting = 0;
     const gc = watchGc();
+    // execute() one by one and executeBatch() alternate, so that both see the same machine load
     for (let rep = 0; rep < 3; rep++) {
-      const e = newEngine();
-      for (const c of w.prefill.kwx) e.execute(c);
-      fullGc();
-      const from = performance.now();
-      const r = runKwx(e, w.kwx);
-      gc.windows.push([from, performance.now()]);
-      kwxSecs.push(r.sec);
-      kwxCpu.push(r.cpuSec);
-      events = r.events;
-      resting = e.openOrderCount;
+      for (const batched of [false, true]) {
+        const e = newEngine();
+        for (const c of w.prefill.kwx) e.execute(c);
+        fullGc();
+        const from = performance.now();
+        const r = batched ? runKwxBatch(e, w.kwx, BATCH) : runKwx(e, w.kwx);
+        gc.windows.push([from, performance.now()]);
+        if (batched) {
+          batchSecs.push(r.sec);
+          batchCpu.push(r.cpuSec);
+          if (r.events !== events || e.openOrderCount !== resting) throw new Error(`${w.name}: executeBatch gave ${r.events} events / ${e.openOrderCount} resting, execute ${events} / ${resting}`);
+        } else {
+          kwxSecs.push(r.sec);
+          kwxCpu.push(r.cpuSec);
+          events = r.events;
+          resting = e.openOrderCount;
+        }
+      }
+      harnessCpu.push(runHarnessOnly(w.kwx));
     }
     await settle();
     gc.stop();
     const kwxOps = w.kwx.length / median(kwxSecs);
     const kwxCpuOps = w.kwx.length / median(kwxCpu);
+    const batchOps = w.kwx.length / median(batchSecs);
+    const batchCpuOps = w.kwx.length / median(batchCpu);
+    const harnessNs = (median(harnessCpu) * 1e9) / w.kwx.length;
     let peerOps = NaN;
     let peerCpuOps = NaN;
     if (withPeer) {
@@ -327,6 +378,9 @@ export async function run(args: string[]): Promise<void> {
     metrics[`peer_${w.name}_ops_per_s`] = Math.round(peerOps);
     metrics[`${w.name}_ops_per_cpu_s`] = Math.round(kwxCpuOps);
     metrics[`peer_${w.name}_ops_per_cpu_s`] = Math.round(peerCpuOps);
+    metrics[`${w.name}_batch_ops_per_s`] = Math.round(batchOps);
+    metrics[`${w.name}_batch_ops_per_cpu_s`] = Math.round(batchCpuOps);
+    metrics[`${w.name}_harness_ns_per_cmd`] = Math.round(harnessNs);
     rows.push({
       workload: w.name,
       commands: w.kwx.length,
@@ -335,6 +389,9 @@ export async function run(args: string[]): Promise<void> {
       ratio: Math.round((kwxOps / peerOps) * 10) / 10,
       kwx_per_cpu_s: Math.round(kwxCpuOps),
       peer_per_cpu_s: Math.round(peerCpuOps),
+      batch_ops_per_s: Math.round(batchOps),
+      batch_per_cpu_s: Math.round(batchCpuOps),
+      harness_ns: Math.round(harnessNs),
       kwx_events: events,
       resting_after: resting,
       gc_per_run: Math.round(gc.tally.count / 3),
@@ -345,7 +402,7 @@ export async function run(args: string[]): Promise<void> {
       fullGc();
       const sec = runKwxDecoded(e, w.kwx);
       metrics.mixed_decoded_ops_per_s = Math.round(w.kwx.length / sec);
-      rows.push({ workload: 'mixed+decode', commands: w.kwx.length, kwx_ops_per_s: Math.round(w.kwx.length / sec), peer_ops_per_s: Math.round(peerOps), ratio: Math.round((w.kwx.length / sec / peerOps) * 10) / 10, kwx_per_cpu_s: '', peer_per_cpu_s: '', kwx_events: '', resting_after: '', gc_per_run: '', gc_max_ms: '' });
+      rows.push({ workload: 'mixed+decode', commands: w.kwx.length, kwx_ops_per_s: Math.round(w.kwx.length / sec), peer_ops_per_s: Math.round(peerOps), ratio: Math.round((w.kwx.length / sec / peerOps) * 10) / 10, kwx_per_cpu_s: '', peer_per_cpu_s: '', batch_ops_per_s: '', batch_per_cpu_s: '', harness_ns: '', kwx_events: '', resting_after: '', gc_per_run: '', gc_max_ms: '' });
       const lat = latency(w);
       metrics.mixed_p50_ns = lat.p50;
       metrics.mixed_p99_ns = lat.p99;

@@ -366,7 +366,14 @@ export class ZoneEngine {
     this.coidTable = new FpSlotTable(options.client_order_id_cells ?? n >> 1);
     this.evCap = Math.max(64, options.initial_event_slots ?? 1024);
     this.ev = new Float64Array(this.evCap * EVENT_WIDTH);
-    this.ev.fill(0); // touch the pages now, not in the first big sweep
+    // Touch every page of the pools now: a first touch in the matching loop is a page fault, a
+    // multi-microsecond stall that lands in the latency tail (thousands of them while a pool fills).
+    this.oi.fill(0);
+    this.coidTable.cells.fill(0);
+    const coids: string[] = [];
+    for (let i = 0; i < n; i++) coids.push('');
+    this.oCoid = coids;
+    this.ev.fill(0);
   }
 
   // ===========================================================================================
@@ -1632,6 +1639,7 @@ export class ZoneEngine {
     new Uint8Array(buf).set(new Uint8Array(this.of.buffer));
     this.of = new Float64Array(buf);
     this.oi = new Int32Array(buf);
+    this.oi.fill(0, this.oCap * IW); // pre-fault the new half
     this.oExp = growF64(this.oExp, n);
     this.oCap = n;
     if (this.idRing.length < n) this.rebuildIdRing(n);
