@@ -85,7 +85,7 @@ export async function run(argv: string[]): Promise<void> {
     // both phases start right after a checkpoint (same full-page-write cost)
     await sql`checkpoint`;
     const cpu0 = process.cpuUsage();
-    const pg0 = postgresCpu();
+    const pg0 = postgresCpu(dbName);
     const t0 = performance.now();
     let next = 0;
     const worker = async (): Promise<void> => {
@@ -111,7 +111,7 @@ export async function run(argv: string[]): Promise<void> {
     const ingestS = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const nodeCpuS = (cpu.user + cpu.system) / 1e6;
-    const pgCpuS = cpuDelta(pg0, postgresCpu());
+    const pgCpuS = cpuDelta(pg0, postgresCpu(dbName));
     await service.settle();
     const stats = service.stats();
     uWS.us_listen_socket_close(listen);
@@ -124,7 +124,7 @@ export async function run(argv: string[]): Promise<void> {
     // ceiling: the same rows, same table, one COPY, no validation, no roll-ups
     await sql`truncate meter_readings`;
     await sql`checkpoint`;
-    const copyPg0 = postgresCpu();
+    const copyPg0 = postgresCpu(dbName);
     const c0 = performance.now();
     const stream = await sql`copy meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at) from stdin`.writable();
     await new Promise<void>((resolve, reject) => {
@@ -143,7 +143,7 @@ export async function run(argv: string[]): Promise<void> {
       pump();
     });
     const copyS = (performance.now() - c0) / 1000;
-    const copyPgCpuS = cpuDelta(copyPg0, postgresCpu());
+    const copyPgCpuS = cpuDelta(copyPg0, postgresCpu(dbName));
     const [{ n: copied }] = await sql<{ n: number }[]>`select count(*)::int as n from meter_readings`;
     if (copied !== total) throw new Error(`COPY stored ${copied} rows, expected ${total}`);
 
@@ -207,11 +207,11 @@ function interleave<T extends { token: string }>(sorted: T[], meters: number): T
 }
 
 /**
- * CPU seconds used so far by every local process named "postgres", by pid (Linux /proc; empty
- * elsewhere or when the server is remote). Only a same-host, otherwise quiet server gives a
- * meaningful difference: other databases' work on it counts too.
+ * CPU seconds used so far by the local PostgreSQL backends serving database `db`, by pid (Linux
+ * /proc; empty elsewhere or when the server is remote). Background processes (WAL writer,
+ * checkpointer) are not counted.
  */
-function postgresCpu(): Map<number, number> {
+function postgresCpu(db: string): Map<number, number> {
   const out = new Map<number, number>();
   let pids: string[];
   try {
@@ -224,6 +224,7 @@ function postgresCpu(): Map<number, number> {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const close = stat.lastIndexOf(')');
       if (stat.slice(stat.indexOf('(') + 1, close) !== 'postgres') continue;
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(` ${db} `)) continue;
       const f = stat.slice(close + 2).split(' ');
       out.set(Number(pid), (Number(f[11]) + Number(f[12])) / 100);
     } catch {

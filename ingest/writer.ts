@@ -279,6 +279,7 @@ export class Writer {
     const freshParams = [
       p[0], p[1], p[2], p[3], p[4], p[5], receivedAt,
       nums(agg.meter.id), nums(agg.meter.period), nums(agg.meter.bucket), nums(agg.meter.p), nums(agg.meter.c), nums(agg.meter.n),
+      nums(agg.fresh.id), nums(agg.fresh.period), nums(agg.fresh.bucket), nums(agg.fresh.p), nums(agg.fresh.c), nums(agg.fresh.n),
       nums(agg.zone.zone), nums(agg.zone.user), nums(agg.zone.hour), nums(agg.zone.p), nums(agg.zone.c), nums(agg.zone.n), seq,
       p[19], p[20], p[21], p[22], p[23], p[24],
       p[10], p[11], p[12], p[13], p[14],
@@ -523,9 +524,9 @@ select count(*)::int4 as inserted from ins`;
 /**
  * The fast path's statement: the readings (plain INSERT: fails, and changes nothing, if any row is
  * already stored), the meters' roll-ups and the zone/community outbox pre-summed per bucket by
- * the writer, meter_latest and new gaps. ($8 period: 0 HOUR, 1 DAY, 2 MONTH; $15 user_id 0 =
- * the zone's own bucket, else a member candidate, kept only if the user is a community member in
- * that zone.)
+ * the writer (buckets that may exist are upserted, newer ones inserted), meter_latest and new
+ * gaps. (period: 0 HOUR, 1 DAY, 2 MONTH; outbox user_id 0 = the zone's own bucket, else a member
+ * candidate, kept only if the user is a community member in that zone.)
  */
 const INSERT_READINGS_FRESH = `
 with ins as (
@@ -544,8 +545,13 @@ meter_rollups as (
     reading_count = r.reading_count + excluded.reading_count,
     updated_at = excluded.updated_at
 ),
+meter_rollups_new as (
+  insert into reading_rollups (scope, scope_id, period, bucket_start, production_wh, consumption_wh, reading_count, updated_at)
+  select 'METER', b.id, (array['HOUR', 'DAY', 'MONTH'])[b.period + 1], to_timestamp(b.s), b.p, b.c, b.n, now()
+  from unnest($14::int8[], $15::int2[], $16::int8[], $17::int8[], $18::int8[], $19::int8[]) as b(id, period, s, p, c, n)
+),
 o as (
-  select * from unnest($14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::int8[]) as o(zone_id, user_id, h, p, c, n)
+  select * from unnest($20::int8[], $21::int8[], $22::int8[], $23::int8[], $24::int8[], $25::int8[]) as o(zone_id, user_id, h, p, c, n)
 ),
 members as (
   select x.zone_id, x.user_id from (select distinct zone_id, user_id from o where user_id <> 0) x
@@ -555,13 +561,13 @@ members as (
 ),
 outbox as (
   insert into reading_rollup_outbox (zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq)
-  select o.zone_id, nullif(o.user_id, 0), to_timestamp(o.h), o.p, o.c, o.n, $20::int8
+  select o.zone_id, nullif(o.user_id, 0), to_timestamp(o.h), o.p, o.c, o.n, $26::int8
   from o where o.user_id = 0 or (o.zone_id, o.user_id) in (select zone_id, user_id from members)
 ),
 latest as (
   insert into meter_latest as l (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, last_received_at)
   select x.meter_id, to_timestamp(x.s), x.m, x.p, x.c, x.q, $7::timestamptz
-  from unnest($21::int8[], $22::int8[], $23::int2[], $24::int8[], $25::int8[], $26::int2[]) as x(meter_id, s, m, p, c, q)
+  from unnest($27::int8[], $28::int8[], $29::int2[], $30::int8[], $31::int8[], $32::int2[]) as x(meter_id, s, m, p, c, q)
   on conflict (meter_id) do update set
     last_received_at = excluded.last_received_at,
     interval_start   = case when excluded.interval_start > l.interval_start then excluded.interval_start else l.interval_start end,
@@ -573,7 +579,7 @@ latest as (
 new_gaps as (
   insert into meter_reading_gaps (meter_id, gap_start, gap_end, interval_minutes, missing_intervals, detected_at)
   select meter_id, to_timestamp(s), to_timestamp(e), m, n, $7::timestamptz
-  from unnest($27::int8[], $28::int8[], $29::int8[], $30::int2[], $31::int4[]) as g(meter_id, s, e, m, n)
+  from unnest($33::int8[], $34::int8[], $35::int8[], $36::int2[], $37::int4[]) as g(meter_id, s, e, m, n)
   on conflict do nothing
 )
 select 1 as ok`;
@@ -608,8 +614,10 @@ export class BucketCache {
       const known = this.byTz.get(tz);
       const r = j.d.rows;
       let prev = NaN;
-      for (let i = 0; i < r.n; i++) {
-        const s = r.start_s[i];
+      for (let i = -1; i < r.n; i++) {
+        // -1: the meter's latest stored reading (its buckets are the newest that may exist)
+        const s = i < 0 ? (j.meter.latest?.start_s ?? NaN) : r.start_s[i];
+        if (Number.isNaN(s)) continue;
         if (s === prev || known?.has(s) === true) continue;
         prev = s;
         const k = `${tz}\u0000${s}`;
@@ -655,6 +663,10 @@ interface Sums {
  * below 2^53).
  */
 export function aggregateRollups(jobs: { meter: MeterContext; d: DecodedReadings }[], buckets: BucketCache) {
+  // buckets after those of the meter's latest stored reading cannot exist yet: a plain insert
+  // (cheaper than an upsert; a unique violation, if this process's view was stale, rolls the
+  // statement back); the others are upserted
+  const fresh = { id: [] as number[], period: [] as number[], bucket: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
   const meter = { id: [] as number[], period: [] as number[], bucket: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
   const zone = { zone: [] as number[], user: [] as number[], hour: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
   // zone|user → hour → sums
@@ -687,19 +699,22 @@ export function aggregateRollups(jobs: { meter: MeterContext; d: DecodedReadings
       add(days, b.day, x.p, x.c, x.n);
       add(months, b.month, x.p, x.c, x.n);
     }
-    const push = (period: number, m: Map<number, Sums>): void => {
+    const latest = j.meter.latest === null ? undefined : buckets.get(tz, j.meter.latest.start_s);
+    if (j.meter.latest !== null && latest === undefined) throw new Error(`no roll-up bucket cached for ${tz} ${j.meter.latest.start_s}`);
+    const push = (period: number, m: Map<number, Sums>, newest: number): void => {
       for (const [s, x] of m) {
-        meter.id.push(j.meter.id);
-        meter.period.push(period);
-        meter.bucket.push(s);
-        meter.p.push(x.p);
-        meter.c.push(x.c);
-        meter.n.push(x.n);
+        const to = s > newest ? fresh : meter;
+        to.id.push(j.meter.id);
+        to.period.push(period);
+        to.bucket.push(s);
+        to.p.push(x.p);
+        to.c.push(x.c);
+        to.n.push(x.n);
       }
     };
-    push(0, hours);
-    push(1, days);
-    push(2, months);
+    push(0, hours, latest?.hour ?? -Infinity);
+    push(1, days, latest?.day ?? -Infinity);
+    push(2, months, latest?.month ?? -Infinity);
     for (const user of [0, j.meter.user_id]) {
       const k = `${j.meter.zone_id}|${user}`;
       let e = shared.get(k);
@@ -717,7 +732,7 @@ export function aggregateRollups(jobs: { meter: MeterContext; d: DecodedReadings
       zone.n.push(x.n);
     }
   }
-  return { meter, zone };
+  return { fresh, meter, zone };
 }
 
 const FIND_NOT_INSERTED = `

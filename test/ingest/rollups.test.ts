@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../schema/log.js';
+import { createIngestService } from '../../ingest/index.js';
 import { createMeter, createUser, post, reading, startHarness, type Harness } from './helpers.js';
 
 // Asia/Kolkata is UTC+05:30 all year: local hours start at :30 UTC and local days at 18:30 UTC.
@@ -87,3 +89,35 @@ describe('roll-ups', () => {
     expect(h.service.stats().rollup_lag_ms_p99).not.toBeNull();
   });
 });
+
+describe('roll-ups when this process\'s view of a meter is stale', () => {
+  it('another process wrote the same hour: the fast path\'s new-bucket insert collides, the batch is written the careful way, each reading counted once', async () => {
+    const owner = await createUser(h.db, 'two-process');
+    const m = await createMeter(h.db, { serial: 'RU-STALE', user_id: owner, zone_id: h.zone_id });
+    // a second ingest process with the default cache: it learns the meter (no reading yet) and keeps that view
+    const other = await createIngestService({ sql: h.db.sql, log: createLogger('silent', 'ingest-test-2'), worker_threads: 1, background: false });
+    try {
+      const principal = { kind: 'meter' as const, id: m.id };
+      const hourStart = base - 2 * DAY + 6 * HOUR + 30 * 60_000; // a local (IST) hour start
+      const body = (k: number, p: number) => new TextEncoder().encode(JSON.stringify([reading('RU-STALE', at(hourStart + k * 15 * 60_000), p, 1)]));
+      // a batch with nothing valid in it: the other process now caches the meter as having no reading
+      const nothing = await other.submitReadings(principal, new TextEncoder().encode('[{"interval_start": "soon"}]'), 'json');
+      expect(nothing).toMatchObject({ accepted: 0, rejected: 1 });
+      // this process writes three intervals of an hour (and so of its day and month)
+      const mine = [0, 1, 2].map((k) => reading('RU-STALE', at(hourStart + k * 15 * 60_000), 10 ** k, 1));
+      expect((await post(`${h.base}/readings`, m.token, JSON.stringify(mine))).body.accepted).toBe(3);
+      // to the other process the hour's last interval is the meter's first reading: its buckets
+      // look new, and inserting them collides with the stored ones
+      expect((await other.submitReadings(principal, body(3, 1000), 'json')).accepted).toBe(1);
+      await other.settle();
+      await h.service.settle();
+      expect(await rollup('METER', m.id, 'HOUR', hourStart)).toEqual({ p: 1111, c: 4, n: 4 });
+      const [{ day }] = await h.db.sql`select sum(reading_count)::int as day from reading_rollups where scope = 'METER' and scope_id = ${m.id} and period = 'DAY'`;
+      expect(day).toBe(4);
+      expect(await rollup('ZONE', h.zone_id, 'HOUR', hourStart)).toEqual({ p: 1111, c: 4, n: 4 });
+    } finally {
+      await other.close();
+    }
+  });
+});
+
