@@ -155,6 +155,7 @@ const flStp = (fl: number): number => (fl >> 7) & 3;
 const flGtd = (fl: number): boolean => (fl & 512) !== 0;
 
 const LV_CACHE_CELLS = 4096;
+const USER_CACHE_CELLS = 4096;
 /** executeBatch looks this many commands ahead. */
 const PREFETCH_GROUP = 8;
 const lvCacheCell = (subIdx: number, price: number): number => ((price | 0) + Math.imul(subIdx, 40503)) & (LV_CACHE_CELLS - 1);
@@ -272,6 +273,9 @@ export class ZoneEngine {
   private uId = new Float64Array(256);
   private uOpen = new Int32Array(256);
   private userIndex = new IntMap(256);
+  private uCache = new Int32Array(USER_CACHE_CELLS).fill(NONE);
+  private lastIv = -1;
+  private lastBook = NONE;
   // client order ids of open orders: a 32-bit fingerprint of (user, id) -> slot, every candidate
   // verified against the slot's own record (open, same user, same id). Entries are not removed when
   // an order closes (that would be one more random memory access per fill and cancel): a stale
@@ -596,11 +600,12 @@ export class ZoneEngine {
       return this.rejectOrder(c, R_INVALID_ORDER);
     }
     if (!this.configured || c.zone_id !== this.zoneId) return this.rejectOrder(c, R_UNKNOWN_ZONE);
-    const book = this.intervalIndex.get(c.interval_id);
+    const iv = c.interval_id;
+    const book = iv === this.lastIv ? this.lastBook : this.bookOf(iv);
     if (book === NONE) return this.rejectOrder(c, R_UNKNOWN_INTERVAL);
     if (this.status !== ST_ACTIVE) return this.rejectOrder(c, R_ZONE_HALTED);
     if (this.bookClosed[book] !== 0) return this.rejectOrder(c, R_INTERVAL_CLOSED);
-    let us = this.userIndex.get(uid);
+    let us = this.userSlot(uid);
     const coidKey = c === this.pfCmd ? this.pfFp : coidFp(uid, coid);
     if (us !== NONE && this.findCoid(coidKey, uid, coid) !== NONE) return this.rejectOrder(c, R_DUPLICATE_CLIENT_ORDER_ID);
     if (price < this.bandMin || price > this.bandMax) return this.rejectOrder(c, R_PRICE_OUT_OF_BAND);
@@ -1126,10 +1131,10 @@ export class ZoneEngine {
 
   /** Level (index into the level pool) of a sub-book at a price, or NONE. */
   private findLevel(subIdx: number, price: number): number {
-    const cached = this.lvCache[lvCacheCell(subIdx, price)];
-    if (cached !== NONE && this.lvCount[cached] !== 0 && this.lvSub[cached] === subIdx && this.lvPrice[cached] === price) return cached;
     const sb = this.subs[subIdx];
     if (sb == null || sb.n === 0) return NONE;
+    const cached = this.lvCache[lvCacheCell(subIdx, price)];
+    if (cached !== NONE && this.lvCount[cached] !== 0 && this.lvSub[cached] === subIdx && this.lvPrice[cached] === price) return cached;
     const key = subIdx % SUBS_PER_BOOK < 5 ? price : -price;
     const keys = sb.keys;
     let lo = 0;
@@ -1516,6 +1521,26 @@ export class ZoneEngine {
     const f = this.emit(E_SELLER_LIMIT_SET, c.interval_id);
     this.ev[f + 3] = c.user_id;
     this.ev[f + 4] = limit === null ? -1 : limit;
+  }
+
+  /** Book of an interval id (NONE if unknown); remembers the last hit (books are never removed). */
+  private bookOf(iv: number): number {
+    const book = this.intervalIndex.get(iv);
+    if (book !== NONE) {
+      this.lastIv = iv;
+      this.lastBook = book;
+    }
+    return book;
+  }
+
+  /** User slot of a user id (NONE if unknown), through a direct-mapped cache (user slots are never removed). */
+  private userSlot(uid: number): number {
+    const cell = (uid | 0) & (USER_CACHE_CELLS - 1);
+    const cached = this.uCache[cell];
+    if (cached !== NONE && this.uId[cached] === uid) return cached;
+    const us = this.userIndex.get(uid);
+    if (us !== NONE) this.uCache[cell] = us;
+    return us;
   }
 
   private newUser(uid: number): number {
