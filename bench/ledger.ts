@@ -6,6 +6,7 @@
 // Uses DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres) to create a scratch
 // database, migrates it, and drops it at the end.
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { connect } from '../schema/db.js';
 import { migrate } from '../schema/migrate.js';
@@ -95,6 +96,28 @@ async function durableRun(store: LedgerStore, n: number, batch: number, apply: (
   return { seconds: Number(process.hrtime.bigint() - start) / 1e9, commit_ms };
 }
 
+/** CPU ms (user + system) of a local process from /proc, or null (not Linux, or not on this machine). */
+function procCpuMs(pid: number): number | null {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms
+  } catch {
+    return null;
+  }
+}
+
+/** CPU ms of this database's PostgreSQL backends serving the bench (a local server only). */
+async function backendCpu(sql: ReturnType<typeof connect>): Promise<Map<number, number> | null> {
+  const rows = await sql<{ pid: number }[]>`select pid from pg_stat_activity where datname = current_database() and application_name = 'kwx-bench'`;
+  const out = new Map<number, number>();
+  for (const r of rows) {
+    const ms = procCpuMs(r.pid);
+    if (ms === null) return null;
+    out.set(r.pid, ms);
+  }
+  return out;
+}
+
 async function withScratchDatabase<T>(fn: (url: string) => Promise<T>): Promise<T> {
   const serverUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const name = `kwx_bench_ledger_${randomBytes(4).toString('hex')}`;
@@ -131,9 +154,20 @@ export async function run(args: string[]): Promise<void> {
       await store.flush(); // accounts and funding
       const core = ledger.core;
       const durRounds: { seconds: number; commit_ms: number[] }[] = [];
+      // CPU spent on the durable rounds by this process and by its PostgreSQL backends: a figure
+      // that does not depend on what else the (shared) machine is doing.
+      let cpuMs = 0;
+      let pgCpuMs: number | null = 0;
       for (let r = 0; r < rounds; r++) {
         const inputs = transferInputs(`d${r}-`, durN, available, 3 + r);
+        const pg0 = await backendCpu(sql);
+        const cpu0 = process.cpuUsage();
         durRounds.push(await durableRun(store, durN, BATCH_TRANSFERS, (i) => core.createTransfer(inputs[i], T0 + r * durN + i)));
+        const cpu = process.cpuUsage(cpu0);
+        cpuMs += (cpu.user + cpu.system) / 1000;
+        const pg1 = await backendCpu(sql);
+        if (pg0 === null || pg1 === null || pgCpuMs === null) pgCpuMs = null;
+        else for (const [pid, ms] of pg1) pgCpuMs += ms - (pg0.get(pid) ?? 0);
       }
 
       // Settlements: holds and fills first (not timed), then settle every trade (timed).
@@ -153,7 +187,7 @@ export async function run(args: string[]): Promise<void> {
       ledger.checkInvariants();
       const [{ n }] = await sql<{ n: string }[]>`select count(*)::text as n from ledger_transfers`;
       if (Number(n) !== core.transfer_count) throw new Error(`bench: ${n} transfers stored, ${core.transfer_count} applied`);
-      return { durRounds, st, settleTransfers };
+      return { durRounds, st, settleTransfers, cpuMs, pgCpuMs };
     } finally {
       await sql.end({ timeout: 5 });
     }
@@ -169,6 +203,7 @@ export async function run(args: string[]): Promise<void> {
   printTable('ledger', [
     { metric: 'transfers_per_s_memory', best: metrics.transfers_per_s_memory, median: Math.round(median(memRounds)), n: `${rounds} × ${memN}`, note: 'core.createTransfer, 10,000 accounts, ids pre-built' },
     { metric: 'transfers_per_s_durable', best: metrics.transfers_per_s_durable, median: Math.round(median(durPerS)), n: `${rounds} × ${durN}`, note: `batches of ${BATCH_TRANSFERS}, commit p50 ${percentile(commits, 50).toFixed(0)} ms, p99 ${percentile(commits, 99).toFixed(0)} ms` },
+    { metric: 'durable CPU per 10k transfers', best: '', median: '', n: `${rounds} × ${durN}`, note: `node ${(durable.cpuMs / (rounds * durN / 10_000)).toFixed(1)} ms + PostgreSQL backends ${durable.pgCpuMs === null ? 'n/a' : `${(durable.pgCpuMs / (rounds * durN / 10_000)).toFixed(1)} ms`}; load average ${loadavg()[0].toFixed(2)}` },
     { metric: 'settle_trades_per_s', best: metrics.settle_trades_per_s, median: metrics.settle_trades_per_s, n: `1 × ${tradeN}`, note: `durable; ${durable.settleTransfers} transfers, ${Math.round(tradeN * 0.75)} certificates` },
   ]);
   writeResults('ledger', metrics, {
@@ -178,6 +213,11 @@ export async function run(args: string[]): Promise<void> {
     // Per second of this process's CPU time (all threads, GC included): steadier on a busy machine.
     transfers_per_cpu_s_memory: memRuns.map((m) => Math.round(m.per_cpu_s)),
     load_average_1m: loadavg()[0],
+    // CPU time of the durable rounds, per 10,000 transfers: this process, and its PostgreSQL backends (null: not measurable here).
+    durable_cpu_ms_per_10k: {
+      node: Math.round((10 * durable.cpuMs) / (rounds * durN / 10_000)) / 10,
+      postgres_backends: durable.pgCpuMs === null ? null : Math.round((10 * durable.pgCpuMs) / (rounds * durN / 10_000)) / 10,
+    },
     durable_commit_ms: { p50: percentile(commits, 50), p99: percentile(commits, 99), max: percentile(commits, 100) },
   });
 }
