@@ -418,33 +418,34 @@ export class ZoneEngine {
     let sink = 0;
     for (let g = from; g < to; g += PREFETCH_GROUP) {
       const end = g + PREFETCH_GROUP < to ? g + PREFETCH_GROUP : to;
-      // 1. the index cells of the group's PLACEs and CANCELs (independent loads: they overlap)
-      const cells = this.coidTable.cells;
-      const cmask = this.coidTable.mask;
+      // 1. the client order id fingerprints of the group's PLACEs, the ring cells of its CANCELs
       const ring = this.idRing;
       const rmask = this.idMask;
       for (let k = g; k < end; k++) {
         const c = cmds[k] as Partial<PlaceCommand> & { type: string };
         const j = k - g;
-        pfCmd[j] = c;
+        pfCmd[j] = undefined;
         pfSlot[j] = NONE;
         if (c.type === 'PLACE') {
           const coid = c.client_order_id;
           const uid = c.user_id;
           if (typeof coid === 'string' && typeof uid === 'number') {
-            const fp = coidFp(uid, coid);
-            pfFp[j] = fp;
-            sink ^= cells[2 * (fp & cmask) + 1];
-          } else pfCmd[j] = undefined;
+            pfFp[j] = coidFp(uid, coid);
+            pfCmd[j] = c;
+          }
         } else if (c.type === 'CANCEL') {
           const id = c.order_id;
           if (typeof id === 'number') pfSlot[j] = ring[(id | 0) & rmask];
         }
       }
-      // 2. the records of the orders the CANCELs name
+      // 2. their client order id table cells, back to back (independent loads: they overlap)
+      const cells = this.coidTable.cells;
+      const cmask = this.coidTable.mask;
+      for (let j = 0; j < end - g; j++) if (pfCmd[j] !== undefined) sink ^= cells[2 * (pfFp[j] & cmask) + 1];
+      // 3. the records of the orders the CANCELs name
       const oi = this.oi;
       for (let j = 0; j < end - g; j++) if (pfSlot[j] >= 0) sink ^= oi[pfSlot[j] * IW + I_PREV];
-      // 3. run them
+      // 4. run them
       for (let k = g; k < end; k++) {
         const j = k - g;
         this.pfCmd = pfCmd[j];
