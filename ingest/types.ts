@@ -66,9 +66,8 @@ export interface BodyError {
 }
 
 /**
- * The decode worker's answer for a readings batch. Accepted rows come as Postgres array-literal
- * bodies ("1,2,3", no braces) so that the main thread only concatenates strings, plus typed
- * arrays for alert evaluation and state updates.
+ * The decode worker's answer for a readings batch: accepted rows as typed arrays (the writer
+ * encodes them for COPY, or as array literals for the careful statement).
  */
 export interface DecodedReadings {
   kind: 'readings';
@@ -98,8 +97,6 @@ export interface RowColumns {
   production_wh: Float64Array;
   consumption_wh: Float64Array;
   quality: Int16Array;
-  /** array-literal bodies, in row order */
-  lit: { start_s: string; minutes: string; production_wh: string; consumption_wh: string; quality: string };
 }
 
 export interface DecodedTelemetry {

@@ -234,7 +234,6 @@ function toColumns(rows: Candidate[]): RowColumns {
     production_wh: new Float64Array(n),
     consumption_wh: new Float64Array(n),
     quality: new Int16Array(n),
-    lit: { start_s: '', minutes: '', production_wh: '', consumption_wh: '', quality: '' },
   };
   for (let i = 0; i < n; i++) {
     const r = rows[i];
@@ -245,13 +244,7 @@ function toColumns(rows: Candidate[]): RowColumns {
     c.consumption_wh[i] = r.consumption_wh;
     c.quality[i] = r.quality;
   }
-  c.lit = {
-    start_s: c.start_s.join(','),
-    minutes: c.minutes.join(','),
-    production_wh: c.production_wh.join(','),
-    consumption_wh: c.consumption_wh.join(','),
-    quality: c.quality.join(','),
-  };
+
   return c;
 }
 

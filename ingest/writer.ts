@@ -141,8 +141,10 @@ export class Writer {
       }
       if (minMs <= maxMs) await this.partitions.ensure('meter_readings', minMs, maxMs);
       // unique per group (microseconds from seq), so that rows this group inserted can be told apart
-      const receivedAt = groupInstant(this.opts.now(), seq);
-      const notInserted = await this.withPartitionRetry('meter_readings', minMs, maxMs, () => this.insertReadings(jobs, seq, receivedAt));
+      const nowMs = this.opts.now();
+      const receivedAt = groupInstant(nowMs, seq);
+      const receivedUs = nowMs * 1000 + (seq % 1000);
+      const notInserted = await this.withPartitionRetry('meter_readings', minMs, maxMs, () => this.insertReadings(jobs, seq, receivedAt, receivedUs));
       // ordinal (1-based, over the concatenated rows) → job and row position
       const toClassify: { job: number; pos: number; repeat: boolean }[] = [];
       if (notInserted.length > 0) {
@@ -170,7 +172,7 @@ export class Writer {
     }
   }
 
-  private async insertReadings(jobs: ReadingsJob[], seq: number, receivedAt: string): Promise<number[]> {
+  private async insertReadings(jobs: ReadingsJob[], seq: number, receivedAt: string, receivedUs: number): Promise<number[]> {
     const meterIds: string[] = [];
     const cols = { start_s: [] as string[], minutes: [] as string[], production_wh: [] as string[], consumption_wh: [] as string[], quality: [] as string[] };
     const tzIds: number[] = [];
@@ -202,12 +204,6 @@ export class Writer {
         last.p.push(r.production_wh[k]);
         last.c.push(r.consumption_wh[k]);
         last.q.push(r.quality[k]);
-        meterIds.push(`${id},`.repeat(r.n).slice(0, -1));
-        cols.start_s.push(r.lit.start_s);
-        cols.minutes.push(r.lit.minutes);
-        cols.production_wh.push(r.lit.production_wh);
-        cols.consumption_wh.push(r.lit.consumption_wh);
-        cols.quality.push(r.lit.quality);
       }
       for (const g of j.d.gaps) {
         gaps.meter.push(id);
@@ -224,12 +220,7 @@ export class Writer {
     const lit = (parts: string[]): string => `{${parts.join(',')}}`;
     const nums = (a: number[]): string => `{${a.join(',')}}`;
     const params = [
-        lit(meterIds),
-        lit(cols.start_s),
-        lit(cols.minutes),
-        lit(cols.production_wh),
-        lit(cols.consumption_wh),
-        lit(cols.quality),
+        '', '', '', '', '', '', // the rows' array literals: built below, only for the careful statement
         receivedAt,
         nums(tzIds),
         textArray(tzNames),
@@ -252,8 +243,25 @@ export class Writer {
       ] as never[];
     if (jobs.every((j) => j.d.late_starts_s.length === 0 && j.d.repeats.n === 0)) {
       // the fast path: no row of the group can be a resend (as far as this process knows)
-      if (await this.insertFresh(jobs, params, seq, receivedAt)) return [];
+      if (await this.insertFresh(jobs, params, seq, receivedAt, receivedUs)) return [];
     }
+    for (const j of jobs) {
+      const r = j.d.rows;
+      if (r.n === 0) continue;
+      meterIds.push(`${j.meter.id},`.repeat(r.n).slice(0, -1));
+      cols.start_s.push(r.start_s.join(','));
+      cols.minutes.push(r.minutes.join(','));
+      cols.production_wh.push(r.production_wh.join(','));
+      cols.consumption_wh.push(r.consumption_wh.join(','));
+      cols.quality.push(r.quality.join(','));
+    }
+    const p = params as unknown[];
+    p[0] = lit(meterIds);
+    p[1] = lit(cols.start_s);
+    p[2] = lit(cols.minutes);
+    p[3] = lit(cols.production_wh);
+    p[4] = lit(cols.consumption_wh);
+    p[5] = lit(cols.quality);
     const [{ inserted }] = await this.sql.unsafe<{ inserted: number }[]>(INSERT_READINGS, params, { prepare: true });
     if (inserted === total) return [];
     // some rows were already stored (resends): find them by their received_at, which is not ours
@@ -271,26 +279,85 @@ export class Writer {
    * per-row statement computes. A unique violation (a row stored behind this process's back)
    * rolls the whole statement back; returns false and the caller runs the careful statement.
    */
-  private async insertFresh(jobs: ReadingsJob[], params: never[], seq: number, receivedAt: string): Promise<boolean> {
+  private async insertFresh(jobs: ReadingsJob[], params: never[], seq: number, receivedAt: string, receivedUs: number): Promise<boolean> {
     await this.buckets.ensure(this.sql, jobs);
     const agg = aggregateRollups(jobs, this.buckets);
     const nums = (a: number[]): string => `{${a.join(',')}}`;
     const p = params as unknown[];
-    const freshParams = [
-      p[0], p[1], p[2], p[3], p[4], p[5], receivedAt,
+    const rest = [
+      receivedAt,
       nums(agg.meter.id), nums(agg.meter.period), nums(agg.meter.bucket), nums(agg.meter.p), nums(agg.meter.c), nums(agg.meter.n),
       nums(agg.fresh.id), nums(agg.fresh.period), nums(agg.fresh.bucket), nums(agg.fresh.p), nums(agg.fresh.c), nums(agg.fresh.n),
       nums(agg.zone.zone), nums(agg.zone.user), nums(agg.zone.hour), nums(agg.zone.p), nums(agg.zone.c), nums(agg.zone.n), seq,
       p[19], p[20], p[21], p[22], p[23], p[24],
       p[10], p[11], p[12], p[13], p[14],
     ] as never[];
+    return this.copyTransaction(encodeReadingsCopy(jobs, receivedUs), rest);
+  }
+
+  /**
+   * BEGIN, a binary COPY of the readings, the roll-up statement and COMMIT on a reserved
+   * connection, all sent before any answer is read (so nothing is ever sent after a failure came
+   * back: no sql.begin(), whose ROLLBACK on a just-dropped connection crashes the process,
+   * porsager/postgres#1208). If the COPY fails (a unique violation: a row stored behind this
+   * process's back), the roll-up statement fails as "transaction aborted" and the COMMIT ends the
+   * transaction as a rollback: nothing was written, returns false. A dropped connection throws
+   * (the connection is not handed back: the pool replaces it).
+   */
+  private async copyTransaction(copy: Buffer, rest: never[]): Promise<boolean> {
+    const tx = await this.sql.reserve();
+    let dead: unknown = null;
+    const watch = <T>(q: Promise<T>): Promise<T> => {
+      q.catch((err: unknown) => {
+        if (dead === null && isConnectionError(err)) dead = err;
+      });
+      return q;
+    };
+    let sentAll = false;
     try {
-      await this.sql.unsafe(INSERT_READINGS_FRESH, freshParams, { prepare: true });
-      return true;
+      const begin = watch(tx`begin` as unknown as Promise<unknown>);
+      const stream = await watch(tx.unsafe(COPY_READINGS).writable());
+      let streamError: unknown = null;
+      stream.on('error', (err: unknown) => {
+        streamError ??= err;
+      });
+      // postgres.js reports a COPY failure only to a stream that is still open, so the COPY's
+      // outcome is read from the statement queued behind it (it fails if the COPY did)
+      const ended = new Promise<void>((resolve) => {
+        stream.once('error', () => resolve());
+        stream.once('close', () => resolve());
+        const s = stream as unknown as { _final?: (cb: (err?: Error | null) => void) => void };
+        const final = s._final;
+        if (typeof final !== 'function') return resolve();
+        s._final = (cb) => {
+          final.call(stream, cb);
+          resolve();
+        };
+      });
+      stream.end(copy);
+      await ended;
+      if (streamError !== null) throw streamError;
+      const rollups = watch(tx.unsafe(FRESH_ROLLUPS, rest, { prepare: true }) as unknown as Promise<unknown>);
+      const commit = watch(tx`commit` as unknown as Promise<unknown>);
+      sentAll = true;
+      rollups.catch(() => {});
+      commit.catch(() => {});
+      await Promise.all([begin, rollups, commit]);
     } catch (err) {
-      if ((err as { code?: string }).code !== '23505') throw err;
+      if (dead !== null || isConnectionError(err)) throw err;
+      if (!sentAll) {
+        // failed before COMMIT went out, on a live connection: end the transaction
+        try {
+          await tx`rollback`;
+        } catch (e) {
+          if (isConnectionError(e)) throw err;
+        }
+      }
+      tx.release();
       return false;
     }
+    tx.release();
+    return true;
   }
 
   private async classifyReadings(
@@ -528,17 +595,11 @@ select count(*)::int4 as inserted from ins`;
  * gaps. (period: 0 HOUR, 1 DAY, 2 MONTH; outbox user_id 0 = the zone's own bucket, else a member
  * candidate, kept only if the user is a community member in that zone.)
  */
-const INSERT_READINGS_FRESH = `
-with ins as (
-  insert into meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at)
-  select meter_id, to_timestamp(start_s), interval_minutes, production_wh, consumption_wh, quality, $7::timestamptz
-  from unnest($1::int8[], $2::int8[], $3::int2[], $4::int8[], $5::int8[], $6::int2[])
-    as t(meter_id, start_s, interval_minutes, production_wh, consumption_wh, quality)
-),
-meter_rollups as (
+const FRESH_ROLLUPS = `
+with meter_rollups as (
   insert into reading_rollups as r (scope, scope_id, period, bucket_start, production_wh, consumption_wh, reading_count, updated_at)
   select 'METER', b.id, (array['HOUR', 'DAY', 'MONTH'])[b.period + 1], to_timestamp(b.s), b.p, b.c, b.n, now()
-  from unnest($8::int8[], $9::int2[], $10::int8[], $11::int8[], $12::int8[], $13::int8[]) as b(id, period, s, p, c, n)
+  from unnest($2::int8[], $3::int2[], $4::int8[], $5::int8[], $6::int8[], $7::int8[]) as b(id, period, s, p, c, n)
   on conflict (scope, scope_id, period, bucket_start) do update set
     production_wh = r.production_wh + excluded.production_wh,
     consumption_wh = r.consumption_wh + excluded.consumption_wh,
@@ -548,10 +609,10 @@ meter_rollups as (
 meter_rollups_new as (
   insert into reading_rollups (scope, scope_id, period, bucket_start, production_wh, consumption_wh, reading_count, updated_at)
   select 'METER', b.id, (array['HOUR', 'DAY', 'MONTH'])[b.period + 1], to_timestamp(b.s), b.p, b.c, b.n, now()
-  from unnest($14::int8[], $15::int2[], $16::int8[], $17::int8[], $18::int8[], $19::int8[]) as b(id, period, s, p, c, n)
+  from unnest($8::int8[], $9::int2[], $10::int8[], $11::int8[], $12::int8[], $13::int8[]) as b(id, period, s, p, c, n)
 ),
 o as (
-  select * from unnest($20::int8[], $21::int8[], $22::int8[], $23::int8[], $24::int8[], $25::int8[]) as o(zone_id, user_id, h, p, c, n)
+  select * from unnest($14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::int8[]) as o(zone_id, user_id, h, p, c, n)
 ),
 members as (
   select x.zone_id, x.user_id from (select distinct zone_id, user_id from o where user_id <> 0) x
@@ -561,13 +622,13 @@ members as (
 ),
 outbox as (
   insert into reading_rollup_outbox (zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq)
-  select o.zone_id, nullif(o.user_id, 0), to_timestamp(o.h), o.p, o.c, o.n, $26::int8
+  select o.zone_id, nullif(o.user_id, 0), to_timestamp(o.h), o.p, o.c, o.n, $20::int8
   from o where o.user_id = 0 or (o.zone_id, o.user_id) in (select zone_id, user_id from members)
 ),
 latest as (
   insert into meter_latest as l (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, last_received_at)
-  select x.meter_id, to_timestamp(x.s), x.m, x.p, x.c, x.q, $7::timestamptz
-  from unnest($27::int8[], $28::int8[], $29::int2[], $30::int8[], $31::int8[], $32::int2[]) as x(meter_id, s, m, p, c, q)
+  select x.meter_id, to_timestamp(x.s), x.m, x.p, x.c, x.q, $1::timestamptz
+  from unnest($21::int8[], $22::int8[], $23::int2[], $24::int8[], $25::int8[], $26::int2[]) as x(meter_id, s, m, p, c, q)
   on conflict (meter_id) do update set
     last_received_at = excluded.last_received_at,
     interval_start   = case when excluded.interval_start > l.interval_start then excluded.interval_start else l.interval_start end,
@@ -578,11 +639,76 @@ latest as (
 ),
 new_gaps as (
   insert into meter_reading_gaps (meter_id, gap_start, gap_end, interval_minutes, missing_intervals, detected_at)
-  select meter_id, to_timestamp(s), to_timestamp(e), m, n, $7::timestamptz
-  from unnest($33::int8[], $34::int8[], $35::int8[], $36::int2[], $37::int4[]) as g(meter_id, s, e, m, n)
+  select meter_id, to_timestamp(s), to_timestamp(e), m, n, $1::timestamptz
+  from unnest($27::int8[], $28::int8[], $29::int8[], $30::int2[], $31::int4[]) as g(meter_id, s, e, m, n)
   on conflict do nothing
 )
 select 1 as ok`;
+
+/** Binary COPY of the readings (encodeReadingsCopy); routed to the daily partitions by PostgreSQL. */
+const COPY_READINGS = 'copy meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at) from stdin (format binary)';
+
+const PG_EPOCH_S = 946_684_800;
+
+/**
+ * The group's rows in PostgreSQL's binary COPY format (no text to parse on the server): per row
+ * meter_id int8, interval_start timestamptz (µs since 2000-01-01), interval_minutes int2,
+ * production_wh int8, consumption_wh int8, quality int2, received_at timestamptz. Integers are
+ * exact (safe integers split into two 32-bit halves).
+ */
+export function encodeReadingsCopy(jobs: { meter: MeterContext; d: DecodedReadings }[], receivedUsSinceUnix: number): Buffer {
+  let n = 0;
+  for (const j of jobs) n += j.d.rows.n;
+  const buf = Buffer.allocUnsafe(19 + n * 74 + 2);
+  buf.write('PGCOPY\n\xff\r\n\0', 0, 'latin1');
+  buf.writeInt32BE(0, 11);
+  buf.writeInt32BE(0, 15);
+  let o = 19;
+  const i64 = (v: number): void => {
+    buf.writeInt32BE(8, o);
+    buf.writeInt32BE(Math.floor(v / 4294967296), o + 4);
+    buf.writeUInt32BE(v >>> 0, o + 8);
+    o += 12;
+  };
+  const i16 = (v: number): void => {
+    buf.writeInt32BE(2, o);
+    buf.writeInt16BE(v, o + 4);
+    o += 6;
+  };
+  const received = receivedUsSinceUnix - PG_EPOCH_S * 1_000_000;
+  for (const j of jobs) {
+    const r = j.d.rows;
+    const id = j.meter.id;
+    for (let i = 0; i < r.n; i++) {
+      buf.writeInt16BE(7, o);
+      o += 2;
+      i64(id);
+      i64((r.start_s[i] - PG_EPOCH_S) * 1_000_000);
+      i16(r.minutes[i]);
+      i64(r.production_wh[i]);
+      i64(r.consumption_wh[i]);
+      i16(r.quality[i]);
+      i64(received);
+    }
+  }
+  buf.writeInt16BE(-1, o);
+  return buf;
+}
+
+const CONNECTION_SQLSTATES = new Set(['57P01', '57P02', '57P03']);
+const CONNECTION_ERRNOS = /\b(ECONNREFUSED|ECONNRESET|EPIPE|CONNECTION_CLOSED|CONNECTION_ENDED|CONNECTION_DESTROYED|CONNECT_TIMEOUT)\b/;
+
+/** Whether an error says the connection (not the statement) failed. */
+function isConnectionError(err: unknown): boolean {
+  for (let e = err, depth = 0; e !== null && e !== undefined && depth < 5; depth++) {
+    const x = e as { code?: unknown; errno?: unknown; cause?: unknown; message?: unknown };
+    const code = typeof x.code === 'string' ? x.code : typeof x.errno === 'string' ? x.errno : '';
+    if (CONNECTION_SQLSTATES.has(code) || /^08[0-9A-Z]{3}$/.test(code) || CONNECTION_ERRNOS.test(code)) return true;
+    if (typeof x.message === 'string' && CONNECTION_ERRNOS.test(x.message)) return true;
+    e = x.cause;
+  }
+  return false;
+}
 
 /** Local hour, day and month starts (epoch seconds) of an interval start in a zone's time zone. */
 interface Buckets {
