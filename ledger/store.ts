@@ -810,8 +810,9 @@ export class LedgerStore {
 const num = (v: string | null): number | null => (v === null ? null : Number(v));
 
 /**
- * Rebuilds the ledger from PostgreSQL. Zones are configuration, not state: configure them on the
- * returned ledger before placing new orders (existing holds carry their own pricing snapshot).
+ * Rebuilds the ledger from PostgreSQL, and loads the fee schedules (loadFeeSchedules). Zones are
+ * configuration, not state: configure them on the returned ledger before placing new orders
+ * (existing holds and escrows carry their own pricing snapshots).
  */
 export async function loadLedger(sql: Sql): Promise<Ledger> {
   const ledger = new Ledger();
@@ -865,6 +866,8 @@ export async function loadLedger(sql: Sql): Promise<Ledger> {
     }
   }
   await loadFlows(sql, ledger);
+  // Configuration, not state: the fee schedules by effective_from (zones still need configureZone).
+  await loadFeeSchedules(sql, ledger);
   const verdict = ledger.certificates.verifyChain();
   if (!verdict.ok) throw new LedgerError('LEDGER_CORRUPT', `certificate chain broken at event ${verdict.seq}: ${verdict.reason}`);
   ledger.checkInvariants();

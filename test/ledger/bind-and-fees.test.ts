@@ -225,5 +225,9 @@ describe('bindHold and fee schedules through PostgreSQL', () => {
     expect(l.feeAt(z, T0 + 60_000)).toEqual({ fee_bps: 70, fee_per_kwh_minor: 2n, source: 'ZONE_SCHEDULE', effective_from_ms: T0 + 60_000 });
     expect(l.feeAt(z, T0 + 200_000)).toMatchObject({ fee_bps: 70, source: 'ZONE_SCHEDULE' }); // the zone's own wins over a later platform default
     expect(l.feeAt(z + 1, T0 + 200_000)).toMatchObject({ fee_bps: 40, source: 'PLATFORM_SCHEDULE' });
+    // A rebuild loads them too (zones are configured again after it).
+    const rebuilt = await loadLedger(db.sql);
+    rebuilt.configureZone({ ...ZONE, zone_id: z }, T0);
+    expect(rebuilt.feeAt(z, T0 + 60_000)).toMatchObject({ fee_bps: 70, source: 'ZONE_SCHEDULE' });
   });
 });
