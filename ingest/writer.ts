@@ -659,39 +659,45 @@ const PG_EPOCH_S = 946_684_800;
 export function encodeReadingsCopy(jobs: { meter: MeterContext; d: DecodedReadings }[], receivedUsSinceUnix: number): Buffer {
   let n = 0;
   for (const j of jobs) n += j.d.rows.n;
-  const buf = Buffer.allocUnsafe(19 + n * 74 + 2);
+  const buf = Buffer.alloc(19 + n * 74 + 2);
   buf.write('PGCOPY\n\xff\r\n\0', 0, 'latin1');
-  buf.writeInt32BE(0, 11);
-  buf.writeInt32BE(0, 15);
-  let o = 19;
-  const i64 = (v: number): void => {
-    buf.writeInt32BE(8, o);
-    buf.writeInt32BE(Math.floor(v / 4294967296), o + 4);
-    buf.writeUInt32BE(v >>> 0, o + 8);
-    o += 12;
-  };
-  const i16 = (v: number): void => {
-    buf.writeInt32BE(2, o);
-    buf.writeInt16BE(v, o + 4);
-    o += 6;
-  };
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let o = 19; // flags and header extension length stay 0
   const received = receivedUsSinceUnix - PG_EPOCH_S * 1_000_000;
+  const recHi = Math.floor(received / 4294967296);
+  const recLo = received >>> 0;
   for (const j of jobs) {
     const r = j.d.rows;
-    const id = j.meter.id;
+    const idHi = Math.floor(j.meter.id / 4294967296);
+    const idLo = j.meter.id >>> 0;
     for (let i = 0; i < r.n; i++) {
-      buf.writeInt16BE(7, o);
-      o += 2;
-      i64(id);
-      i64((r.start_s[i] - PG_EPOCH_S) * 1_000_000);
-      i16(r.minutes[i]);
-      i64(r.production_wh[i]);
-      i64(r.consumption_wh[i]);
-      i16(r.quality[i]);
-      i64(received);
+      const t = (r.start_s[i] - PG_EPOCH_S) * 1_000_000;
+      const p = r.production_wh[i];
+      const c = r.consumption_wh[i];
+      v.setInt16(o, 7);
+      v.setInt32(o + 2, 8);
+      v.setInt32(o + 6, idHi);
+      v.setUint32(o + 10, idLo);
+      v.setInt32(o + 14, 8);
+      v.setInt32(o + 18, Math.floor(t / 4294967296));
+      v.setUint32(o + 22, t >>> 0);
+      v.setInt32(o + 26, 2);
+      v.setInt16(o + 30, r.minutes[i]);
+      v.setInt32(o + 32, 8);
+      v.setInt32(o + 36, Math.floor(p / 4294967296));
+      v.setUint32(o + 40, p >>> 0);
+      v.setInt32(o + 44, 8);
+      v.setInt32(o + 48, Math.floor(c / 4294967296));
+      v.setUint32(o + 52, c >>> 0);
+      v.setInt32(o + 56, 2);
+      v.setInt16(o + 60, r.quality[i]);
+      v.setInt32(o + 62, 8);
+      v.setInt32(o + 66, recHi);
+      v.setUint32(o + 70, recLo);
+      o += 74;
     }
   }
-  buf.writeInt16BE(-1, o);
+  v.setInt16(o, -1);
   return buf;
 }
 

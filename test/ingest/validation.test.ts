@@ -226,3 +226,27 @@ describe('partitions', () => {
     expect(await names()).toContain(`meter_readings_p${day(when)}`);
   });
 });
+
+describe('binary COPY of readings', () => {
+  it('stores every field exactly, across the 32-bit boundary of Wh values, with the group\'s received_at', async () => {
+    // 60 GW for 15 min = 15,000,000,000 Wh of capacity: registers above 2^32 are legal here
+    const m = await createMeter(h.db, { serial: 'BIG-1', user_id: h.user_id, zone_id: h.zone_id, max_power_w: 60_000_000_000 });
+    const big = 2 ** 32 + 7;
+    const before = Date.now();
+    const r = await post(`${h.base}/readings`, m.token, JSON.stringify([
+      reading('BIG-1', slot(3), big, 2 ** 32 - 1, { quality: 19 }),
+      reading('BIG-1', slot(2), 0, 1, { quality: 8 }),
+    ]));
+    expect(r.body).toMatchObject({ accepted: 2, rejected: 0 });
+    const rows = await h.db.sql`
+      select meter_id::int8 as id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at
+      from meter_readings where meter_id = ${m.id} order by interval_start`;
+    expect(rows.map((x) => [Number(x.id), x.interval_start.toISOString(), x.interval_minutes, x.production_wh, x.consumption_wh, x.quality])).toEqual([
+      [m.id, slot(3), 15, String(big), String(2 ** 32 - 1), 19],
+      [m.id, slot(2), 15, '0', '1', 8],
+    ]);
+    expect(rows[0].received_at.getTime()).toBe(rows[1].received_at.getTime());
+    expect(rows[0].received_at.getTime()).toBeGreaterThanOrEqual(before - 1);
+    expect(rows[0].received_at.getTime()).toBeLessThanOrEqual(Date.now() + 1);
+  });
+});
