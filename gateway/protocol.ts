@@ -65,7 +65,8 @@ export const IN_SCHEMAS = {
 } satisfies Record<string, JsonSchema>;
 
 export type InType = keyof typeof IN_SCHEMAS;
-export const IN_VALIDATORS: Record<string, Validator> = Object.fromEntries(Object.entries(IN_SCHEMAS).map(([k, s]) => [k, compile(s)]));
+/** Null-prototype: a message type is looked up among the protocol's own types only. */
+export const IN_VALIDATORS: Record<string, Validator> = Object.assign(Object.create(null) as Record<string, Validator>, Object.fromEntries(Object.entries(IN_SCHEMAS).map(([k, s]) => [k, compile(s)])));
 export const TRADING_TYPES: ReadonlySet<string> = new Set(['place', 'cancel', 'amend', 'mass_cancel']);
 
 // ------------------------------------------------------------------------------------------

@@ -422,7 +422,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
 
   const onPlace = async (s: Session, m: Msg, p: Principal): Promise<void> => {
     const zone_id = m.zone_id as number;
-    const zone = await d.catalog.load(zone_id);
+    const zone = d.catalog.get(zone_id) ?? (await d.catalog.load(zone_id)); // known zones: no await on the order path
     if (zone === undefined) return reject(s, 'place', m, fail('UNKNOWN_ZONE', `zone ${zone_id} does not exist`), { client_order_id: m.client_order_id });
     const side = m.side as 'BUY' | 'SELL';
     if (side === 'SELL' && p.role === 'CONSUMER') return reject(s, 'place', m, fail('FORBIDDEN', 'a CONSUMER may only buy'), { client_order_id: m.client_order_id });
@@ -476,7 +476,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     const zone_id = zoneOfOrder(order_id);
     const known = d.orders?.get(order_id);
     if (known !== undefined && known.user_id !== p.user_id) return unknownOrder(s, op, m);
-    const zone = zone_id > 0 ? await d.catalog.load(zone_id) : undefined;
+    const zone = zone_id > 0 ? d.catalog.get(zone_id) ?? (await d.catalog.load(zone_id)) : undefined;
     if (zone === undefined || !d.backend!.zones().includes(zone_id)) return unknownOrder(s, op, m);
     let cmd: SubmitCommand;
     if (op === 'cancel') {
@@ -594,7 +594,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       return reject(s, 'unknown', null, fail('MALFORMED', 'a message is an object with a string "type"'));
     }
     const msg = m as Msg;
-    const validate = IN_VALIDATORS[msg.type];
+    // own properties only: "toString", "valueOf", "__proto__"… are unknown types, not Object.prototype's methods
+    const validate = Object.hasOwn(IN_VALIDATORS, msg.type) ? IN_VALIDATORS[msg.type] : undefined;
     if (validate === undefined) {
       metrics.messages.inc({ type: 'unknown', outcome: 'reject' });
       return reject(s, String(msg.type).slice(0, 32), msg, fail('UNKNOWN_TYPE', `unknown message type "${String(msg.type).slice(0, 32)}"`));
@@ -673,7 +674,16 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
         max_subscriptions: limits.max_subscriptions_per_connection, server_time: now(),
       });
     },
-    message: (ws: Ws, data: ArrayBuffer, isBinary: boolean) => onMessage(ws.getUserData().session, data, isBinary),
+    message: (ws: Ws, data: ArrayBuffer, isBinary: boolean) => {
+      const s = ws.getUserData().session;
+      try {
+        onMessage(s, data, isBinary);
+      } catch (err) {
+        // A bug must never escape into uWS (an uncaught exception ends the process): answer INTERNAL.
+        metrics.messages.inc({ type: 'unknown', outcome: 'error' });
+        reject(s, 'unknown', null, fail('INTERNAL', (err as Error).message));
+      }
+    },
     drain: (ws: Ws) => {
       const s = ws.getUserData().session;
       s.buffered = -1;
