@@ -1,12 +1,15 @@
 // `npm run bench -- gateway`: the WebSocket path on loopback (issue 6).
-//   order  100 concurrent bots (ws clients in a worker thread) each send place → wait for ack, for
+//   order  100 concurrent bots (the lean raw-socket client below, in worker threads) each send
+//          place → wait for its ack (closed loop; --inflight K keeps K in flight), for
 //          ORDERS_PER_BOT orders or MAX_ORDER_PHASE_MS; buys and sells cross so most orders fill
 //          (the taker's ack carries its fills, so order→fill for the taker = the ack round trip).
 //   fanout 1,000 subscribers (raw-socket frame counters in the worker) on one book channel; the
 //          main thread drives book changes through the engine; counts frames delivered per second.
-//   echo   the floor: a bare uWS echo server, same client, same machine.
+//   echo   the floor: a bare uWS echo server driven by the same bots, client and loop (and by one
+//          connection), same machine, same run.
 // The server side is the real gateway (attachGateway on startHttpServer) with the engine core
-// in-process (createCoreBackend) and no ledger; PostgreSQL from DATABASE_URL or embedded.
+// in-process (createCoreBackend), no ledger unless --ledger; PostgreSQL from DATABASE_URL or
+// embedded. The server thread's CPU per order (/proc) is the figure for A/B decisions.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { connect as netConnect, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
