@@ -13,7 +13,7 @@
  *        buyer pays   = ⌊(notional + buyer fee) / D⌋
  *        seller gets  = max(0, ⌊(notional − seller fee) / D⌋)
  *        platform fee = min(⌊(buyer fee + seller fee) / D⌋, buyer pays − seller gets)
- *   3. What the buyer paid and nobody received (always 0, 1 or 2 minor units) goes to the
+ *   3. What the buyer paid and nobody received (always 0 or 1 minor unit) goes to the
  *      currency's ROUNDING account: rounding = buyer pays − seller gets − platform fee.
  *   So value is conserved to the last unit, no party ever pays more than its exact amount, and
  *   no party receives more than its exact share.
