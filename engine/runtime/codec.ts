@@ -38,6 +38,9 @@ const COMMAND_FIELDS = {
 } as const satisfies { [K in Command['type']]: readonly string[] };
 /** Commands whose zone_id is a field of the command (put back from the row on decode). */
 const COMMANDS_WITH_ZONE = new Set(['CONFIGURE_ZONE', 'PLACE', 'MASS_CANCEL']);
+/** Keys of a command not written in its tuple (they are columns of the row). */
+const IMPLICIT_TS: readonly string[] = ['ts_ms'];
+const IMPLICIT_WITH_ZONE: readonly string[] = ['ts_ms', 'zone_id'];
 
 const EVENT_FIELDS = {
   ACCEPTED: ['event_seq', 'order_id', 'user_id', 'client_order_id', 'interval_id', 'side', 'source', 'order_type', 'stp', 'price_ticks', 'qty_wh', 'seq', 'expire_at_ms'],
@@ -233,18 +236,25 @@ export class ByteWriter {
    */
   commandTuple(item: Obj, order_id: number, zone_id: number): void {
     if (item.type === 'PLACE' && item.zone_id === zone_id) PLACE_ENCODER(this, item, order_id);
-    else this.tuple(COMMANDS, item, (COMMANDS_WITH_ZONE.has(item.type as string) ? 1 : 0) + 1);
+    else this.tuple(COMMANDS, item, COMMANDS_WITH_ZONE.has(item.type as string) ? IMPLICIT_WITH_ZONE : IMPLICIT_TS);
   }
 
-  protected tuple(t: TypeTable, o: Obj, implicit: number): void {
+  /**
+   * A tuple of a known type when `o` has exactly that shape: its implicit keys (put back from the
+   * row on decode) present, and no key outside the type's fields. Anything else is kept whole.
+   */
+  protected tuple(t: TypeTable, o: Obj, implicit: readonly string[]): void {
     const code = t.codes.get(o.type as string);
     if (code !== undefined) {
       const fields = t.fields[code];
-      let present = implicit + 1;
-      let keys = 0;
-      for (const k in o) if (o[k] !== undefined) keys++;
-      for (const f of fields) if (o[f.name] !== undefined) present++;
-      if (keys === present) {
+      let known = true;
+      for (const k of implicit) if (o[k] === undefined) known = false;
+      for (const k in o) {
+        if (!known) break;
+        if (o[k] === undefined || k === 'type' || implicit.includes(k)) continue;
+        if (!fields.some((f) => f.name === k)) known = false;
+      }
+      if (known) {
         this.varint(code + 1);
         for (const f of fields) this.value(o[f.name]);
         return;
@@ -259,7 +269,7 @@ export class ByteWriter {
   commandPayload(cmd: Command, events: readonly EngineEvent[]): void {
     this.ensure(1);
     this.buf[this.len++] = FORMAT;
-    this.tuple(COMMANDS, cmd as unknown as Obj, (COMMANDS_WITH_ZONE.has(cmd.type) ? 1 : 0) + 1);
+    this.tuple(COMMANDS, cmd as unknown as Obj, COMMANDS_WITH_ZONE.has(cmd.type) ? IMPLICIT_WITH_ZONE : IMPLICIT_TS);
     this.varint(events.length);
     for (let i = 0; i < events.length; i++) this.event(events[i] as unknown as Obj);
   }
