@@ -371,8 +371,6 @@ interface Pred {
 
 /** How a batch is chained to the one flushed before it. */
 interface Pipe {
-  /** This batch's number: its transaction's advisory lock is (lock class, no). */
-  no: number;
   /** The previous batch's first attempt holds its lock (or null: it will not, start after it committed). */
   prevStarted: Promise<Pred | null>;
   /** The batch MAX_OPEN_BATCHES back has committed (at most that many batch transactions are open at once). */
@@ -418,7 +416,7 @@ export class LedgerStore {
   /** `previous` of the last batches flushed (the commit of the batch before each), newest last. */
   private readonly recentPrevious: Promise<void>[] = [];
   private nextBatchNo = 1;
-  /** Advisory lock class of this store's batches (random low bits: two stores never share a key). */
+  /** Advisory lock class of this store's batch transactions (random low bits: two stores never share a key); objid = attempt number. */
   private readonly lockClass = 0x6b77_0000 | Math.floor(Math.random() * 0x1_0000);
 
   /**
@@ -468,8 +466,7 @@ export class LedgerStore {
       // Batch i may open its transaction once batch i − MAX_OPEN_BATCHES committed.
       const r = this.recentPrevious;
       const gate = r.length >= MAX_OPEN_BATCHES - 1 ? r[r.length - (MAX_OPEN_BATCHES - 1)] : Promise.resolve();
-      pipe = { no: this.nextBatchNo, prevStarted: this.started, gate, signal };
-      this.nextBatchNo = (this.nextBatchNo % 0x7fff_fffe) + 1;
+      pipe = { prevStarted: this.started, gate, signal };
       this.started = started;
       r.push(previous);
       if (r.length > MAX_OPEN_BATCHES) r.shift();
@@ -707,9 +704,13 @@ export class LedgerStore {
       // of any of them surfaces through the awaited COPY start or through Promise.all below.
       const head: Promise<unknown>[] = [watch(tx`begin`)];
       // This batch's lock (the next batch waits on it, see write()) and its transaction id.
-      const lock = watch(tx<{ xid: string }[]>`select pg_advisory_xact_lock(${this.lockClass}::int4, ${pipe.no}::int4), pg_current_xact_id()::text as xid`);
+      // A new number per attempt: a retry never waits for the lock of an earlier attempt whose
+      // backend may outlive its lost connection for a while.
+      const no = this.nextBatchNo;
+      this.nextBatchNo = (this.nextBatchNo % 0x7fff_fffe) + 1;
+      const lock = watch(tx<{ xid: string }[]>`select pg_advisory_xact_lock(${this.lockClass}::int4, ${no}::int4), pg_current_xact_id()::text as xid`);
       head.push(lock);
-      lock.then((rows) => pipe.signal({ no: pipe.no, xid: rows[0].xid }), () => pipe.signal(null));
+      lock.then((rows) => pipe.signal({ no, xid: rows[0].xid }), () => pipe.signal(null));
       const a = b.accounts;
       if (a.id.length > 0) {
         head.push(watch(tx`insert into ledger_accounts (id, user_id, currency, kind, flags, created_at)
