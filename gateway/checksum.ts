@@ -18,6 +18,30 @@ export function crc32(s: string): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
+/**
+ * Incremental CRC-32 over the decimal digits of integers (a '-' first for a negative one), without
+ * building strings: `crc32Digits(crc32Digits(CRC32_INIT, 2000), 1500)` … then `crc32Finish`
+ * equals crc32("20001500"). |n| must be a safe integer.
+ */
+export const CRC32_INIT = 0xffffffff;
+const DIGITS = new Uint8Array(20);
+export function crc32Digits(c: number, n: number): number {
+  if (n < 0) {
+    c = TABLE[(c ^ 45) & 0xff] ^ (c >>> 8);
+    n = -n;
+  }
+  let k = 0;
+  do {
+    DIGITS[k++] = 48 + (n % 10);
+    n = Math.floor(n / 10);
+  } while (n > 0);
+  while (k > 0) c = TABLE[(c ^ DIGITS[--k]) & 0xff] ^ (c >>> 8);
+  return c;
+}
+export function crc32Finish(c: number): number {
+  return (c ^ 0xffffffff) >>> 0;
+}
+
 /** "0.0120" → "120", "1.500" → "1500", "-0.0010" → "-10", "0.000" → "0". */
 export function stripDecimal(s: string): string {
   const neg = s.charCodeAt(0) === 45; // '-'

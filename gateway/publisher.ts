@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { EngineEvent, OrderView } from '../engine/index.js';
 import { SNAPSHOT_REQUEST_CHANNEL, type Bus, type BusMessage } from './bus.js';
 import type { CommittedEvents, Funds, TradingBackend } from './backend.js';
-import { bookChecksum, crc32 } from './checksum.js';
+import { bookChecksum, CRC32_INIT, crc32Digits, crc32Finish } from './checksum.js';
 import { CHECKSUM_DEPTH, MAX_REMEMBERED_FINISHED_ORDERS } from './limits.js';
 import { LevelBook, wireLevels } from './levels.js';
 import { tickMantissa, ticksToPrice, vwapToPrice, whToKwh, type PriceUnit } from './units.js';
@@ -154,17 +154,22 @@ export async function startPublisher(opts: {
     // no level strings are built; same value as bookChecksum() on the wire levels (tested).
     const mant = tickMantissa(unitOf(m.zone_id));
     if (mant !== null) {
-      let s = '';
+      let c = CRC32_INIT;
       let exact = true;
-      for (const side of [m.book.asks, m.book.bids]) {
+      for (let k = 0; k < 2 && exact; k++) {
+        const side = k === 0 ? m.book.asks : m.book.bids;
         for (let i = 0, n = Math.min(CHECKSUM_DEPTH, side.prices.length); i < n; i++) {
           const p = side.prices[i];
           const v = p * mant;
-          if (!Number.isSafeInteger(v)) exact = false;
-          s += `${v}${side.qty.get(p)!}`;
+          const q = side.qty.get(p)!;
+          if (!Number.isSafeInteger(v) || !Number.isSafeInteger(q)) {
+            exact = false;
+            break;
+          }
+          c = crc32Digits(crc32Digits(c, v), q);
         }
       }
-      if (exact) return crc32(s);
+      if (exact) return crc32Finish(c);
     }
     const l = levels(m, CHECKSUM_DEPTH);
     return bookChecksum(l.bids, l.asks);

@@ -2,7 +2,7 @@
 // matching) after thousands of random orders; gaps trigger a resync; trades, ticker (with exact
 // VWAP), status and heartbeats.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bookChecksum, checksumString, crc32 } from '../../gateway/checksum.js';
+import { bookChecksum, checksumString, crc32, CRC32_INIT, crc32Digits, crc32Finish } from '../../gateway/checksum.js';
 import { ticksToPrice, whToKwh, priceUnit } from '../../gateway/units.js';
 import { ClientBook } from './book.js';
 import { startExchange, type Exchange } from './harness.js';
@@ -46,6 +46,22 @@ describe('checksum', () => {
     expect(s).toBe('3000' + '12000' + '2000' + '1500' + '1000' + '1');
     expect(crc32('123456789')).toBe(0xcbf43926); // the CRC-32 check value
     expect(bookChecksum([], [])).toBe(0);
+  });
+
+  it('the publisher’s digit-wise CRC equals crc32 of the concatenated integers (0, negatives, large values)', () => {
+    const rand = rng(7);
+    for (let t = 0; t < 2000; t++) {
+      const ints = Array.from({ length: 1 + Math.floor(rand() * 40) }, () => {
+        const r = rand();
+        const big = Math.floor(rand() * Number.MAX_SAFE_INTEGER);
+        const v = r < 0.1 ? 0 : r < 0.4 ? Math.floor(rand() * 10_000) : big;
+        return rand() < 0.2 ? -v : v;
+      });
+      let c = CRC32_INIT;
+      for (const n of ints) c = crc32Digits(c, n);
+      expect(crc32Finish(c)).toBe(crc32(ints.map((n) => String(n)).join('')));
+    }
+    expect(crc32Finish(CRC32_INIT)).toBe(crc32(''));
   });
 });
 
