@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { buyerMaxMinor, formatMinor, notionalFine, pricingFactors, settlementAmounts, sideFeeFine } from '../../ledger/money.js';
+import { buyerFeeFactors, buyerMaxMinor, formatMinor, notionalFine, pricingFactors, settlementAmounts, sideFeeFine } from '../../ledger/money.js';
 import { ZONE } from './fixtures.js';
 
 const f = pricingFactors(ZONE);
@@ -86,6 +86,30 @@ describe('rounding rule properties', () => {
         expect(held).toBe(0n);
       }),
       { numRuns: 1000, seed: 6 },
+    );
+  });
+
+  it('with a fee change between order and trade: the buyer pays the lower fee, the seller the trade-time one, escrow covers it and value is conserved', () => {
+    const fee = fc.record({ fee_bps: fc.integer({ min: 0, max: 10_000 }), fee_per_kwh_minor: fc.bigInt({ min: 0n, max: 10_000n }) });
+    fc.assert(
+      fc.property(pricing, fee, fc.integer({ min: 0, max: 1e7 }), fc.integer({ min: 1, max: 1e7 }), fc.double({ min: 0, max: 1, noNaN: true }), fc.double({ min: 0, max: 1, noNaN: true }), (p, later, limit, qty, r, frac) => {
+        const order = pricingFactors({ ...ZONE, ...p });
+        const trade = pricingFactors({ ...ZONE, ...p, ...later });
+        const price = Math.floor(limit * r);
+        const buyer = buyerFeeFactors(order, trade, price);
+        expect(sideFeeFine(buyer, price, qty) <= sideFeeFine(order, price, qty) && sideFeeFine(buyer, price, qty) <= sideFeeFine(trade, price, qty)).toBe(true);
+        const escrow = buyerMaxMinor(buyer, price, qty);
+        expect(escrow <= buyerMaxMinor(order, limit, qty)).toBe(true); // the hold at the limit covers it
+        const delivered = Math.floor(qty * frac);
+        const a = settlementAmounts(buyer, price, delivered, escrow, trade);
+        expect(a.buyer_paid_minor).toBe(a.seller_net_minor + a.fee_minor + a.rounding_minor);
+        expect(a.buyer_paid_minor + a.refund_minor).toBe(escrow);
+        expect(a.rounding_minor >= 0n && a.rounding_minor <= 1n && a.refund_minor >= 0n && a.fee_minor >= 0n).toBe(true);
+        const n = notionalFine(order, price, delivered);
+        expect(a.seller_net_minor * order.fine_per_minor <= (n > sideFeeFine(trade, price, delivered) ? n - sideFeeFine(trade, price, delivered) : 0n)).toBe(true);
+        expect(a.fee_minor * order.fine_per_minor <= sideFeeFine(buyer, price, delivered) + sideFeeFine(trade, price, delivered)).toBe(true);
+      }),
+      { numRuns: 2000, seed: 7 },
     );
   });
 });
