@@ -306,6 +306,7 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
     out.add(h.user_id);
   };
 
+  const bindHold_ = (ledger as { bindHold?: (r: { from_order_id: number; to_order_id: number }, now_ms: number) => unknown }).bindHold;
   /** Moves a BUY's gateway hold to its engine order id (or nothing when already done). */
   const bind = (zone_id: number, e: Extract<EngineEvent, { type: 'ACCEPTED' }>, replaying: boolean, out: Set<number>): void => {
     const key = `${e.user_id}:${e.client_order_id}`;
@@ -321,17 +322,20 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
     const h = ledger.holds.get(hold_id);
     if (h === undefined || h.status !== 'OPEN') return;
     // Same amount unless the zone's pricing changed since the hold: then the buyer must have the difference.
+    // (Unchanged pricing and an untouched hold: the same amount, nothing to check — the common case.)
     const zone = ledger.zone(h.zone_id);
-    const f = pricingFactors(zone);
-    const need = buyerMaxMinor(f, h.limit_price_ticks, h.qty_wh);
-    const available = ledger.balances(h.user_id, h.pricing.currency).available_minor;
-    if (need > h.remaining_minor + available) {
+    const p = h.pricing;
+    const samePricing = zone.currency === p.currency && zone.minor_units === p.minor_units && zone.tick_size === p.tick_size && zone.fee_bps === p.fee_bps
+      && zone.fee_per_kwh_minor === p.fee_per_kwh_minor && h.remaining_minor === h.held_minor;
+    const need = samePricing ? h.remaining_minor : buyerMaxMinor(pricingFactors(zone), h.limit_price_ticks, h.qty_wh);
+    const available = samePricing && typeof bindHold_ === 'function' ? 0n : ledger.balances(h.user_id, h.pricing.currency).available_minor;
+    if (!samePricing && need > h.remaining_minor + available) {
       log?.error('ledger: hold could not move to its order id (pricing changed); cancelling the order', { order_id: e.order_id, user_id: e.user_id });
       options.onUnfunded?.(zone_id, e.order_id, e.user_id);
       return;
     }
     const to = { order_id: e.order_id, user_id: h.user_id, zone_id: h.zone_id, limit_price_ticks: h.limit_price_ticks, qty_wh: h.qty_wh };
-    const bindHold = (ledger as { bindHold?: (r: { from_order_id: number; to_order_id: number }, now_ms: number) => unknown }).bindHold;
+    const bindHold = bindHold_;
     try {
       if (typeof bindHold === 'function') {
         // The ledger's own atomic move (not a new commitment: never refused by an outage gate).

@@ -1,0 +1,56 @@
+// ledgerFunds' hold move at ACCEPTED: with the zone's pricing unchanged since the hold, the hold
+// moves to the order id as is (no affordability check); with a higher fee since, a buyer who
+// cannot cover the difference has the order cancelled (onUnfunded) and keeps the gateway hold for
+// its fills until the cancel commits.
+import { describe, expect, it } from 'vitest';
+import { Ledger } from '../../ledger/ledger.js';
+import { ledgerFunds, ZONE_ID_SHIFT } from '../../gateway/backend.js';
+import type { EngineEvent } from '../../engine/index.js';
+
+const ZONE = 3;
+const zoneCfg = (fee_bps: number) => ({ zone_id: ZONE, currency: 'EUR', minor_units: 2, tick_size: '0.0001', fee_bps, fee_per_kwh_minor: 0n });
+
+function accepted(order_id: number, user_id: number, client_order_id: string, price_ticks: number, qty_wh: number): EngineEvent {
+  return {
+    type: 'ACCEPTED', order_id, user_id, client_order_id, interval_id: 1, side: 'BUY', source: 'ANY', order_type: 'LIMIT', stp: 'CANCEL_NEWEST', price_ticks, qty_wh, seq: 1, expire_at_ms: 0,
+  } as unknown as EngineEvent;
+}
+
+function setup(deposit_minor: bigint) {
+  const ledger = new Ledger();
+  ledger.configureZone(zoneCfg(0), 1);
+  ledger.openUserAccounts(7, 'EUR', 1);
+  ledger.deposit({ transfer_id: 'd7', user_id: 7, currency: 'EUR', amount_minor: deposit_minor }, 1);
+  const unfunded: number[] = [];
+  const funds = ledgerFunds(ledger, { now: () => 2, onUnfunded: (_z, order_id) => unfunded.push(order_id) });
+  return { ledger, funds, unfunded };
+}
+
+describe('hold move at ACCEPTED', () => {
+  it('unchanged pricing: the hold moves to the order id with the same amount', () => {
+    const { ledger, funds, unfunded } = setup(10_000n);
+    expect(funds.reserve({ user_id: 7, client_order_id: 'a', zone_id: ZONE, price_ticks: 2500, qty_wh: 2000 })).toBeNull();
+    const held = ledger.balances(7, 'EUR').held_minor;
+    expect(held).toBeGreaterThan(0n);
+    const order_id = ZONE * ZONE_ID_SHIFT + 1;
+    funds.apply({ zone_id: ZONE, seq: 1, ts_ms: 2, events: [accepted(order_id, 7, 'a', 2500, 2000)] });
+    expect(unfunded).toEqual([]);
+    expect(ledger.holds.get(order_id)).toMatchObject({ status: 'OPEN', remaining_minor: held });
+    expect(ledger.balances(7, 'EUR').held_minor).toBe(held);
+  });
+
+  it('a higher fee since the hold and no money for the difference: the order is cancelled (onUnfunded)', () => {
+    // exactly enough for the hold at fee 0
+    const probe = setup(1_000_000n);
+    probe.funds.reserve({ user_id: 7, client_order_id: 'p', zone_id: ZONE, price_ticks: 2500, qty_wh: 2000 });
+    const need0 = probe.ledger.balances(7, 'EUR').held_minor;
+    const { ledger, funds, unfunded } = setup(need0);
+    expect(funds.reserve({ user_id: 7, client_order_id: 'b', zone_id: ZONE, price_ticks: 2500, qty_wh: 2000 })).toBeNull();
+    ledger.configureZone(zoneCfg(500), 2); // 5 % fee from now on
+    const order_id = ZONE * ZONE_ID_SHIFT + 2;
+    funds.apply({ zone_id: ZONE, seq: 1, ts_ms: 2, events: [accepted(order_id, 7, 'b', 2500, 2000)] });
+    expect(unfunded).toEqual([order_id]);
+    expect(ledger.holds.get(order_id)).toBeUndefined();
+    expect(ledger.balances(7, 'EUR').held_minor).toBe(need0); // the gateway hold still covers it
+  });
+});
