@@ -381,6 +381,9 @@ export async function run(args: string[]): Promise<void> {
     metrics[`${w.name}_batch_ops_per_s`] = Math.round(batchOps);
     metrics[`${w.name}_batch_ops_per_cpu_s`] = Math.round(batchCpuOps);
     metrics[`${w.name}_harness_ns_per_cmd`] = Math.round(harnessNs);
+    // wall-clock ratios swing with the machine's load; the CPU-time ratio is the steadier one
+    metrics[`${w.name}_ratio_vs_peer`] = Math.round((kwxOps / peerOps) * 10) / 10;
+    metrics[`${w.name}_ratio_vs_peer_cpu`] = Math.round((kwxCpuOps / peerCpuOps) * 10) / 10;
     rows.push({
       workload: w.name,
       commands: w.kwx.length,
@@ -389,6 +392,7 @@ export async function run(args: string[]): Promise<void> {
       ratio: Math.round((kwxOps / peerOps) * 10) / 10,
       kwx_per_cpu_s: Math.round(kwxCpuOps),
       peer_per_cpu_s: Math.round(peerCpuOps),
+      ratio_cpu: Math.round((kwxCpuOps / peerCpuOps) * 10) / 10,
       batch_ops_per_s: Math.round(batchOps),
       batch_per_cpu_s: Math.round(batchCpuOps),
       harness_ns: Math.round(harnessNs),
@@ -402,7 +406,7 @@ export async function run(args: string[]): Promise<void> {
       fullGc();
       const sec = runKwxDecoded(e, w.kwx);
       metrics.mixed_decoded_ops_per_s = Math.round(w.kwx.length / sec);
-      rows.push({ workload: 'mixed+decode', commands: w.kwx.length, kwx_ops_per_s: Math.round(w.kwx.length / sec), peer_ops_per_s: Math.round(peerOps), ratio: Math.round((w.kwx.length / sec / peerOps) * 10) / 10, kwx_per_cpu_s: '', peer_per_cpu_s: '', batch_ops_per_s: '', batch_per_cpu_s: '', harness_ns: '', kwx_events: '', resting_after: '', gc_per_run: '', gc_max_ms: '' });
+      rows.push({ workload: 'mixed+decode', commands: w.kwx.length, kwx_ops_per_s: Math.round(w.kwx.length / sec), peer_ops_per_s: Math.round(peerOps), ratio: Math.round((w.kwx.length / sec / peerOps) * 10) / 10, kwx_per_cpu_s: '', peer_per_cpu_s: '', ratio_cpu: '', batch_ops_per_s: '', batch_per_cpu_s: '', harness_ns: '', kwx_events: '', resting_after: '', gc_per_run: '', gc_max_ms: '' });
       const lat = latency(w);
       metrics.mixed_p50_ns = lat.p50;
       metrics.mixed_p99_ns = lat.p99;
