@@ -659,8 +659,9 @@ const PG_EPOCH_S = 946_684_800;
 export function encodeReadingsCopy(jobs: { meter: MeterContext; d: DecodedReadings }[], receivedUsSinceUnix: number): Buffer {
   let n = 0;
   for (const j of jobs) n += j.d.rows.n;
-  const buf = Buffer.alloc(19 + n * 74 + 2);
+  const buf = Buffer.allocUnsafe(19 + n * 74 + 2); // every byte is written below
   buf.write('PGCOPY\n\xff\r\n\0', 0, 'latin1');
+  buf.fill(0, 11, 19);
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let o = 19; // flags and header extension length stay 0
   const received = receivedUsSinceUnix - PG_EPOCH_S * 1_000_000;
@@ -820,11 +821,27 @@ export function aggregateRollups(jobs: { meter: MeterContext; d: DecodedReadings
     const days = new Map<number, Sums>();
     const months = new Map<number, Sums>();
     const bucketOf = new Map<number, Buckets>();
+    // rows are sorted by interval: sum runs of the same hour, then add each run once
+    let run: Buckets | null = null;
+    let rp = 0;
+    let rc = 0;
+    let rn = 0;
     for (let i = 0; i < r.n; i++) {
       const b = buckets.get(tz, r.start_s[i]);
       if (b === undefined) throw new Error(`no roll-up bucket cached for ${tz} ${r.start_s[i]}`);
-      add(hours, b.hour, r.production_wh[i], r.consumption_wh[i], 1);
-      bucketOf.set(b.hour, b);
+      if (run !== null && b.hour !== run.hour) {
+        add(hours, run.hour, rp, rc, rn);
+        bucketOf.set(run.hour, run);
+        rp = rc = rn = 0;
+      }
+      run = b;
+      rp += r.production_wh[i];
+      rc += r.consumption_wh[i];
+      rn++;
+    }
+    if (run !== null) {
+      add(hours, run.hour, rp, rc, rn);
+      bucketOf.set(run.hour, run);
     }
     for (const [h, x] of hours) {
       const b = bucketOf.get(h) as Buckets;
