@@ -114,6 +114,20 @@ class WaiterQueue {
     return fn;
   }
 
+  /**
+   * Removes and returns waiters older than `seq` (none, by construction: every sequenced command
+   * comes back or is failed by a worker restart; a defence so one lost result cannot stall a zone).
+   */
+  takeBelow(seq: number): Resolve[] {
+    const out: Resolve[] = [];
+    while (this.head < this.seqs.length && this.seqs[this.head] < seq) {
+      out.push(this.fns[this.head]);
+      this.fns[this.head] = undefined as unknown as Resolve;
+      this.head++;
+    }
+    return out;
+  }
+
   /** Removes and returns the waiters of seqs above `seq` (newest last). */
   takeAbove(seq: number): Resolve[] {
     let i = this.seqs.length;
@@ -531,6 +545,14 @@ class RuntimeImpl implements Runtime {
       const z = this.zones.get(zone_id);
       if (z === undefined) continue;
       const events = len < 0 ? [] : decodeEventsAt(m.bytes, ix[x + 5], zone_id, ts_ms);
+      const stale = z.waiters.takeBelow(seq);
+      if (stale.length > 0) {
+        this.opts.log?.error('commands without a journaled result (answered EXCHANGE_UNAVAILABLE)', { zone_id, before_seq: seq, count: stale.length });
+        for (const f of stale) {
+          this.inflight--;
+          f(fail('EXCHANGE_UNAVAILABLE', 'exchange unavailable: the command has no journaled result; it was not executed'));
+        }
+      }
       const resolve = z.waiters.take(seq);
       if (resolve !== undefined) {
         this.inflight--;
