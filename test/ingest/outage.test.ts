@@ -156,3 +156,37 @@ describe('roll-up applier survives a dropped connection', () => {
     expect(zone[0]).toEqual({ p: 30, n: 2 });
   });
 });
+
+describe('readings fast path survives a dropped connection', () => {
+  it('a cut while the COPY transaction waits is answered 503 (not acknowledged), the process lives on, the resend is stored once, and later batches still go through', async () => {
+    const owner = await createUser(db, 'copy-owner');
+    const m = await createMeter(db, { serial: 'CP-OUT', user_id: owner, zone_id: zoneId });
+    const principal = { kind: 'meter' as const, id: m.id };
+    // a fresh body per submission: the service hands (transfers) the bytes to its decode thread
+    const batch = () => body([reading('CP-OUT', slot(8), 5, 1), reading('CP-OUT', slot(7), 6, 1)]);
+    let answer: unknown = null;
+    await cutWhileWaitingOn(
+      'meter_readings',
+      async () => {
+        service.submitReadings(principal, batch(), 'json').then(
+          (r) => (answer = r),
+          (err: unknown) => (answer = err),
+        );
+      },
+      async () => {
+        while (answer === null) await new Promise((r) => setTimeout(r, 5));
+      },
+    );
+    expect(answer).toMatchObject({ code: 'STORAGE_UNAVAILABLE', http_status: 503 });
+    // the resend: stored now, or found identical if the cut transaction committed after all
+    const again = await service.submitReadings(principal, batch(), 'json');
+    expect(again.accepted + again.duplicates).toBe(2);
+    for (let k = 6; k >= 1; k--) expect((await service.submitReadings(principal, body([reading('CP-OUT', slot(k), 7, 1)]), 'json')).accepted).toBe(1);
+    await service.settle();
+    const [c] = await db.sql`
+      select (select count(*)::int from meter_readings where meter_id = ${m.id}) as rows,
+             (select sum(reading_count)::int from reading_rollups where scope = 'METER' and scope_id = ${m.id} and period = 'HOUR') as rolled`;
+    expect(c).toEqual({ rows: 8, rolled: 8 });
+  });
+});
+
