@@ -2,15 +2,18 @@
 // no I/O, no clock (time is each command's ts_ms), no randomness. Rules: MARKET-RULES.md.
 //
 // Data layout (docs/engine.md has the details):
-// - orders live in pooled 128-byte records of one ArrayBuffer (float64 and int32 views); a free
-//   list recycles slots; order_id -> slot is a typed Robin Hood hash, so cancel by id is O(1);
+// - orders live in pooled 64-byte records (one cache line) of one ArrayBuffer (float64 and int32
+//   views); a free list recycles slots; order_id -> slot is a ring of slots indexed by the id's low
+//   bits (verified by the record, overflow in a hash), so cancel by id is O(1); client order ids
+//   are a (fingerprint, slot) table verified against the record;
 // - a resting order sits on one intrusive doubly-linked list, its price level's FIFO. Operator
 //   paths that need seq order over the zone (halt, gate closure, mass cancel) scan the pool and
 //   sort instead of keeping zone/user lists that would cost cache misses on every cancel and fill;
 // - a book is one delivery interval; each book has one sub-book per (side, source): buys for ANY,
 //   SOLAR, WIND, BATTERY, HYDRO and sells of the four sources. A sub-book is a sorted array of
 //   price levels, best at the end (so taking or removing the best level is O(1)); a level is a slot
-//   in the level pool holding its FIFO head/tail, total Wh and count;
+//   in the level pool holding its FIFO head/tail, total Wh and count; a direct-mapped cache finds
+//   the level of a (sub-book, price) without a search;
 // - events are written into a reused Float64Array (EVENT_WIDTH cells each) and decoded to plain
 //   objects on request (events.ts), so the matching loop allocates nothing.
 
@@ -226,7 +229,7 @@ export class ZoneEngine {
 
   // orders (struct of arrays)
   private oCap: number;
-  /** Order records, one 128-byte record per slot: 8 float64 fields, then int32 fields (views of one buffer). */
+  /** Order records, one 64-byte record per slot: 4 float64 fields, then 8 int32 fields (views of one buffer). */
   private of: Float64Array;
   private oi: Int32Array;
   private oCoid: string[] = [];
@@ -607,6 +610,7 @@ export class ZoneEngine {
     if (this.status !== ST_ACTIVE) return this.rejectOrder(c, R_ZONE_HALTED);
     if (this.bookClosed[book] !== 0) return this.rejectOrder(c, R_INTERVAL_CLOSED);
     let us = this.userSlot(uid);
+    // executeBatch already hashed this command's client order id while looking ahead
     const coidKey = c === this.pfCmd ? this.pfFp : coidFp(uid, coid);
     if (us !== NONE && this.findCoid(coidKey, uid, coid) !== NONE) return this.rejectOrder(c, R_DUPLICATE_CLIENT_ORDER_ID);
     if (price < this.bandMin || price > this.bandMax) return this.rejectOrder(c, R_PRICE_OUT_OF_BAND);
