@@ -73,6 +73,7 @@ describe('schema v1 constraints (0001_foundation)', () => {
     ['trades.status enum', `insert into trades (id, zone_id, interval_id, buy_order_id, sell_order_id, buyer_id, seller_id, maker_side, source, price_ticks, qty_wh, zone_seq, executed_at, status) values (4, ${z()}, ${ids.interval}, 1, 2, ${ids.user2}, ${ids.user}, 'SELL', 'SOLAR', 100, 5, 4, now(), 'PAID')`, '23514'],
     ['trades reference real orders', `insert into trades (id, zone_id, interval_id, buy_order_id, sell_order_id, buyer_id, seller_id, maker_side, source, price_ticks, qty_wh, zone_seq, executed_at) values (5, ${z()}, ${ids.interval}, 77, 2, ${ids.user2}, ${ids.user}, 'SELL', 'SOLAR', 100, 5, 4, now())`, '23503'],
     ['engine_journal (zone, seq) is unique', `insert into engine_journal (zone_id, seq, kind, payload, ts) values (${z()}, 1, 1, '\\x00', now()), (${z()}, 1, 1, '\\x00', now())`, '23505'],
+    ['engine_journal zone exists (statement check, multi-row)', `insert into engine_journal (zone_id, seq, kind, payload, ts) values (${z()}, 900, 1, '\\x00', now()), (987654321, 1, 1, '\\x00', now())`, '23503'],
     ['engine_journal seq positive', `insert into engine_journal (zone_id, seq, kind, payload, ts) values (${z()}, 0, 1, '\\x00', now())`, '23514'],
     ['community_members.role enum', `insert into community_members (group_id, user_id, role) values (${ids.group}, ${ids.user2}, 'OWNER')`, '23514'],
     ['community_groups name unique per zone', `insert into community_groups (name, zone_id, created_by) values ('Street', ${z()}, ${ids.user2})`, '23505'],
@@ -101,5 +102,33 @@ describe('schema v1 constraints (0001_foundation)', () => {
     }
     expect(results.filter((r) => !r.endsWith(': ok'))).toEqual([]);
     expect(results.length).toBeGreaterThanOrEqual(40);
+  });
+  it('engine_journal names an existing zone: checked per statement, for COPY too; a journaled zone cannot be deleted (0016)', async () => {
+    const sql = db.sql;
+    const code = (p: Promise<unknown>): Promise<string | null> => p.then(() => null, (e: { code?: string }) => e.code ?? 'no code');
+    const zone = async (c: string): Promise<number> =>
+      Number((await sql`insert into grid_zones (code, name, currency, tick_size, capacity_w, price_band_min_ticks, price_band_max_ticks, max_order_wh)
+        values (${c}, ${c}, 'EUR', 0.01, 1000, 0, 100, 1000) returning id`)[0].id);
+    const journaled = await zone('JRN');
+    const bare = await zone('BARE');
+    const copyRows = async (lines: string): Promise<void> => {
+      const w = await sql`copy engine_journal (zone_id, seq, kind, payload, ts) from stdin`.writable();
+      await new Promise<void>((resolve, reject) => {
+        w.on('error', reject);
+        w.on('finish', resolve);
+        w.end(lines);
+      });
+    };
+    // One unknown zone among good rows: the whole statement fails, nothing lands. (A multi-row INSERT:
+    // postgres.js never reports an error raised after CopyDone, see docs/runtime.md; COPY fires the
+    // same AFTER ... FOR EACH STATEMENT trigger, and the good COPY below goes through it.)
+    expect(await code(sql`insert into engine_journal (zone_id, seq, kind, payload, ts)
+      select z, 1, 1, '\\x00', now() from unnest(${[journaled, 987654321]}::bigint[]) as z`)).toBe('23503');
+    expect((await sql`select count(*)::int as n from engine_journal where zone_id = ${journaled}`)[0].n).toBe(0);
+    await copyRows(`${journaled}\t1\t1\t\\\\x00\t2030-01-01T00:00Z\n${journaled}\t2\t1\t\\\\x00\t2030-01-01T00:00Z\n`);
+    expect((await sql`select count(*)::int as n from engine_journal where zone_id = ${journaled}`)[0].n).toBe(2);
+    expect(await code(sql`delete from grid_zones where id = ${journaled}`)).toBe('23503');
+    expect(await code(sql`update grid_zones set name = 'renamed' where id = ${journaled}`)).toBeNull();
+    expect(await code(sql`delete from grid_zones where id = ${bare}`)).toBeNull();
   });
 });
