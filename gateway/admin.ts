@@ -4,6 +4,7 @@
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type postgres from 'postgres';
 import type { Sql } from '../schema/db.js';
+import { invalidateIngestToken } from '../ingest/index.js';
 import { newToken } from '../ingest/tokens.js';
 import { isConnectionError } from '../ledger/store.js';
 import { adminPayload, authenticate, newApiKeyMaterial, OPERATOR_ROLES, type Algorithm, type Principal } from './auth.js';
@@ -64,6 +65,9 @@ class AdminError extends Error {
     super(failure.message);
   }
 }
+/** How far in the past a fee schedule's effective_from may be (clock skew between operator and server). */
+const FEE_PAST_TOLERANCE_MS = 60_000;
+
 const bad = (code: string, message: string, status = 400): never => {
   throw new AdminError(status, fail(code, message));
 };
@@ -302,11 +306,29 @@ export function attachAdmin(d: AdminDeps): void {
     return { status: 200, body };
   });
 
-  route('post', '/admin/fees', { adminOnly: true, schema: obj({ zone_id: POS, fee_bps: { type: 'integer', minimum: 0, maximum: 10000 }, fee_per_kwh_minor: { type: 'integer', minimum: 0 } }, ['fee_bps']) }, async (c) => {
-    const [body] = await sql`with after as (insert into fee_schedules (zone_id, fee_bps, fee_per_kwh_minor, created_by)
-        values (${(c.body.zone_id as number | undefined) ?? null}, ${c.body.fee_bps as number}, ${(c.body.fee_per_kwh_minor as number | undefined) ?? 0}, ${c.principal.user_id}) returning *),
+  // A fee schedule applies from `effective_from` (default: now) until the next one of its zone (or
+  // of the platform default, zone_id absent). It cannot start in the past: fees already charged stay.
+  route('post', '/admin/fees', { adminOnly: true, schema: obj({ zone_id: POS, fee_bps: { type: 'integer', minimum: 0, maximum: 10000 }, fee_per_kwh_minor: { type: 'integer', minimum: 0 }, effective_from: { type: 'string', maxLength: 40 } }, ['fee_bps']) }, async (c) => {
+    const from = c.body.effective_from as string | undefined;
+    let from_ms: number | null = null;
+    if (from !== undefined) {
+      from_ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/.test(from) ? Date.parse(from) : NaN;
+      if (!Number.isFinite(from_ms)) bad('INVALID_FIELD', `effective_from "${from}" is not an ISO 8601 time with a zone (e.g. 2030-01-01T00:00:00Z)`);
+      if ((from_ms as number) < d.now() - FEE_PAST_TOLERANCE_MS) bad('INVALID_FIELD', `effective_from ${from} is in the past: a fee schedule applies from now on`);
+    }
+    const [body] = await sql`with after as (insert into fee_schedules (zone_id, fee_bps, fee_per_kwh_minor, effective_from, created_by)
+        values (${(c.body.zone_id as number | undefined) ?? null}, ${c.body.fee_bps as number}, ${(c.body.fee_per_kwh_minor as number | undefined) ?? 0},
+          ${from_ms === null ? sql`now()` : sql`timestamptz 'epoch' + ${from_ms}::bigint * interval '1 millisecond'`}, ${c.principal.user_id}) returning *),
       audit as (${c.auditFrom(sql`after`, 'fees.set', 'fee_schedule', sql`after.id`, NULL, sql`to_jsonb(after)`)})
-      select * from after`;
+      select *, (extract(epoch from effective_from) * 1000)::bigint as effective_from_ms from after`;
+    // The ledger charges it from then on, without a restart.
+    d.funds.setFeeSchedule({
+      zone_id: body.zone_id === null ? null : Number(body.zone_id),
+      effective_from_ms: Number(body.effective_from_ms),
+      fee_bps: Number(body.fee_bps),
+      fee_per_kwh_minor: BigInt(body.fee_per_kwh_minor as string),
+    });
+    delete body.effective_from_ms;
     return { status: 201, body };
   });
 
@@ -399,6 +421,8 @@ export function attachAdmin(d: AdminDeps): void {
         audit as (${c.auditFrom(sql`t`, `${kind.slice(0, -1)}.token_rotate`, table === 'devices' ? 'device' : 'smart_meter', sql`t.id`, NULL, json({ token_issued: true }))})
         select id from t`;
       if (rows.length === 0) bad('NOT_FOUND', `no ${kind.slice(0, -1)} ${target}`, 404);
+      // The old token stops working here at once (other processes: within ingest's auth cache TTL).
+      invalidateIngestToken(kind === 'meters' ? 'meter' : 'device', target);
       const body = { id: target, token };
       return { status: 200, body };
     });

@@ -5,7 +5,7 @@
 // - Funds: buy-order holds and balances. `ledgerFunds(ledger)` adapts ledger/ledger.ts.
 import { ZoneEngine } from '../engine/index.js';
 import type { Command, ConfigureZoneCommand, EngineEvent, EngineSnapshot, PlaceCommand } from '../engine/index.js';
-import type { Ledger } from '../ledger/ledger.js';
+import type { FeeSchedule, Ledger } from '../ledger/ledger.js';
 import { buyerMaxMinor, pricingFactors } from '../ledger/money.js';
 import { fail, type Failure } from './codes.js';
 
@@ -148,6 +148,12 @@ export interface Funds {
    * the flush failed). Many callers in one event-loop turn share one flush.
    */
   durable(): Promise<void> | null;
+  /**
+   * An operator stored a fee schedule (POST /admin/fees): the ledger charges it from its
+   * effective time on, without a restart. Holds use the schedule in force when the order is placed,
+   * fills the one in force at the trade's journal time (docs/ledger.md).
+   */
+  setFeeSchedule(s: FeeSchedule): void;
 }
 
 /** Funds that never refuse (no ledger attached): balances are empty. */
@@ -161,10 +167,11 @@ export function unlimitedFunds(): Funds {
     deposit: () => fail('EXCHANGE_UNAVAILABLE', 'no ledger is attached to this gateway'),
     withdraw: () => fail('EXCHANGE_UNAVAILABLE', 'no ledger is attached to this gateway'),
     durable: () => null,
+    setFeeSchedule: () => {},
   };
 }
 
-type LedgerLike = Pick<Ledger, 'holdBuyOrder' | 'fillBuyOrder' | 'releaseBuyOrder' | 'balances' | 'openUserAccounts' | 'zone' | 'deposit' | 'withdraw' | 'holds' | 'escrows'>;
+type LedgerLike = Pick<Ledger, 'holdBuyOrder' | 'fillBuyOrder' | 'releaseBuyOrder' | 'balances' | 'openUserAccounts' | 'zone' | 'deposit' | 'withdraw' | 'holds' | 'escrows' | 'setFeeSchedule'>;
 
 function ledgerFailure(err: unknown): Failure {
   const e = err as { code?: string; message?: string };
@@ -399,7 +406,8 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
             if (h.status === 'OPEN' || ledger.escrows.has(trade_id)) {
               ensureAccounts(seller_id, h.pricing.currency);
               ledger.fillBuyOrder(
-                { trade_id, order_id: h.order_id, seller_id, price_ticks: e.price_ticks, qty_wh: e.qty_wh, interval_id: e.interval_id, source: e.source },
+                // The fee charged is the one in force at the trade's journal time (also on a replay after a restart).
+                { trade_id, order_id: h.order_id, seller_id, price_ticks: e.price_ticks, qty_wh: e.qty_wh, interval_id: e.interval_id, source: e.source, traded_at_ms: c.ts_ms },
                 now(),
               );
               changed();
@@ -538,6 +546,9 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
       }
     },
     durable,
+    setFeeSchedule(sched) {
+      ledger.setFeeSchedule(sched);
+    },
   };
 }
 

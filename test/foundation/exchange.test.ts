@@ -168,6 +168,11 @@ describe('the exchange end to end (npm start): trading, restart, meters', () => 
     expect(rotated.status).toBe(200);
     expect(rotated.body.token).toMatch(/^kwx_m_\d+_/);
     expect(rotated.body.token).not.toBe(meter.body.token);
+    // the old token stops at once in this process (it was just accepted, so it was cached); the new one works
+    const old = await post(String(meter.body.token), [{ meter_serial: 'E2E-METER-1', interval_start: quarter - 900_000, interval_minutes: 15, production_wh: 1000, consumption_wh: 100 }]);
+    expect(old.status).toBe(401);
+    const fresh = await post(String(rotated.body.token), [{ meter_serial: 'E2E-METER-1', interval_start: quarter - 900_000, interval_minutes: 15, production_wh: 1000, consumption_wh: 100 }]);
+    expect(await fresh.json()).toMatchObject({ received: 1, accepted: 1, rejected: 0 });
     expect((await signed('operator', 'POST', '/admin/meters/999999/token')).status).toBe(404);
 
     seller2.close();

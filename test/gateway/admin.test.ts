@@ -132,3 +132,33 @@ describe('admin actions are audited', () => {
     expect(text).not.toMatch(/user_id=|key_id=/);
   });
 });
+
+describe('fee schedules (POST /admin/fees)', () => {
+  it('the ledger charges a new schedule from its effective time without a restart; past or malformed times are refused; ADMIN only', async () => {
+    const now = Date.now();
+    const before = ex.ledger.feeAt(ex.zone_id, now);
+    // in force now (default effective_from = now)
+    const r = await ex.admin(ex.actors.admin, 'POST', '/admin/fees', { zone_id: ex.zone_id, fee_bps: 137, fee_per_kwh_minor: 2 });
+    expect(r.status).toBe(201);
+    expect(r.body).toMatchObject({ zone_id: String(ex.zone_id), fee_bps: 137, fee_per_kwh_minor: '2' });
+    expect(r.body).not.toHaveProperty('effective_from_ms');
+    expect(ex.ledger.feeAt(ex.zone_id, Date.now() + 1)).toMatchObject({ fee_bps: 137, fee_per_kwh_minor: 2n, source: 'ZONE_SCHEDULE' });
+    // scheduled: the current fee stays until then, exactly to the millisecond
+    const at = new Date(Math.ceil((Date.now() + 3_600_000) / 1000) * 1000 + 250);
+    const later = await ex.admin(ex.actors.admin, 'POST', '/admin/fees', { zone_id: ex.zone_id, fee_bps: 200, effective_from: at.toISOString() });
+    expect(later.status).toBe(201);
+    expect(new Date(later.body.effective_from as string).getTime()).toBe(at.getTime());
+    expect(ex.ledger.feeAt(ex.zone_id, at.getTime() - 1)).toMatchObject({ fee_bps: 137 });
+    expect(ex.ledger.feeAt(ex.zone_id, at.getTime())).toMatchObject({ fee_bps: 200, fee_per_kwh_minor: 0n, effective_from_ms: at.getTime() });
+    // refused: in the past, not a time, an operator
+    const past = await ex.admin(ex.actors.admin, 'POST', '/admin/fees', { zone_id: ex.zone_id, fee_bps: 1, effective_from: new Date(now - 3_600_000).toISOString() });
+    expect(past).toMatchObject({ status: 400, body: { code: 'INVALID_FIELD' } });
+    expect(past.body.message).toContain('in the past');
+    expect(await ex.admin(ex.actors.admin, 'POST', '/admin/fees', { fee_bps: 1, effective_from: 'tomorrow' })).toMatchObject({ status: 400, body: { code: 'INVALID_FIELD' } });
+    expect((await ex.admin(ex.actors.operator, 'POST', '/admin/fees', { fee_bps: 1 })).status).toBe(403);
+    expect(ex.ledger.feeAt(ex.zone_id, at.getTime() + 1)).toMatchObject({ fee_bps: 200 });
+    expect(before.fee_bps).not.toBe(137);
+    const [row] = await ex.db.sql<{ action: string }[]>`select action from audit_log where action = 'fees.set' order by id desc limit 1`;
+    expect(row.action).toBe('fees.set');
+  });
+});
