@@ -16,7 +16,7 @@ const ALGORITHM = env('KWX_ALGORITHM', 'HMAC_SHA256');
 const ZONE = Number(env('KWX_ZONE', '1'));
 const INTERVAL = Number(env('KWX_INTERVAL', '1'));
 const SPREAD_TICKS = Number(env('KWX_SPREAD_TICKS', '20'));
-const TICK = Number(env('KWX_TICK', '0.0001'));
+const TICK = env('KWX_TICK', '0.0001'); // the zone's tick size, as a decimal string
 const QTY = env('KWX_QTY', '1.000');
 
 // ---- signing (docs/protocol.md "Login") ----
@@ -48,7 +48,8 @@ const strip = (s) => {
 };
 
 const book = { bids: new Map(), asks: new Map(), seq: -1, epoch: '' };
-const sorted = (side) => [...book[side]].sort((a, b) => (side === 'bids' ? Number(b[0]) - Number(a[0]) : Number(a[0]) - Number(b[0])));
+const cmp = (x, y) => (x < y ? -1 : x > y ? 1 : 0);
+const sorted = (side) => [...book[side]].sort((a, b) => (side === 'bids' ? cmp(scaled(b[0]), scaled(a[0])) : cmp(scaled(a[0]), scaled(b[0]))));
 const checksum = () => {
   let s = '';
   for (const [p, q] of sorted('asks').slice(0, 10)) s += strip(p) + strip(q);
@@ -90,20 +91,39 @@ function onBook(m) {
   requote();
 }
 
-let lastMid = null;
+// ---- prices: integer ticks, never floats (prices travel as decimal strings) ----
+const DECIMALS = (TICK.split('.')[1] ?? '').length;
+const scaled = (dec) => {
+  // "-0.1234" -> -1234n at DECIMALS places (a price is always a whole number of ticks)
+  const neg = dec.startsWith('-');
+  const [i, f = ''] = (neg ? dec.slice(1) : dec).split('.');
+  const v = BigInt(i + f.padEnd(DECIMALS, '0').slice(0, DECIMALS));
+  return neg ? -v : v;
+};
+const TICK_UNITS = scaled(TICK);
+const toTicks = (price) => scaled(price) / TICK_UNITS;
+const fromTicks = (ticks) => {
+  const v = ticks * TICK_UNITS;
+  const abs = (v < 0n ? -v : v).toString().padStart(DECIMALS + 1, '0');
+  const s = DECIMALS === 0 ? abs : `${abs.slice(0, -DECIMALS)}.${abs.slice(-DECIMALS)}`;
+  return v < 0n ? `-${s}` : s;
+};
+
+let lastMid = null; // in ticks
 function requote() {
   const bid = sorted('bids')[0];
   const ask = sorted('asks')[0];
-  const mid = bid && ask ? (Number(bid[0]) + Number(ask[0])) / 2 : bid ? Number(bid[0]) : ask ? Number(ask[0]) : 0.1;
-  if (lastMid !== null && Math.abs(mid - lastMid) < TICK * 5) return;
+  // mid rounded down to a whole tick; an empty book quotes around 0.1 (per kWh)
+  const mid = bid && ask ? (toTicks(bid[0]) + toTicks(ask[0])) / 2n : bid ? toTicks(bid[0]) : ask ? toTicks(ask[0]) : toTicks('0.1');
+  if (lastMid !== null && (mid > lastMid ? mid - lastMid : lastMid - mid) < 5n) return;
   lastMid = mid;
   for (const side of ['BUY', 'SELL']) {
     if (quotes[side] !== null) send({ type: 'cancel', order_id: quotes[side] });
     quotes[side] = null;
-    const ticks = Math.round(mid / TICK) + (side === 'BUY' ? -SPREAD_TICKS : SPREAD_TICKS);
+    const ticks = mid + BigInt(side === 'BUY' ? -SPREAD_TICKS : SPREAD_TICKS);
     send({
       type: 'place', zone_id: ZONE, interval_id: INTERVAL, client_order_id: `bot-${side}-${randomBytes(4).toString('hex')}`,
-      side, source: side === 'SELL' ? 'SOLAR' : 'ANY', order_type: 'POST_ONLY', price: (ticks * TICK).toFixed(4), qty: QTY,
+      side, source: side === 'SELL' ? 'SOLAR' : 'ANY', order_type: 'POST_ONLY', price: fromTicks(ticks), qty: QTY,
     });
   }
 }
