@@ -29,6 +29,8 @@ export interface AdminDeps {
   funds: Funds;
   orders: OrderTracker | null;
   now: () => number;
+  /** A zone was created: make it tradable here (engine, ledger); true when the engine runs it. */
+  zoneCreated?: (zone_id: number) => Promise<boolean>;
 }
 
 type Fragment = postgres.Fragment;
@@ -246,7 +248,17 @@ export function attachAdmin(d: AdminDeps): void {
       audit as (${c.auditFrom(sql`after`, 'zone.create', 'grid_zone', sql`after.id`, NULL, sql`to_jsonb(after)`)})
       select * from after`;
     await d.catalog.refresh();
-    return { status: 201, body: row };
+    // Trading starts without a restart: the engine runs the zone (configured from this row as its
+    // first journal row) and the ledger knows its currency and fees; the runtime's calendar writes
+    // its delivery intervals. The zone row stands either way (it is committed and audited).
+    let engine: { running: boolean; note?: string };
+    try {
+      const running = d.zoneCreated === undefined ? false : await d.zoneCreated(Number(row.id));
+      engine = running ? { running: true } : { running: false, note: 'the engine does not run this zone in this process' };
+    } catch (err) {
+      engine = { running: false, note: `the engine could not start the zone: ${(err as Error).message}; it starts at the next restart` };
+    }
+    return { status: 201, body: { ...row, engine } };
   });
 
   route('patch', '/admin/zones/:id', { schema: obj({ ...ZONE_FIELDS, tick_size: DEC }) }, async (c) => {

@@ -32,6 +32,8 @@ export interface TradingBackend {
   /** A zone's engine state (open orders, config) for the publisher's initial books. */
   dump(zone_id: number): Promise<{ state: EngineSnapshot }>;
   zones(): number[];
+  /** Starts running a zone created after start-up; true when it runs here. (The runtime's addZone.) */
+  startZone?(zone_id: number): Promise<boolean>;
 }
 
 /** The shape of engine/runtime's Runtime that the adapter uses (kept structural on purpose). */
@@ -40,6 +42,7 @@ export interface RuntimeLike {
   subscribeAll(fn: (c: CommittedEvents) => void): () => void;
   dump(zone_id: number): Promise<{ state: EngineSnapshot; state_hash: string }>;
   status(): { zones: { zone_id: number }[] };
+  addZone?(zone_id: number): Promise<boolean>;
 }
 
 export function runtimeBackend(runtime: RuntimeLike): TradingBackend {
@@ -48,6 +51,7 @@ export function runtimeBackend(runtime: RuntimeLike): TradingBackend {
     subscribeAll: (fn) => runtime.subscribeAll(fn),
     dump: (z) => runtime.dump(z),
     zones: () => runtime.status().zones.map((z) => z.zone_id),
+    startZone: (z) => (runtime.addZone === undefined ? Promise.resolve(false) : runtime.addZone(z)),
   };
 }
 

@@ -110,7 +110,14 @@ export async function attachGateway(o: GatewayOptions): Promise<Gateway> {
   });
   const publisher = backend !== null && o.publish !== false ? await startPublisher({ backend, funds, bus, catalog, now }) : null;
   ws = attachWebSocket({ app: o.app, sql: o.sql, bus, catalog, limits, metrics, backend, funds, orders: publisher?.orders ?? null, now, path: o.ws_path });
-  attachAdmin({ app: o.app, sql: o.sql, bus, catalog, limits, metrics, backend, funds, orders: publisher?.orders ?? null, now });
+  const ledger = funds === o.funds ? undefined : o.ledger;
+  const zoneCreated = async (zone_id: number): Promise<boolean> => {
+    // catalog and ledger first: the zone's first events and orders need its currency and fees
+    await catalog.load(zone_id);
+    if (ledger !== undefined) await configureLedgerZones(o.sql, ledger, catalog, now());
+    return backend?.startZone === undefined ? false : backend.startZone(zone_id);
+  };
+  attachAdmin({ app: o.app, sql: o.sql, bus, catalog, limits, metrics, backend, funds, orders: publisher?.orders ?? null, now, zoneCreated });
   o.log?.info('gateway attached', { bus: bus.kind, publisher: publisher !== null, trading: backend !== null });
   const endpoint = ws;
   return {

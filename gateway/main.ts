@@ -92,6 +92,8 @@ async function start(config: Config, log: Logger, args: Set<string>, running: Ru
     workers: config.engine_workers,
     journal_batch_max: config.journal_batch_max,
     journal_batch_wait_ms: config.journal_batch_wait_ms,
+    // the delivery-interval calendar: every zone keeps its intervals written ahead (schedule.ts)
+    schedule_intervals_ahead_ms: config.intervals_ahead_hours > 0 ? config.intervals_ahead_hours * 3_600_000 : undefined,
     log,
     onIntervalClosed: (c) => log.info('interval closed; ready for delivery verification', { ...c }),
   });

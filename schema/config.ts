@@ -25,6 +25,8 @@ export interface Config {
   /** Max rows in one journal batch and max wait before a partial batch is flushed. */
   journal_batch_max: number;
   journal_batch_wait_ms: number;
+  /** Delivery intervals are written ahead so that every gate opening within this many hours exists (0: off). */
+  intervals_ahead_hours: number;
   /** Seed a demo zone, users and keys on start (KWX_SEED_DEMO=1). */
   seed_demo: boolean;
 }
@@ -103,6 +105,7 @@ export function loadConfig(env: Env = process.env, cores = defaultCores()): Conf
     engine_workers: intVar(env, 'KWX_ENGINE_WORKERS', cores, 1, 64),
     journal_batch_max: intVar(env, 'KWX_JOURNAL_BATCH_MAX', 4096, 1, 100_000),
     journal_batch_wait_ms: intVar(env, 'KWX_JOURNAL_BATCH_WAIT_MS', 2, 0, 1000),
+    intervals_ahead_hours: intVar(env, 'KWX_INTERVALS_AHEAD_HOURS', 24, 0, 24 * 31),
     seed_demo: boolVar(env, 'KWX_SEED_DEMO', false),
   };
 }

@@ -20,6 +20,7 @@ import { JournalWriter, type JournalState } from './journal.js';
 import { connectNoDelay } from './pg.js';
 import { ROW_FIELDS, type FromWorker, type ToWorker } from './protocol.js';
 import { CommandBatchWriter, decodeEventsAt } from './codec.js';
+import { scheduleIntervals } from './schedule.js';
 import type {
   ClosedInterval,
   CommittedEvents,
@@ -64,6 +65,12 @@ export interface RuntimeOptions {
   clock_tick_ms?: number;
   /** delivery_intervals is re-read this often for new intervals. Default 5000. */
   intervals_refresh_ms?: number;
+  /**
+   * When set, each refresh first writes the missing delivery intervals of the zones run here whose
+   * gate opens within this many ms (schedule.ts: from the zone's interval length, gate leads and
+   * capacity). Off by default (tests and benches make their own intervals); kwx sets it.
+   */
+  schedule_intervals_ahead_ms?: number;
   /** An idle zone with good-till-time orders gets EXPIRE_DUE this often. Default 1000. */
   expire_every_ms?: number;
   /** Project the journal into the orders and trades tables in the background. Default true. */
@@ -191,6 +198,13 @@ export interface Runtime {
   checkpoint(zone_id: number): Promise<{ seq: number; state_hash: string }>;
   /** The zone's engine state and hash as its worker holds them (tests, operators). */
   dump(zone_id: number): Promise<{ state: EngineSnapshot; state_hash: string }>;
+  /**
+   * Starts running a zone created after start-up (an operator's POST /admin/zones): a worker is
+   * chosen, the zone is configured from grid_zones as its first journal row (or recovered from its
+   * journal), projected, and its delivery intervals are driven. True when the zone runs here
+   * (already or now); false when this runtime was started for other zones only.
+   */
+  addZone(zone_id: number): Promise<boolean>;
   status(): RuntimeStatus;
   /** Test hook: makes a worker die as if it had a bug. */
   crashWorker(index: number): void;
@@ -226,6 +240,8 @@ class RuntimeImpl implements Runtime {
   private readonly now: () => number;
   private readonly snapshotEvery: number;
   private projector: Projector | null = null;
+  /** The projector's zone list (read on every pass; addZone appends to it). */
+  private readonly projectorZones: number[] = [];
   private readonly checkpointWaiters = new Map<string, (c: { seq: number; state_hash: string }) => void>();
 
   constructor(private readonly opts: RuntimeOptions) {
@@ -260,30 +276,12 @@ class RuntimeImpl implements Runtime {
     const zoneRows = await this.loadZones();
     const n = Math.max(1, this.opts.workers ?? 2);
     for (let i = 0; i < n; i++) this.workers.push(this.spawnWorker(i));
-    zoneRows.forEach((z, i) => {
-      if (z.zone_id > MAX_ZONE_ID) throw new Error(`zone id ${z.zone_id} is above ${MAX_ZONE_ID} (order ids are zone_id × 2^36 + seq)`);
-      this.zones.set(z.zone_id, {
-        zone_id: z.zone_id,
-        worker: i % n,
-        status: 'RECOVERING',
-        next_seq: 1,
-        last_ts_ms: 0,
-        last_result_seq: 0,
-        since_checkpoint: 0,
-        last_command_ms: 0,
-        has_gtt: false,
-        waiters: new WaiterQueue(),
-        engine_intervals: new Map(),
-        intervals: new Map(),
-        lifecycle_pending: new Set(),
-        config: z.config,
-        last_recovery: null,
-      });
-    });
+    zoneRows.forEach((z, i) => this.zones.set(z.zone_id, this.newSlot(z, i % n)));
     await Promise.all([...this.zones.values()].map((z) => this.recoverZone(z)));
     if (this.opts.projections !== false) {
+      this.projectorZones.push(...this.zones.keys());
       this.projector = startProjector(this.sql, {
-        zones: [...this.zones.keys()],
+        zones: this.projectorZones,
         log: this.opts.log,
         batch_timeout_ms: this.opts.projection_batch_timeout_ms ?? 10_000,
         connect: () => connectNoDelay(this.opts.database_url, { max: 1, application: 'kwx-projector', connect_timeout_s: 5 }),
@@ -300,6 +298,49 @@ class RuntimeImpl implements Runtime {
       this.clock = setInterval(() => void this.tick(), this.opts.clock_tick_ms ?? 200);
       this.clock.unref();
     }
+  }
+
+  private newSlot(z: { zone_id: number; config: Command }, worker: number): ZoneSlot {
+    if (z.zone_id > MAX_ZONE_ID) throw new Error(`zone id ${z.zone_id} is above ${MAX_ZONE_ID} (order ids are zone_id × 2^36 + seq)`);
+    return {
+      zone_id: z.zone_id,
+      worker,
+      status: 'RECOVERING',
+      next_seq: 1,
+      last_ts_ms: 0,
+      last_result_seq: 0,
+      since_checkpoint: 0,
+      last_command_ms: 0,
+      has_gtt: false,
+      waiters: new WaiterQueue(),
+      engine_intervals: new Map(),
+      intervals: new Map(),
+      lifecycle_pending: new Set(),
+      config: z.config,
+      last_recovery: null,
+    };
+  }
+
+  async addZone(zone_id: number): Promise<boolean> {
+    if (this.zones.has(zone_id)) return true;
+    if (this.stopping) throw new Error('the runtime is stopping');
+    if (this.opts.zones !== undefined && !this.opts.zones.includes(zone_id)) return false;
+    const row = (await this.loadZones()).find((z) => z.zone_id === zone_id);
+    if (row === undefined) throw new Error(`zone ${zone_id} is not in grid_zones`);
+    if (this.zones.has(zone_id)) return true; // added by a concurrent call meanwhile
+    const z = this.newSlot(row, this.zones.size % this.workers.length);
+    this.zones.set(zone_id, z);
+    // Same path as at start-up: an empty journal gets the zone's CONFIGURE_ZONE as its first row.
+    await this.recoverZone(z);
+    this.projectorZones.push(zone_id);
+    this.opts.log?.info('zone added', { zone_id, worker: z.worker });
+    if (this.opts.lifecycle !== false && this.clock !== null) {
+      await this.refreshIntervals();
+      await this.tick();
+      // as at start-up: the gates already open are open (and durable) when this returns
+      for (let i = 0; i < LIFECYCLE_CATCH_UP_POLLS && z.lifecycle_pending.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    }
+    return true;
   }
 
   /**
@@ -609,6 +650,11 @@ class RuntimeImpl implements Runtime {
   private async refreshIntervals(): Promise<void> {
     this.intervalsRefreshedAt = this.now();
     const ids = [...this.zones.keys()];
+    const ahead = this.opts.schedule_intervals_ahead_ms;
+    if (ahead !== undefined && ids.length > 0) {
+      const created = await scheduleIntervals(this.sql, Math.floor(this.now()), ahead, ids);
+      if (created > 0) this.opts.log?.info('delivery intervals scheduled', { created, zones: ids.length });
+    }
     const rows = await this.sql<{ id: string; zone_id: string; gate_opens_at: Date; gate_closes_at: Date; capacity_wh: string; status: string }[]>`
       select id, zone_id, gate_opens_at, gate_closes_at, capacity_wh, status from delivery_intervals
       where zone_id = any(${ids}::bigint[]) and status in ('SCHEDULED', 'OPEN')`;

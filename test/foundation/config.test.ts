@@ -41,6 +41,7 @@ describe('config', () => {
         KWX_ENGINE_WORKERS: '3',
         KWX_JOURNAL_BATCH_MAX: '1000',
         KWX_JOURNAL_BATCH_WAIT_MS: '5',
+        KWX_INTERVALS_AHEAD_HOURS: '48',
         KWX_SEED_DEMO: 'yes',
       },
       2,
@@ -56,6 +57,7 @@ describe('config', () => {
       engine_workers: 3,
       journal_batch_max: 1000,
       journal_batch_wait_ms: 5,
+      intervals_ahead_hours: 48,
       seed_demo: true,
     });
   });
@@ -65,6 +67,7 @@ describe('config', () => {
   });
 
   it.each([
+    ['KWX_INTERVALS_AHEAD_HOURS', '-1'],
     ['PORT', 'eighty'],
     ['PORT', '70000'],
     ['PORT', '-1'],

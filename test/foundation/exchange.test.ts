@@ -71,7 +71,7 @@ describe('the exchange end to end (npm start): trading, restart, meters', () => 
     expect([...creds.keys()].sort()).toEqual(['admin', 'consumer', 'operator', 'prosumer']);
     const [zone] = await db.sql<{ id: string }[]>`select id from grid_zones where code = 'DEMO-1'`;
     const zone_id = Number(zone.id);
-    const [iv] = await db.sql<{ id: string }[]>`select id from delivery_intervals where zone_id = ${zone_id} order by starts_at desc limit 1`;
+    const [iv] = await db.sql<{ id: string }[]>`select id from delivery_intervals where zone_id = ${zone_id} and gate_opens_at <= now() order by starts_at desc limit 1`;
     const interval_id = Number(iv.id);
 
     // an ADMIN deposits 50.00 EUR for the consumer (signed admin HTTP)
@@ -174,6 +174,21 @@ describe('the exchange end to end (npm start): trading, restart, meters', () => 
     const fresh = await post(String(rotated.body.token), [{ meter_serial: 'E2E-METER-1', interval_start: quarter - 900_000, interval_minutes: 15, production_wh: 1000, consumption_wh: 100 }]);
     expect(await fresh.json()).toMatchObject({ received: 1, accepted: 1, rejected: 0 });
     expect((await signed('operator', 'POST', '/admin/meters/999999/token')).status).toBe(404);
+
+    // an operator opens a new zone while kwx runs: it trades at once (engine, ledger, interval calendar), no restart
+    const created = await signed('operator', 'POST', '/admin/zones', {
+      code: 'E2E-NEW', name: 'Opened while running', currency: 'EUR', tick_size: '0.0001', capacity_w: 200000,
+      price_band_min_ticks: 0, price_band_max_ticks: 10000, max_order_wh: 1000000, gate_open_lead_minutes: 120,
+    });
+    expect(created.status).toBe(201);
+    expect(created.body.engine).toEqual({ running: true });
+    const newZone = Number(created.body.id);
+    const [open] = await db.sql<{ id: string }[]>`select id from delivery_intervals where zone_id = ${newZone} and gate_opens_at <= now() and gate_closes_at > now() order by starts_at limit 1`;
+    const newInterval = Number(open.id);
+    const sellNew = await seller2.request({ type: 'place', req_id: 'n1', zone_id: newZone, interval_id: newInterval, client_order_id: 'new-1', side: 'SELL', order_type: 'LIMIT', source: 'SOLAR', price: '0.1500', qty: '1.000' });
+    expect(sellNew).toMatchObject({ type: 'ack', status: 'ACTIVE' });
+    const buyNew = await buyer2.request({ type: 'place', req_id: 'n2', zone_id: newZone, interval_id: newInterval, client_order_id: 'new-2', side: 'BUY', order_type: 'IOC', source: 'ANY', price: '0.1500', qty: '1.000' });
+    expect(buyNew).toMatchObject({ type: 'ack', status: 'MATCHED', filled_qty: '1.000' });
 
     seller2.close();
     buyer2.close();
