@@ -20,7 +20,7 @@
 import type { Logger } from '../../schema/log.js';
 import type { Sql } from '../../schema/db.js';
 import { COPY_HEADER, COPY_TRAILER } from './codec.js';
-import { connectNoDelay } from './pg.js';
+import { connectNoDelay, withDeadline } from './pg.js';
 
 export interface JournalChunk {
   /** Binary COPY tuples (no header or trailer). */
@@ -439,22 +439,7 @@ export class JournalWriter {
   // postgres.js does not report a failure that happens after CopyDone (the connection dropping
   // while the server commits), so every round trip runs under the commit bound.
   private withTimeout<T>(p: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const t = setTimeout(
-        () => reject(new Error(`journal commit took longer than ${this.opts.commit_timeout_ms} ms`)),
-        this.opts.commit_timeout_ms,
-      );
-      p.then(
-        (v) => {
-          clearTimeout(t);
-          resolve(v);
-        },
-        (e) => {
-          clearTimeout(t);
-          reject(e);
-        },
-      );
-    });
+    return withDeadline(p, this.opts.commit_timeout_ms, `journal commit took longer than ${this.opts.commit_timeout_ms} ms`);
   }
 
   private setState(state: JournalState, reason: string): void {

@@ -61,3 +61,24 @@ export function connectNoDelay(url: string, options: PgOptions = {}): Sql {
         }),
   }) as unknown as Sql;
 }
+
+/**
+ * Settles like `p`, or rejects with `message` after `ms` (p is then abandoned and its outcome
+ * ignored). postgres.js can leave a query on a dead connection pending forever, so every round
+ * trip the runtime must see the end of runs under such a bound.
+ */
+export function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(message)), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}

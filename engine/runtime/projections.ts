@@ -12,6 +12,7 @@ import type { Logger } from '../../schema/log.js';
 import type { EngineEvent } from '../core/types.js';
 import { decodeEvents, JOURNAL_KIND_COMMAND } from './codec.js';
 import { tradeIdFor } from './ids.js';
+import { withDeadline } from './pg.js';
 
 export const PROJECTION_NAME = 'orders_trades';
 
@@ -379,19 +380,4 @@ export function startProjector(sql: Sql, opts: ProjectorOptions): Projector {
   };
 }
 
-/** Settles like `p`, or rejects after `ms` (p is then abandoned; its outcome is ignored). */
-function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`projection step took longer than ${ms} ms; its connection is dropped`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
-}
+const bounded = <T>(p: Promise<T>, ms: number): Promise<T> => withDeadline(p, ms, `projection step took longer than ${ms} ms; its connection is dropped`);
