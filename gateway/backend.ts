@@ -6,7 +6,6 @@
 import { ZoneEngine } from '../engine/index.js';
 import type { Command, ConfigureZoneCommand, EngineEvent, EngineSnapshot, PlaceCommand } from '../engine/index.js';
 import type { FeeSchedule, Ledger } from '../ledger/ledger.js';
-import { buyerMaxMinor, pricingFactors } from '../ledger/money.js';
 import { fail, type Failure } from './codes.js';
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -175,7 +174,7 @@ export function unlimitedFunds(): Funds {
   };
 }
 
-type LedgerLike = Pick<Ledger, 'holdBuyOrder' | 'fillBuyOrder' | 'releaseBuyOrder' | 'balances' | 'openUserAccounts' | 'zone' | 'deposit' | 'withdraw' | 'holds' | 'escrows' | 'setFeeSchedule'>;
+type LedgerLike = Pick<Ledger, 'holdBuyOrder' | 'fillBuyOrder' | 'releaseBuyOrder' | 'balances' | 'openUserAccounts' | 'zone' | 'deposit' | 'withdraw' | 'holds' | 'escrows' | 'setFeeSchedule' | 'bindHold'>;
 
 function ledgerFailure(err: unknown): Failure {
   const e = err as { code?: string; message?: string };
@@ -221,7 +220,7 @@ export interface LedgerFunds extends Funds {
 /**
  * Adapts the ledger. The ledger keys a hold by order id, which the sequencer assigns only when the
  * order is sequenced; so the hold is taken under a gateway hold id (< 2^36) before submission and
- * moved to the engine's order id (release + hold of the same amount, one synchronous step, so in
+ * moved to the engine's order id (the ledger's bindHold: same amount and pricing snapshot, one step, so in
  * one ledger flush) when the ACCEPTED event commits. The binding therefore lives in the ledger and
  * survives a restart; gateway holds still open at start-up never reached the book (see
  * gateway/ledger-sync.ts). Every effect is idempotent: transfer ids derive from the order id and the
@@ -317,7 +316,6 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
     out.add(h.user_id);
   };
 
-  const bindHold_ = (ledger as { bindHold?: (r: { from_order_id: number; to_order_id: number }, now_ms: number) => unknown }).bindHold;
   /** Moves a BUY's gateway hold to its engine order id (or nothing when already done). */
   const bind = (zone_id: number, e: Extract<EngineEvent, { type: 'ACCEPTED' }>, replaying: boolean, out: Set<number>): void => {
     const key = `${e.user_id}:${e.client_order_id}`;
@@ -332,35 +330,13 @@ export function ledgerFunds(ledger: LedgerLike, options: LedgerFundsOptions = {}
     if (hold_id === undefined) return; // not held by a gateway (e.g. placed while no ledger was attached)
     const h = ledger.holds.get(hold_id);
     if (h === undefined || h.status !== 'OPEN') return;
-    // Same amount unless the zone's pricing changed since the hold: then the buyer must have the difference.
-    // (Unchanged pricing and an untouched hold: the same amount, nothing to check — the common case.)
-    const zone = ledger.zone(h.zone_id);
-    const p = h.pricing;
-    const samePricing = zone.currency === p.currency && zone.minor_units === p.minor_units && zone.tick_size === p.tick_size && zone.fee_bps === p.fee_bps
-      && zone.fee_per_kwh_minor === p.fee_per_kwh_minor && h.remaining_minor === h.held_minor;
-    const need = samePricing ? h.remaining_minor : buyerMaxMinor(pricingFactors(zone), h.limit_price_ticks, h.qty_wh);
-    const available = samePricing && typeof bindHold_ === 'function' ? 0n : ledger.balances(h.user_id, h.pricing.currency).available_minor;
-    if (!samePricing && need > h.remaining_minor + available) {
-      log?.error('ledger: hold could not move to its order id (pricing changed); cancelling the order', { order_id: e.order_id, user_id: e.user_id });
-      options.onUnfunded?.(zone_id, e.order_id, e.user_id);
-      return;
-    }
-    const to = { order_id: e.order_id, user_id: h.user_id, zone_id: h.zone_id, limit_price_ticks: h.limit_price_ticks, qty_wh: h.qty_wh };
-    const bindHold = bindHold_;
     try {
-      if (typeof bindHold === 'function') {
-        // The ledger's own atomic move (not a new commitment: never refused by an outage gate).
-        bindHold.call(ledger, { from_order_id: hold_id, to_order_id: e.order_id }, now());
-      } else if (available >= need) {
-        // Hold first when the buyer can afford both for a moment: nothing is ever unheld.
-        ledger.holdBuyOrder(to, now());
-        ledger.releaseBuyOrder({ order_id: hold_id, reason: 'CANCELLED' }, now());
-      } else {
-        ledger.releaseBuyOrder({ order_id: hold_id, reason: 'CANCELLED' }, now());
-        ledger.holdBuyOrder(to, now());
-      }
+      // The ledger's own atomic move: same amount and the pricing snapshot of the order's time (a fee
+      // change since then does not touch it: the buyer is charged at most the fee it was held for),
+      // idempotent, and never refused by the store's outage gate (not a new commitment).
+      ledger.bindHold({ from_order_id: hold_id, to_order_id: e.order_id }, now());
     } catch (err) {
-      // e.g. the ledger refuses new holds during a storage outage: the order must not trade unheld.
+      // Cannot happen for a hold made here (HOLD_EXISTS, …); the order must not trade unheld.
       log?.error('ledger: hold could not move to its order id; cancelling the order', { order_id: e.order_id, user_id: e.user_id, error: (err as Error).message });
       // Until its cancel commits, the order's fills draw on the gateway hold if that is still open.
       if (ledger.holds.get(hold_id)?.status === 'OPEN') unbound.set(e.order_id, hold_id);

@@ -1,7 +1,7 @@
-// ledgerFunds' hold move at ACCEPTED: with the zone's pricing unchanged since the hold, the hold
-// moves to the order id as is (no affordability check); with a higher fee since, a buyer who
-// cannot cover the difference has the order cancelled (onUnfunded) and keeps the gateway hold for
-// its fills until the cancel commits.
+// ledgerFunds' hold move at ACCEPTED (the ledger's bindHold): the hold moves to the order id as it
+// is — same amount, the pricing snapshot of the order's time — also when the zone's fee went up in
+// between (the buyer is charged at most the fee it was held for; docs/ledger.md), so no order is
+// cancelled for a fee change; a replayed ACCEPTED changes nothing.
 import { describe, expect, it } from 'vitest';
 import { Ledger } from '../../ledger/ledger.js';
 import { ledgerFunds, ZONE_ID_SHIFT } from '../../gateway/backend.js';
@@ -39,18 +39,22 @@ describe('hold move at ACCEPTED', () => {
     expect(ledger.balances(7, 'EUR').held_minor).toBe(held);
   });
 
-  it('a higher fee since the hold and no money for the difference: the order is cancelled (onUnfunded)', () => {
+  it('a higher fee since the hold, no money for the difference: the hold still moves as it is, the order is not cancelled; a replay changes nothing', () => {
     // exactly enough for the hold at fee 0
     const probe = setup(1_000_000n);
     probe.funds.reserve({ user_id: 7, client_order_id: 'p', zone_id: ZONE, price_ticks: 2500, qty_wh: 2000 });
     const need0 = probe.ledger.balances(7, 'EUR').held_minor;
     const { ledger, funds, unfunded } = setup(need0);
     expect(funds.reserve({ user_id: 7, client_order_id: 'b', zone_id: ZONE, price_ticks: 2500, qty_wh: 2000 })).toBeNull();
+    expect(ledger.balances(7, 'EUR').available_minor).toBe(0n);
     ledger.configureZone(zoneCfg(500), 2); // 5 % fee from now on
     const order_id = ZONE * ZONE_ID_SHIFT + 2;
     funds.apply({ zone_id: ZONE, seq: 1, ts_ms: 2, events: [accepted(order_id, 7, 'b', 2500, 2000)] });
-    expect(unfunded).toEqual([order_id]);
-    expect(ledger.holds.get(order_id)).toBeUndefined();
-    expect(ledger.balances(7, 'EUR').held_minor).toBe(need0); // the gateway hold still covers it
+    expect(unfunded).toEqual([]);
+    expect(ledger.holds.get(order_id)).toMatchObject({ status: 'OPEN', remaining_minor: need0 });
+    expect(ledger.holds.get(order_id)!.pricing.fee_bps).toBe(0);
+    expect(ledger.balances(7, 'EUR')).toMatchObject({ held_minor: need0, available_minor: 0n });
+    funds.apply({ zone_id: ZONE, seq: 1, ts_ms: 2, events: [accepted(order_id, 7, 'b', 2500, 2000)] });
+    expect(ledger.balances(7, 'EUR')).toMatchObject({ held_minor: need0, available_minor: 0n });
   });
 });
