@@ -47,6 +47,8 @@ export async function scheduleIntervals(sql: Sql, now_ms: number, horizon_ms: nu
         from slots, now_
        where gate_closes_at > now_.t
          and gate_opens_at < now_.t + ${horizon_ms}::bigint * interval '1 millisecond'
+         -- skip existing rows before the insert: a conflicting row would still draw an identity value
+         and not exists (select 1 from delivery_intervals d where d.zone_id = slots.zone_id and d.starts_at = slots.starts_at)
       on conflict (zone_id, starts_at) do nothing
       returning 1
     )

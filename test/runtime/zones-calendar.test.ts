@@ -63,7 +63,13 @@ test('the calendar writes each interval whose gate opens within the horizon and 
   expect(of(z60).every((r) => r.capacity_wh === '500')).toBe(true);
   expect(created).toBe(11 + 4);
   // again: nothing new; later: only the new slots
+  const [{ max: maxBefore }] = await db.sql<{ max: string }[]>`select max(id)::text as max from delivery_intervals`;
   expect(await scheduleIntervals(db.sql, now, 2 * HOUR, [z, z60])).toBe(0);
+  // a pass that finds everything in place draws no identity values (it runs every few seconds)
+  const [{ id: probe }] = await db.sql<{ id: string }[]>`insert into delivery_intervals (zone_id, starts_at, ends_at, gate_opens_at, gate_closes_at, capacity_wh)
+    values (${z}, '2040-01-01T00:00Z', '2040-01-01T00:15Z', '2039-12-31T23:00Z', '2039-12-31T23:55Z', 1) returning id::text as id`;
+  expect(BigInt(probe)).toBe(BigInt(maxBefore) + 1n);
+  await db.sql`delete from delivery_intervals where id = ${probe}`;
   expect(await scheduleIntervals(db.sql, now + 15 * 60_000, 2 * HOUR, [z])).toBe(1);
   await expect(scheduleIntervals(db.sql, now, 0, [z])).rejects.toThrow(RangeError);
 });
