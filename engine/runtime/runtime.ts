@@ -322,7 +322,13 @@ class RuntimeImpl implements Runtime {
   }
 
   async addZone(zone_id: number): Promise<boolean> {
-    if (this.zones.has(zone_id)) return true;
+    const known = this.zones.get(zone_id);
+    if (known !== undefined && known.status === 'FAILED') {
+      // an earlier attempt could not configure or recover it: try again (from its journal)
+      await this.recoverAdded(known);
+      return true;
+    }
+    if (known !== undefined) return true;
     if (this.stopping) throw new Error('the runtime is stopping');
     if (this.opts.zones !== undefined && !this.opts.zones.includes(zone_id)) return false;
     const row = (await this.loadZones()).find((z) => z.zone_id === zone_id);
@@ -331,7 +337,7 @@ class RuntimeImpl implements Runtime {
     const z = this.newSlot(row, this.zones.size % this.workers.length);
     this.zones.set(zone_id, z);
     // Same path as at start-up: an empty journal gets the zone's CONFIGURE_ZONE as its first row.
-    await this.recoverZone(z);
+    await this.recoverAdded(z);
     this.projectorZones.push(zone_id);
     this.opts.log?.info('zone added', { zone_id, worker: z.worker });
     if (this.opts.lifecycle !== false && this.clock !== null) {
@@ -341,6 +347,16 @@ class RuntimeImpl implements Runtime {
       for (let i = 0; i < LIFECYCLE_CATCH_UP_POLLS && z.lifecycle_pending.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
     }
     return true;
+  }
+
+  /** recoverZone for a zone added while running: a failure leaves it FAILED (refusing orders), so a retry recovers it again. */
+  private async recoverAdded(z: ZoneSlot): Promise<void> {
+    try {
+      await this.recoverZone(z);
+    } catch (err) {
+      z.status = 'FAILED';
+      throw err;
+    }
   }
 
   /**
