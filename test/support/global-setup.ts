@@ -23,6 +23,13 @@ let embeddedDir: string | undefined;
  * REDIS_URL, when set, must answer PING; tests that need Redis read it from `inject('redisUrl')`.
  */
 export async function setup(project: TestProject): Promise<void> {
+  // CI (.ci/run sets KWX_TEST_REQUIRE_SERVERS=1) must test against the real servers: a missing URL
+  // fails the run instead of falling back to embedded PostgreSQL or skipping the Redis tests.
+  if (process.env.KWX_TEST_REQUIRE_SERVERS === '1') {
+    for (const v of ['DATABASE_URL', 'REDIS_URL']) {
+      if ((process.env[v] ?? '') === '') throw new Error(`KWX_TEST_REQUIRE_SERVERS=1 but ${v} is not set: CI tests against the real PostgreSQL and Redis`);
+    }
+  }
   let databaseUrl = process.env.DATABASE_URL ?? '';
   if (databaseUrl !== '') {
     await assertReachable(databaseUrl);
