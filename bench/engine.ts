@@ -60,43 +60,24 @@ class Gen {
   int(lo: number, hi: number): number {
     return lo + Math.floor(this.rnd() * (hi - lo + 1));
   }
+  /** A kwx PLACE with the next id (users round-robin, buys for ANY, sells of SOLAR). */
+  private place(id: number, side: 'BUY' | 'SELL', order_type: PlaceCommand['order_type'], price_ticks: number, qty_wh: number): PlaceCommand {
+    return {
+      type: 'PLACE', ts_ms: 1, order_id: id, user_id: 1 + (id % USERS), client_order_id: `c${id}`, zone_id: ZONE, interval_id: IV,
+      side, source: side === 'BUY' ? 'ANY' : 'SOLAR', order_type, price_ticks, qty_wh,
+    };
+  }
   limit(side: 'BUY' | 'SELL', price: number, qty: number, ioc = false): number {
     const id = this.nextId++;
-    const cmd: PlaceCommand = {
-      type: 'PLACE',
-      ts_ms: 1,
-      order_id: id,
-      user_id: 1 + (id % USERS),
-      client_order_id: `c${id}`,
-      zone_id: ZONE,
-      interval_id: IV,
-      side,
-      source: side === 'BUY' ? 'ANY' : 'SOLAR',
-      order_type: ioc ? 'IOC' : 'LIMIT',
-      price_ticks: price,
-      qty_wh: qty,
-    };
-    this.kwx.push(cmd);
+    this.kwx.push(this.place(id, side, ioc ? 'IOC' : 'LIMIT', price, qty));
     const o = { id: String(id), side: side === 'BUY' ? 'buy' : 'sell', size: qty, price, ...(ioc ? { timeInForce: 'IOC' } : {}) };
     this.peer.push({ k: 0, o: o as unknown as LimitOrderOptions });
     return id;
   }
   market(side: 'BUY' | 'SELL', qty: number): void {
     const id = this.nextId++;
-    this.kwx.push({
-      type: 'PLACE',
-      ts_ms: 1,
-      order_id: id,
-      user_id: 1 + (id % USERS),
-      client_order_id: `c${id}`,
-      zone_id: ZONE,
-      interval_id: IV,
-      side,
-      source: side === 'BUY' ? 'ANY' : 'SOLAR',
-      order_type: 'MARKET',
-      price_ticks: side === 'BUY' ? BAND_MAX : 0, // protection at the band edge: a plain market order
-      qty_wh: qty,
-    });
+    // protection at the band edge: a plain market order
+    this.kwx.push(this.place(id, side, 'MARKET', side === 'BUY' ? BAND_MAX : 0, qty));
     this.peer.push({ k: 2, o: { side: side === 'BUY' ? 'buy' : 'sell', size: qty } as unknown as MarketOrderOptions });
   }
   cancel(id: number): void {

@@ -513,6 +513,25 @@ function textArray(a: string[]): string {
   return `{${textArrayBody(a)}}`;
 }
 
+/**
+ * The `latest` CTE shared by both write paths: per meter, the newest reading it has sent (an older,
+ * late reading refreshes only last_received_at). `$at` is the receive time, `$first`… the six
+ * arrays (meter_id, interval_start s, minutes, production, consumption, quality).
+ */
+function latestCte(at: number, first: number, filter: string): string {
+  const p = (i: number): string => `$${first + i}`;
+  const newer = (col: string): string => `${col} = case when excluded.interval_start > l.interval_start then excluded.${col} else l.${col} end`;
+  return `latest as (
+  insert into meter_latest as l (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, last_received_at)
+  select x.meter_id, to_timestamp(x.s), x.m, x.p, x.c, x.q, $${at}::timestamptz
+  from unnest(${p(0)}::int8[], ${p(1)}::int8[], ${p(2)}::int2[], ${p(3)}::int8[], ${p(4)}::int8[], ${p(5)}::int2[]) as x(meter_id, s, m, p, c, q)
+  ${filter}
+  on conflict (meter_id) do update set
+    last_received_at = excluded.last_received_at,
+    ${['interval_start', 'interval_minutes', 'production_wh', 'consumption_wh', 'quality'].map(newer).join(',\n    ')}
+),`;
+}
+
 const INSERT_READINGS = `
 with input as (
   select meter_id, to_timestamp(start_s) as interval_start, interval_minutes, production_wh, consumption_wh, quality, ord
@@ -563,19 +582,7 @@ outbox as (
   union all
   select zone_id, user_id, hour_start, sum(production_wh), sum(consumption_wh), sum(reading_count), $10::int8 from mh where member group by 1, 2, 3
 ),
-latest as (
-  insert into meter_latest as l (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, last_received_at)
-  select x.meter_id, to_timestamp(x.s), x.m, x.p, x.c, x.q, $7::timestamptz
-  from unnest($20::int8[], $21::int8[], $22::int2[], $23::int8[], $24::int8[], $25::int2[]) as x(meter_id, s, m, p, c, q)
-  where exists (select 1 from ins where ins.meter_id = x.meter_id and ins.interval_start = to_timestamp(x.s))
-  on conflict (meter_id) do update set
-    last_received_at = excluded.last_received_at,
-    interval_start   = case when excluded.interval_start > l.interval_start then excluded.interval_start else l.interval_start end,
-    interval_minutes = case when excluded.interval_start > l.interval_start then excluded.interval_minutes else l.interval_minutes end,
-    production_wh    = case when excluded.interval_start > l.interval_start then excluded.production_wh else l.production_wh end,
-    consumption_wh   = case when excluded.interval_start > l.interval_start then excluded.consumption_wh else l.consumption_wh end,
-    quality          = case when excluded.interval_start > l.interval_start then excluded.quality else l.quality end
-),
+${latestCte(7, 20, 'where exists (select 1 from ins where ins.meter_id = x.meter_id and ins.interval_start = to_timestamp(x.s))')}
 new_gaps as (
   insert into meter_reading_gaps (meter_id, gap_start, gap_end, interval_minutes, missing_intervals, detected_at)
   select meter_id, to_timestamp(s), to_timestamp(e), m, n, $7::timestamptz
@@ -635,18 +642,7 @@ outbox as (
   select o.zone_id, nullif(o.user_id, 0), to_timestamp(o.h), o.p, o.c, o.n, $20::int8
   from o where o.user_id = 0 or (o.zone_id, o.user_id) in (select zone_id, user_id from members)
 ),
-latest as (
-  insert into meter_latest as l (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, last_received_at)
-  select x.meter_id, to_timestamp(x.s), x.m, x.p, x.c, x.q, $1::timestamptz
-  from unnest($21::int8[], $22::int8[], $23::int2[], $24::int8[], $25::int8[], $26::int2[]) as x(meter_id, s, m, p, c, q)
-  on conflict (meter_id) do update set
-    last_received_at = excluded.last_received_at,
-    interval_start   = case when excluded.interval_start > l.interval_start then excluded.interval_start else l.interval_start end,
-    interval_minutes = case when excluded.interval_start > l.interval_start then excluded.interval_minutes else l.interval_minutes end,
-    production_wh    = case when excluded.interval_start > l.interval_start then excluded.production_wh else l.production_wh end,
-    consumption_wh   = case when excluded.interval_start > l.interval_start then excluded.consumption_wh else l.consumption_wh end,
-    quality          = case when excluded.interval_start > l.interval_start then excluded.quality else l.quality end
-),
+${latestCte(1, 21, '')}
 new_gaps as (
   insert into meter_reading_gaps (meter_id, gap_start, gap_end, interval_minutes, missing_intervals, detected_at)
   select meter_id, to_timestamp(s), to_timestamp(e), m, n, $1::timestamptz

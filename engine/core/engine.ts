@@ -172,6 +172,21 @@ class SubBook {
   n = 0;
 }
 
+/** A level's priority key in its sub-book: BUY sub-books (0..4) by price, SELL ones by -price. */
+const levelKey = (subIdx: number, price: number): number => (subIdx % SUBS_PER_BOOK < 5 ? price : -price);
+
+/** Lowest index i in keys[0..n) with keys[i] >= key (n when none). */
+function lowerBound(keys: Float64Array, n: number, key: number): number {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (keys[mid] < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 function growF64(a: Float64Array, n: number): Float64Array<ArrayBuffer> {
   const b = new Float64Array(n);
   b.set(a);
@@ -1044,18 +1059,11 @@ export class ZoneEngine {
   /** The level of a sub-book at a price, created (and inserted in price order) if missing. */
   private levelFor(subIdx: number, price: number): number {
     const sb = this.subBook(subIdx);
-    const key = subIdx % SUBS_PER_BOOK < 5 ? price : -price;
+    const key = levelKey(subIdx, price);
     const n = sb.n;
     if (n > 0 && sb.keys[n - 1] === key) return sb.lvls[n - 1];
-    // lowest index with keys[i] >= key
     const keys = sb.keys;
-    let lo = 0;
-    let hi = n;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (keys[mid] < key) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = lowerBound(keys, n, key);
     if (lo < n && keys[lo] === key) return sb.lvls[lo];
     const lvl = this.allocLevel(subIdx, price);
     if (n === keys.length) {
@@ -1091,16 +1099,7 @@ export class ZoneEngine {
     const n = sb.n;
     if (sb.lvls[n - 1] === lvl) sb.n = n - 1;
     else {
-      const price = this.lvPrice[lvl];
-      const key = this.lvSub[lvl] % SUBS_PER_BOOK < 5 ? price : -price;
-      const keys = sb.keys;
-      let lo = 0;
-      let hi = n;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if (keys[mid] < key) lo = mid + 1;
-        else hi = mid;
-      }
+      const lo = lowerBound(sb.keys, n, levelKey(this.lvSub[lvl], this.lvPrice[lvl]));
       sb.keys.copyWithin(lo, lo + 1, n);
       sb.lvls.copyWithin(lo, lo + 1, n);
       sb.n = n - 1;
@@ -1140,15 +1139,9 @@ export class ZoneEngine {
     if (sb == null || sb.n === 0) return NONE;
     const cached = this.lvCache[lvCacheCell(subIdx, price)];
     if (cached !== NONE && this.lvCount[cached] !== 0 && this.lvSub[cached] === subIdx && this.lvPrice[cached] === price) return cached;
-    const key = subIdx % SUBS_PER_BOOK < 5 ? price : -price;
+    const key = levelKey(subIdx, price);
     const keys = sb.keys;
-    let lo = 0;
-    let hi = sb.n;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (keys[mid] < key) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = lowerBound(keys, sb.n, key);
     return lo < sb.n && keys[lo] === key ? sb.lvls[lo] : NONE;
   }
 

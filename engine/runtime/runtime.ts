@@ -331,7 +331,7 @@ class RuntimeImpl implements Runtime {
     if (known !== undefined) return true;
     if (this.stopping) throw new Error('the runtime is stopping');
     if (this.opts.zones !== undefined && !this.opts.zones.includes(zone_id)) return false;
-    const row = (await this.loadZones()).find((z) => z.zone_id === zone_id);
+    const [row] = await this.loadZones(zone_id);
     if (row === undefined) throw new Error(`zone ${zone_id} is not in grid_zones`);
     if (this.zones.has(zone_id)) return true; // added by a concurrent call meanwhile
     const z = this.newSlot(row, this.zones.size % this.workers.length);
@@ -380,7 +380,8 @@ class RuntimeImpl implements Runtime {
     void p?.stop();
   }
 
-  private async loadZones(): Promise<{ zone_id: number; config: Command }[]> {
+  /** The zones this runtime runs (or just `only`), each with the CONFIGURE_ZONE its journal starts with. */
+  private async loadZones(only?: number): Promise<{ zone_id: number; config: Command }[]> {
     const rows = await this.sql<
       {
         id: string;
@@ -393,7 +394,7 @@ class RuntimeImpl implements Runtime {
         max_open_orders_per_user: number;
       }[]
     >`select id, status, lot_wh, price_band_min_ticks, price_band_max_ticks, min_order_wh, max_order_wh, max_open_orders_per_user
-      from grid_zones order by id`;
+      from grid_zones where ${only === undefined ? this.sql`true` : this.sql`id = ${only}`} order by id`;
     const wanted = this.opts.zones === undefined ? null : new Set(this.opts.zones);
     return rows
       .filter((r) => wanted === null || wanted.has(Number(r.id)))

@@ -150,12 +150,17 @@ describe('fee schedules (POST /admin/fees)', () => {
     expect(new Date(later.body.effective_from as string).getTime()).toBe(at.getTime());
     expect(ex.ledger.feeAt(ex.zone_id, at.getTime() - 1)).toMatchObject({ fee_bps: 137 });
     expect(ex.ledger.feeAt(ex.zone_id, at.getTime())).toMatchObject({ fee_bps: 200, fee_per_kwh_minor: 0n, effective_from_ms: at.getTime() });
+    // the same zone and time again: a conflict, and the ledger keeps the first
+    const dup = await ex.admin(ex.actors.admin, 'POST', '/admin/fees', { zone_id: ex.zone_id, fee_bps: 999, effective_from: at.toISOString() });
+    expect(dup).toMatchObject({ status: 409, body: { code: 'CONFLICT' } });
+    expect(ex.ledger.feeAt(ex.zone_id, at.getTime())).toMatchObject({ fee_bps: 200 });
     // refused: in the past, not a time, an operator
     const past = await ex.admin(ex.actors.admin, 'POST', '/admin/fees', { zone_id: ex.zone_id, fee_bps: 1, effective_from: new Date(now - 3_600_000).toISOString() });
     expect(past).toMatchObject({ status: 400, body: { code: 'INVALID_FIELD' } });
     expect(past.body.message).toContain('in the past');
     expect(await ex.admin(ex.actors.admin, 'POST', '/admin/fees', { fee_bps: 1, effective_from: 'tomorrow' })).toMatchObject({ status: 400, body: { code: 'INVALID_FIELD' } });
     expect((await ex.admin(ex.actors.operator, 'POST', '/admin/fees', { fee_bps: 1 })).status).toBe(403);
+    expect(await ex.admin(ex.actors.admin, 'POST', '/admin/fees', { fee_bps: 10_001 })).toMatchObject({ status: 400 });
     expect(ex.ledger.feeAt(ex.zone_id, at.getTime() + 1)).toMatchObject({ fee_bps: 200 });
     expect(before.fee_bps).not.toBe(137);
     const [row] = await ex.db.sql<{ action: string }[]>`select action from audit_log where action = 'fees.set' order by id desc limit 1`;

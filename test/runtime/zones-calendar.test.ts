@@ -107,4 +107,9 @@ test('a zone created after start-up is run at once: configured from grid_zones a
   rt = await startRuntime({ database_url: db.url, workers: 1, lifecycle: false });
   expect(rt.status().zones.find((z) => z.zone_id === zone)).toMatchObject({ status: 'READY' });
   expect((await rt.dump(zone)).state.config).toMatchObject({ band_max_ticks: 100000 });
+  // a runtime started for other zones only does not take it
+  await rt.stop();
+  rt = await startRuntime({ database_url: db.url, workers: 1, lifecycle: false, zones: [market.zone_ids[0]] });
+  expect(await rt.addZone(zone)).toBe(false);
+  expect(rt.status().zones.map((z) => z.zone_id)).toEqual([market.zone_ids[0]]);
 });
