@@ -79,7 +79,7 @@ export class RollupApplier {
       });
   }
 
-  /** Applies everything in the outbox now; resolves with the number of outbox rows folded. */
+  /** Applies everything in the outbox now; resolves with the number of outbox buckets folded. */
   async drain(): Promise<number> {
     while (this.running !== null) await this.running;
     return this.applyUntilEmpty();
@@ -98,7 +98,8 @@ export class RollupApplier {
    * One statement (atomic on its own, so no sql.begin(): its ROLLBACK on a connection that has just
    * dropped crashes the process from a timer, postgres.js 3.4.9, porsager/postgres#1208): takes the
    * applier lock for the statement's transaction and, if it got it, folds at most maxRows outbox
-   * rows. Returns rows folded (0 when another process holds the lock).
+   * buckets (an array row of the outbox holds several). Returns buckets folded (0 when another
+   * process holds the lock).
    */
   async applyOnce(): Promise<number> {
     let folded = 0;
@@ -117,17 +118,35 @@ const APPLY = `
 with lock as materialized (
   select pg_try_advisory_xact_lock($2::int8) as ok
 ),
+-- the oldest rows, at most $1 buckets (and at least one row): an array row (migration 0011) holds
+-- one bucket per element, a row of the earlier shapes one
+pick as (
+  select id from (
+    select id, sum(coalesce(cardinality(hours_s), 1)) over (order by id) - coalesce(cardinality(hours_s), 1) as before
+    from (select id, hours_s from reading_rollup_outbox where (select ok from lock) order by id limit $1) x
+  ) y
+  where before < $1
+),
 d as (
   delete from reading_rollup_outbox
-  where (select ok from lock) and id in (select id from reading_rollup_outbox order by id limit $1)
-  returning meter_id, zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq
+  where id in (select id from pick)
+  returning meter_id, zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq,
+    hours_s, hours_production_wh, hours_consumption_wh, hours_reading_count
 ),
--- rows from before migration 0010 name a meter; newer rows name a zone (and a community member)
+-- rows from before migration 0010 name a meter; newer rows name a zone (and a community member);
+-- rows from migration 0011 on carry their hours as arrays
+u as (
+  select meter_id, zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count from d where hours_s is null
+  union all
+  select null, d.zone_id, d.user_id, to_timestamp(x.h), x.p, x.c, x.n
+  from d cross join lateral unnest(d.hours_s, d.hours_production_wh, d.hours_consumption_wh, d.hours_reading_count) as x(h, p, c, n)
+  where d.hours_s is not null
+),
 m as (
-  select d.meter_id, coalesce(d.zone_id, sm.zone_id) as zone_id, coalesce(d.user_id, sm.user_id) as user_id,
-    d.hour_start, d.production_wh, d.consumption_wh, d.reading_count, z.timezone as tz
-  from d left join smart_meters sm on sm.id = d.meter_id
-  join grid_zones z on z.id = coalesce(d.zone_id, sm.zone_id)
+  select u.meter_id, coalesce(u.zone_id, sm.zone_id) as zone_id, coalesce(u.user_id, sm.user_id) as user_id,
+    u.hour_start, u.production_wh, u.consumption_wh, u.reading_count, z.timezone as tz
+  from u left join smart_meters sm on sm.id = u.meter_id
+  join grid_zones z on z.id = coalesce(u.zone_id, sm.zone_id)
 ),
 s as (
   select 'METER' as scope, meter_id as scope_id, hour_start, tz, production_wh, consumption_wh, reading_count from m where meter_id is not null
@@ -167,5 +186,6 @@ up as (
     reading_count = r.reading_count + excluded.reading_count,
     updated_at = excluded.updated_at
 )
-select batch_seq, coalesce(sum(reading_count) filter (where user_id is null or meter_id is not null), 0) as readings, count(*) as outbox_rows
+select batch_seq, coalesce(sum(reading_count) filter (where user_id is null or meter_id is not null), 0) as readings,
+  sum(coalesce(cardinality(hours_s), 1)) as outbox_rows
 from d group by batch_seq`;

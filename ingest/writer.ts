@@ -292,7 +292,8 @@ export class Writer {
       receivedAt,
       nums(agg.meter.id), nums(agg.meter.period), nums(agg.meter.bucket), nums(agg.meter.p), nums(agg.meter.c), nums(agg.meter.n),
       nums(agg.fresh.id), nums(agg.fresh.period), nums(agg.fresh.bucket), nums(agg.fresh.p), nums(agg.fresh.c), nums(agg.fresh.n),
-      nums(agg.zone.zone), nums(agg.zone.user), nums(agg.zone.hour), nums(agg.zone.p), nums(agg.zone.c), nums(agg.zone.n), seq,
+      nums(agg.zone.zone), nums(agg.zone.user), nums(agg.zone.lo), nums(agg.zone.hi), nums(agg.zone.total),
+      nums(agg.zone.hour), nums(agg.zone.p), nums(agg.zone.c), nums(agg.zone.n), seq,
       p[19], p[20], p[21], p[22], p[23], p[24],
       p[10], p[11], p[12], p[13], p[14],
     ] as never[];
@@ -576,11 +577,18 @@ meter_rollups as (
     updated_at = excluded.updated_at
 ),
 -- shared buckets (zone, community) go through the outbox to the single roll-up applier
-outbox as (
-  insert into reading_rollup_outbox (zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq)
-  select zone_id, null, hour_start, sum(production_wh), sum(consumption_wh), sum(reading_count), $10::int8 from mh group by 1, 3
+-- (one row per zone and per community member, its hours as arrays: migration 0011)
+zh as (
+  select zone_id, null::int8 as user_id, hour_start, sum(production_wh) as p, sum(consumption_wh) as c, sum(reading_count) as n from mh group by 1, 3
   union all
-  select zone_id, user_id, hour_start, sum(production_wh), sum(consumption_wh), sum(reading_count), $10::int8 from mh where member group by 1, 2, 3
+  select zone_id, user_id, hour_start, sum(production_wh), sum(consumption_wh), sum(reading_count) from mh where member group by 1, 2, 3
+),
+outbox as (
+  insert into reading_rollup_outbox (zone_id, user_id, reading_count, batch_seq, hours_s, hours_production_wh, hours_consumption_wh, hours_reading_count)
+  select zone_id, user_id, sum(n), $10::int8,
+    array_agg(extract(epoch from hour_start)::int8 order by hour_start), array_agg(p::int8 order by hour_start),
+    array_agg(c::int8 order by hour_start), array_agg(n::int4 order by hour_start)
+  from zh group by zone_id, user_id
 ),
 ${latestCte(7, 20, 'where exists (select 1 from ins where ins.meter_id = x.meter_id and ins.interval_start = to_timestamp(x.s))')}
 new_gaps as (
@@ -629,24 +637,22 @@ meter_rollups_new as (
   from unnest($8::int8[], $9::int2[], $10::int8[], $11::int8[], $12::int8[], $13::int8[]) as b(id, period, s, p, c, n)
 ),
 o as (
-  select * from unnest($14::int8[], $15::int8[], $16::int8[], $17::int8[], $18::int8[], $19::int8[]) as o(zone_id, user_id, h, p, c, n)
-),
-members as (
-  select x.zone_id, x.user_id from (select distinct zone_id, user_id from o where user_id <> 0) x
-  where exists (
-    select 1 from community_members cm join community_groups g on g.id = cm.group_id
-    where cm.user_id = x.user_id and g.zone_id = x.zone_id)
+  select * from unnest($14::int8[], $15::int8[], $16::int4[], $17::int4[], $18::int8[]) as o(zone_id, user_id, lo, hi, n)
 ),
 outbox as (
-  insert into reading_rollup_outbox (zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq)
-  select o.zone_id, nullif(o.user_id, 0), to_timestamp(o.h), o.p, o.c, o.n, $20::int8
-  from o where o.user_id = 0 or (o.zone_id, o.user_id) in (select zone_id, user_id from members)
+  insert into reading_rollup_outbox (zone_id, user_id, reading_count, batch_seq, hours_s, hours_production_wh, hours_consumption_wh, hours_reading_count)
+  select o.zone_id, nullif(o.user_id, 0), o.n, $23::int8,
+    ($19::int8[])[o.lo:o.hi], ($20::int8[])[o.lo:o.hi], ($21::int8[])[o.lo:o.hi], ($22::int4[])[o.lo:o.hi]
+  from o
+  where o.user_id = 0 or exists (
+    select 1 from community_members cm join community_groups g on g.id = cm.group_id
+    where cm.user_id = o.user_id and g.zone_id = o.zone_id)
 ),
-${latestCte(1, 21, '')}
+${latestCte(1, 24, '')}
 new_gaps as (
   insert into meter_reading_gaps (meter_id, gap_start, gap_end, interval_minutes, missing_intervals, detected_at)
   select meter_id, to_timestamp(s), to_timestamp(e), m, n, $1::timestamptz
-  from unnest($27::int8[], $28::int8[], $29::int8[], $30::int2[], $31::int4[]) as g(meter_id, s, e, m, n)
+  from unnest($30::int8[], $31::int8[], $32::int8[], $33::int2[], $34::int4[]) as g(meter_id, s, e, m, n)
   on conflict do nothing
 )
 select 1 as ok`;
@@ -807,7 +813,11 @@ export function aggregateRollups(jobs: { meter: MeterContext; d: DecodedReadings
   // statement back); the others are upserted
   const fresh = { id: [] as number[], period: [] as number[], bucket: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
   const meter = { id: [] as number[], period: [] as number[], bucket: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
-  const zone = { zone: [] as number[], user: [] as number[], hour: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
+  // one outbox row per (zone, user): its hours are zone.hour/p/c/n[lo..hi] (1-based, inclusive)
+  const zone = {
+    zone: [] as number[], user: [] as number[], lo: [] as number[], hi: [] as number[], total: [] as number[],
+    hour: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[],
+  };
   // zone|user → hour → sums
   const shared = new Map<string, { zone: number; user: number; hours: Map<number, Sums> }>();
   const add = (m: Map<number, Sums>, k: number, p: number, c: number, n: number): void => {
@@ -878,14 +888,20 @@ export function aggregateRollups(jobs: { meter: MeterContext; d: DecodedReadings
     }
   }
   for (const e of shared.values()) {
+    if (e.hours.size === 0) continue;
+    zone.zone.push(e.zone);
+    zone.user.push(e.user);
+    zone.lo.push(zone.hour.length + 1);
+    let total = 0;
     for (const [h, x] of e.hours) {
-      zone.zone.push(e.zone);
-      zone.user.push(e.user);
       zone.hour.push(h);
       zone.p.push(x.p);
       zone.c.push(x.c);
       zone.n.push(x.n);
+      total += x.n;
     }
+    zone.hi.push(zone.hour.length);
+    zone.total.push(total);
   }
   return { fresh, meter, zone };
 }

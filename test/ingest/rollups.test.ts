@@ -121,3 +121,27 @@ describe('roll-ups when this process\'s view of a meter is stale', () => {
   });
 });
 
+
+describe('outbox rows of earlier shapes', () => {
+  it('rows written before migration 0011 (one per zone or member and hour; one per meter before 0010) are folded with the array rows, each counted once', async () => {
+    const member = await createUser(h.db, 'legacy-member');
+    const [g] = await h.db.sql`insert into community_groups (name, zone_id, created_by) values ('Legacy', ${h.zone_id}, ${member}) returning id`;
+    const group = Number(g.id);
+    await h.db.sql`insert into community_members (group_id, user_id, joined_at) values (${group}, ${member}, ${new Date(base - 30 * DAY)})`;
+    const m = await createMeter(h.db, { serial: 'RU-LEGACY', user_id: member, zone_id: h.zone_id });
+    const hourStart = base - 6 * DAY + 3 * HOUR + 30 * 60_000; // a local (IST) hour start no other test writes
+    await h.db.sql`
+      insert into reading_rollup_outbox (zone_id, user_id, hour_start, production_wh, consumption_wh, reading_count, batch_seq)
+      values (${h.zone_id}, null, ${new Date(hourStart)}, 1000, 100, 4, 0), (${h.zone_id}, ${member}, ${new Date(hourStart)}, 500, 50, 2, 0)`;
+    await h.db.sql`
+      insert into reading_rollup_outbox (meter_id, hour_start, production_wh, consumption_wh, reading_count)
+      values (${m.id}, ${new Date(hourStart)}, 7, 7, 1)`;
+    const r = await post(`${h.base}/readings`, m.token, JSON.stringify([reading('RU-LEGACY', at(hourStart + 15 * 60_000), 20, 2)]));
+    expect(r.body.accepted).toBe(1);
+    await h.service.settle();
+    expect(await rollup('ZONE', h.zone_id, 'HOUR', hourStart)).toEqual({ p: 1027, c: 109, n: 6 });
+    expect(await rollup('COMMUNITY', group, 'HOUR', hourStart)).toEqual({ p: 527, c: 59, n: 4 });
+    expect(await rollup('METER', m.id, 'HOUR', hourStart)).toEqual({ p: 27, c: 9, n: 2 });
+    expect((await h.db.sql`select count(*)::int as n from reading_rollup_outbox`)[0].n).toBe(0);
+  });
+});
