@@ -9,7 +9,7 @@ import { SNAPSHOT_REQUEST_CHANNEL, type Bus, type BusMessage } from './bus.js';
 import type { CommittedEvents, Funds, TradingBackend } from './backend.js';
 import { bookChecksum, CRC32_INIT, crc32Digits, crc32Finish } from './checksum.js';
 import { CHECKSUM_DEPTH, MAX_REMEMBERED_FINISHED_ORDERS } from './limits.js';
-import { LevelBook, wireLevels } from './levels.js';
+import { LevelBook, wireLevels, type LevelSide } from './levels.js';
 import { tickMantissa, ticksToPrice, vwapToPrice, whToKwh, type PriceUnit } from './units.js';
 import type { ZoneCatalog } from './zones.js';
 
@@ -41,13 +41,30 @@ export interface TrackedOrder {
 export class OrderTracker {
   readonly open = new Map<number, TrackedOrder>();
   private readonly finished = new Map<number, TrackedOrder>();
+  /**
+   * The finished orders' ids in the order they finished (a ring of the Map's keys): the oldest is
+   * evicted by key. `finished.keys().next()` had to step over every entry deleted before it (a Map
+   * keeps deleted slots until it rehashes): ~5 µs per finished order once the Map was full.
+   */
+  private readonly ring: number[] = [];
+  private head = 0;
+  constructor(private readonly max = MAX_REMEMBERED_FINISHED_ORDERS) {}
   get(order_id: number): TrackedOrder | undefined {
     return this.open.get(order_id) ?? this.finished.get(order_id);
   }
   finish(o: TrackedOrder): void {
     this.open.delete(o.order_id);
+    const size = this.finished.size;
     this.finished.set(o.order_id, o);
-    if (this.finished.size > MAX_REMEMBERED_FINISHED_ORDERS) this.finished.delete(this.finished.keys().next().value!);
+    if (this.finished.size === size) return; // finished before: it keeps its place, as in a Map
+    if (this.ring.length < this.max) {
+      this.ring.push(o.order_id);
+      return;
+    }
+    // full: the oldest id leaves the Map and the ring, the new one takes its slot
+    this.finished.delete(this.ring[this.head]);
+    this.ring[this.head] = o.order_id;
+    this.head = this.head + 1 === this.max ? 0 : this.head + 1;
   }
   openOfUser(user_id: number): TrackedOrder[] {
     return [...this.open.values()].filter((o) => o.user_id === user_id);
@@ -57,7 +74,20 @@ export class OrderTracker {
 interface Market {
   zone_id: number;
   interval_id: number;
+  /** Its channel names, made once (a fresh string per publish was also hashed afresh by the bus's Map). */
+  book_channel: string;
+  trades_channel: string;
+  ticker_channel: string;
   book: LevelBook;
+  /**
+   * The checksum of the book as last computed, and the CRC state after its asks part: valid until
+   * a level in the top CHECKSUM_DEPTH of a side changes (a change deeper in the book leaves the
+   * checksummed levels as they were; a change of bids only leaves the asks part as it was).
+   */
+  ck: number;
+  ck_valid: boolean;
+  ck_asks_state: number;
+  ck_asks_valid: boolean;
   book_seq: number;
   trades_seq: number;
   ticker_seq: number;
@@ -124,7 +154,8 @@ export async function startPublisher(opts: {
   const epoch = randomBytes(6).toString('hex');
   const orders = new OrderTracker();
   const zones = new Map<number, ZoneState>();
-  const userSeq = new Map<number, number>();
+  /** Per user: the private stream's last seq and its channel name. */
+  const userStreams = new Map<number, { seq: number; channel: string }>();
   const fallbackUnit: PriceUnit = { tick_size: '1', decimals: 0 };
   const unitOf = (zone_id: number): PriceUnit => catalog.get(zone_id)?.unit ?? fallbackUnit;
 
@@ -137,7 +168,10 @@ export async function startPublisher(opts: {
     const z = zoneState(zone_id);
     let m = z.markets.get(interval_id);
     if (m === undefined) {
-      m = { zone_id, interval_id, book: new LevelBook(), book_seq: 0, trades_seq: 0, ticker_seq: 0, last_ticks: null, volume_wh: 0n, notional: 0n, trade_count: 0, gate: 'OPEN' };
+      m = {
+        zone_id, interval_id, book_channel: bookChannel(zone_id, interval_id), trades_channel: tradesChannel(zone_id, interval_id), ticker_channel: tickerChannel(zone_id, interval_id),
+        book: new LevelBook(), ck: 0, ck_valid: false, ck_asks_state: 0, ck_asks_valid: false, book_seq: 0, trades_seq: 0, ticker_seq: 0, last_ticks: null, volume_wh: 0n, notional: 0n, trade_count: 0, gate: 'OPEN',
+      };
       z.markets.set(interval_id, m);
     }
     return m;
@@ -148,28 +182,48 @@ export async function startPublisher(opts: {
     const p = (t: number) => ticksToPrice(t, u);
     return { bids: wireLevels(m.book.bids, depth, p, whToKwh), asks: wireLevels(m.book.asks, depth, p, whToKwh) };
   };
+  /** A level of a side changed (qty 0: removed): forget the checksum parts it is in. */
+  const levelChanged = (m: Market, side: LevelSide, price: number): void => {
+    if (!m.ck_valid && !m.ck_asks_valid) return;
+    // After the change: the top CHECKSUM_DEPTH levels changed iff the side now has fewer levels
+    // than that, or the price is at or better than the side's CHECKSUM_DEPTH-th best (an insert or
+    // removal there moves the levels below it; one deeper moves none of the top ones).
+    const ps = side.prices;
+    if (ps.length >= CHECKSUM_DEPTH) {
+      const last = ps[CHECKSUM_DEPTH - 1];
+      if (side.desc ? price < last : price > last) return;
+    }
+    m.ck_valid = false;
+    if (side === m.book.asks) m.ck_asks_valid = false;
+  };
+  /** CRC state after one side's top levels (null: a value with no exact integer digits). */
+  const crcSide = (c: number, side: LevelSide, mant: number): number | null => {
+    for (let i = 0, n = Math.min(CHECKSUM_DEPTH, side.prices.length); i < n; i++) {
+      const p = side.prices[i];
+      const v = p * mant;
+      const q = side.qty.get(p)!;
+      if (!Number.isSafeInteger(v) || !Number.isSafeInteger(q)) return null;
+      c = crc32Digits(crc32Digits(c, v), q);
+    }
+    return c;
+  };
   const checksum = (m: Market): number => {
     // Per delta: straight from the integers. A price's checksum digits are ticks × mantissa (its
     // string without '.' and leading zeros) and a quantity's are its Wh ("1.500" kWh → 1500), so
-    // no level strings are built; same value as bookChecksum() on the wire levels (tested).
+    // no level strings are built; same value as bookChecksum() on the wire levels (tested). Parts
+    // no change reached since the last delta are reused (levelChanged).
+    if (m.ck_valid) return m.ck;
     const mant = tickMantissa(unitOf(m.zone_id));
     if (mant !== null) {
-      let c = CRC32_INIT;
-      let exact = true;
-      for (let k = 0; k < 2 && exact; k++) {
-        const side = k === 0 ? m.book.asks : m.book.bids;
-        for (let i = 0, n = Math.min(CHECKSUM_DEPTH, side.prices.length); i < n; i++) {
-          const p = side.prices[i];
-          const v = p * mant;
-          const q = side.qty.get(p)!;
-          if (!Number.isSafeInteger(v) || !Number.isSafeInteger(q)) {
-            exact = false;
-            break;
-          }
-          c = crc32Digits(crc32Digits(c, v), q);
-        }
+      const a = m.ck_asks_valid ? m.ck_asks_state : crcSide(CRC32_INIT, m.book.asks, mant);
+      const c = a === null ? null : crcSide(a, m.book.bids, mant);
+      if (a !== null && c !== null) {
+        m.ck_asks_state = a;
+        m.ck_asks_valid = true;
+        m.ck = crc32Finish(c);
+        m.ck_valid = true;
+        return m.ck;
       }
-      if (exact) return crc32Finish(c);
     }
     const l = levels(m, CHECKSUM_DEPTH);
     return bookChecksum(l.bids, l.asks);
@@ -257,10 +311,10 @@ export async function startPublisher(opts: {
     });
   };
   const emitUser = (user_id: number, msg: Record<string, unknown> & { type: string }): void => {
-    const seq = (userSeq.get(user_id) ?? 0) + 1;
-    userSeq.set(user_id, seq);
-    msg.seq = seq;
-    bus.publish(userChannel(user_id), msg);
+    let u = userStreams.get(user_id);
+    if (u === undefined) userStreams.set(user_id, (u = { seq: 0, channel: userChannel(user_id) }));
+    msg.seq = ++u.seq;
+    bus.publish(u.channel, msg);
   };
   const sendOrder = (o: TrackedOrder, ts: number): void => {
     // built in one object (no spread of a second one): this runs for every order event
@@ -312,7 +366,7 @@ export async function startPublisher(opts: {
     pendingTicker.clear();
     for (const [m, ts] of batch) {
       m.ticker_seq++;
-      bus.publish(tickerChannel(m.zone_id, m.interval_id), tickerMessage(m, ts));
+      bus.publish(m.ticker_channel, tickerMessage(m, ts));
     }
   }
 
@@ -324,6 +378,19 @@ export async function startPublisher(opts: {
       flushOutbox();
     }
   };
+  /** One side (maker, then taker) of a fill: its order's progress, the fill and order messages. */
+  const fillSide = (e: Extract<EngineEvent, { type: 'FILL' }>, oid: number, liquidity: 'MAKER' | 'TAKER', remaining: number, zone_id: number, price: string, qty: string, ts: number): void => {
+    const o = orders.get(oid);
+    if (o === undefined) return;
+    o.filled_wh += e.qty_wh;
+    o.status = remaining === 0 ? 'MATCHED' : 'PARTIALLY_FILLED';
+    toUser(o.user_id, {
+      type: 'fill', trade_id: e.trade_id, order_id: oid, client_order_id: o.client_order_id, zone_id, interval_id: e.interval_id, side: o.side, price, qty,
+      source: e.source, liquidity, ts,
+    });
+    sendOrder(o, ts);
+    if (remaining === 0) orders.finish(o);
+  };
   const publishCommitted = (c: CommittedEvents): void => {
     const ts = c.ts_ms;
     let touched: Map<Market, string[][]> | null = null;
@@ -333,7 +400,9 @@ export async function startPublisher(opts: {
       switch (e.type) {
         case 'BOOK_LEVEL': {
           const m = market(c.zone_id, e.interval_id);
-          m.book.side(e.side).set(e.price_ticks, e.qty_wh);
+          const side = m.book.side(e.side);
+          side.set(e.price_ticks, e.qty_wh);
+          levelChanged(m, side, e.price_ticks);
           touched ??= new Map();
           let ch = touched.get(m);
           if (ch === undefined) touched.set(m, (ch = []));
@@ -352,22 +421,11 @@ export async function startPublisher(opts: {
           const price = ticksToPrice(e.price_ticks, u);
           const qty = whToKwh(e.qty_wh);
           const trade_id = e.trade_id;
-          bus.publish(tradesChannel(c.zone_id, e.interval_id), {
+          bus.publish(m.trades_channel, {
             type: 'trade', zone_id: c.zone_id, interval_id: e.interval_id, epoch, seq: m.trades_seq, trade_id, price, qty, source: e.source, taker_side: e.taker_side, ts,
           });
-          for (const [oid, liquidity] of [[e.maker_order_id, 'MAKER'], [e.taker_order_id, 'TAKER']] as const) {
-            const o = orders.get(oid);
-            if (o === undefined) continue;
-            o.filled_wh += e.qty_wh;
-            const remaining = oid === e.maker_order_id ? e.maker_remaining_wh : e.taker_remaining_wh;
-            o.status = remaining === 0 ? 'MATCHED' : 'PARTIALLY_FILLED';
-            toUser(o.user_id, {
-              type: 'fill', trade_id, order_id: oid, client_order_id: o.client_order_id, zone_id: c.zone_id, interval_id: e.interval_id, side: o.side, price, qty,
-              source: e.source, liquidity, ts,
-            });
-            sendOrder(o, ts);
-            if (remaining === 0) orders.finish(o);
-          }
+          fillSide(e, e.maker_order_id, 'MAKER', e.maker_remaining_wh, c.zone_id, price, qty, ts);
+          fillSide(e, e.taker_order_id, 'TAKER', e.taker_remaining_wh, c.zone_id, price, qty, ts);
           break;
         }
         case 'ACCEPTED': {
@@ -420,7 +478,7 @@ export async function startPublisher(opts: {
     if (touched !== null) {
       for (const [m, changes] of touched) {
         m.book_seq++;
-        bus.publish(bookChannel(m.zone_id, m.interval_id), {
+        bus.publish(m.book_channel, {
           type: 'book', zone_id: m.zone_id, interval_id: m.interval_id, epoch, seq: m.book_seq, snapshot: false, changes, checksum: checksum(m), ts,
         });
         tickerChanged(m, ts);
