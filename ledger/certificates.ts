@@ -6,6 +6,7 @@
  * event. `verifyChain` recomputes every hash and replays ownership against the live state.
  */
 import { createHash } from 'node:crypto';
+import { withFields } from '../schema/objects.js';
 import { LedgerError } from './errors.js';
 
 export const RENEWABLE_SOURCES = ['SOLAR', 'WIND', 'HYDRO'] as const;
@@ -84,13 +85,13 @@ export class CertificateRegistry {
   issue(c: Omit<Certificate, 'hash' | 'owner_id' | 'status' | 'retired_at_ms'>, owner_id: number): Certificate {
     if (this.byTrade.has(c.trade_id)) throw new Error(`ledger assertion failed: certificate for trade ${c.trade_id} issued twice`);
     const e = this.makeEvent(`issue:${c.id}`, c.id, 'ISSUE', null, owner_id, c.energy_wh, c.issued_at_ms);
-    const cert: Certificate = { ...c, hash: '', owner_id, status: 'ACTIVE', retired_at_ms: null };
+    const cert: Certificate = withFields(c, { hash: '', owner_id, status: 'ACTIVE' as const, retired_at_ms: null });
     const hash = hashEvent(e, cert);
     (cert as { hash: string }).hash = hash;
     this.byId.set(cert.id, cert);
     this.byTrade.set(cert.trade_id, cert);
     this.issued_wh_total += cert.energy_wh;
-    this.append({ ...e, hash }, cert);
+    this.append(withFields(e, { hash }), cert);
     return cert;
   }
 
@@ -116,7 +117,7 @@ export class CertificateRegistry {
     const c = this.owned(certificate_id, from_user_id);
     const e = this.makeEvent(event_id, c.id, 'TRANSFER', from_user_id, to_user_id, c.energy_wh, now_ms);
     c.owner_id = to_user_id;
-    return this.append({ ...e, hash: hashEvent(e, c) }, c);
+    return this.append(withFields(e, { hash: hashEvent(e, c) }), c);
   }
 
   retire(event_id: string, certificate_id: string, user_id: number, now_ms: number): CertificateEvent {
@@ -126,7 +127,7 @@ export class CertificateRegistry {
     const e = this.makeEvent(event_id, c.id, 'RETIRE', user_id, null, c.energy_wh, now_ms);
     c.status = 'RETIRED';
     c.retired_at_ms = now_ms;
-    return this.append({ ...e, hash: hashEvent(e, c) }, c);
+    return this.append(withFields(e, { hash: hashEvent(e, c) }), c);
   }
 
   private makeEvent(

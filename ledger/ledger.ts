@@ -15,6 +15,7 @@ import {
   TRANSFER_FLAG_VOID_PENDING, USER_ACCOUNT_KINDS, type Account, type AccountKind, type CoreRecorder, type PendingState,
   type Transfer, type TransferInput,
 } from './core.js';
+import { withFields } from '../schema/objects.js';
 import { assert, LedgerError } from './errors.js';
 import { buyerFeeFactors, buyerMaxMinor, pricingFactors, settlementAmounts, type Pricing, type PricingFactors } from './money.js';
 import {
@@ -716,10 +717,10 @@ export class Ledger {
     const base = { debit_account_id: from, order_id: e.order_id, trade_id: e.trade_id };
     const chain: TransferInput[] = [];
     const t = e.trade_id;
-    if (a.seller_net_minor > 0n) chain.push({ ...base, id: `t${t}:pay`, credit_account_id: this.accountId(e.seller_id, cur, 'AVAILABLE'), amount: a.seller_net_minor, code: 'SETTLE' });
-    if (a.fee_minor > 0n) chain.push({ ...base, id: `t${t}:fee`, credit_account_id: this.accountId(null, cur, 'FEES'), amount: a.fee_minor, code: 'FEE' });
-    if (a.rounding_minor > 0n) chain.push({ ...base, id: `t${t}:round`, credit_account_id: this.accountId(null, cur, 'ROUNDING'), amount: a.rounding_minor, code: 'ROUNDING' });
-    if (a.refund_minor > 0n) chain.push({ ...base, id: `t${t}:refund`, credit_account_id: this.accountId(e.buyer_id, cur, 'AVAILABLE'), amount: a.refund_minor, code: 'REFUND' });
+    if (a.seller_net_minor > 0n) chain.push(withFields(base, { id: `t${t}:pay`, credit_account_id: this.accountId(e.seller_id, cur, 'AVAILABLE'), amount: a.seller_net_minor, code: 'SETTLE' }));
+    if (a.fee_minor > 0n) chain.push(withFields(base, { id: `t${t}:fee`, credit_account_id: this.accountId(null, cur, 'FEES'), amount: a.fee_minor, code: 'FEE' }));
+    if (a.rounding_minor > 0n) chain.push(withFields(base, { id: `t${t}:round`, credit_account_id: this.accountId(null, cur, 'ROUNDING'), amount: a.rounding_minor, code: 'ROUNDING' }));
+    if (a.refund_minor > 0n) chain.push(withFields(base, { id: `t${t}:refund`, credit_account_id: this.accountId(e.buyer_id, cur, 'AVAILABLE'), amount: a.refund_minor, code: 'REFUND' }));
     this.core.createLinked(chain, now_ms);
     let certificate_id: string | null = null;
     if (resolution !== 'CANCELLED' && isRenewable(e.source) && delivered_wh > 0) {

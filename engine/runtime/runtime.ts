@@ -19,6 +19,7 @@ import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core
 import { JournalWriter, type JournalState } from './journal.js';
 import { connectNoDelay } from './pg.js';
 import { ROW_FIELDS, type FromWorker, type ToWorker } from './protocol.js';
+import { withFields } from '../../schema/objects.js';
 import { CommandBatchWriter, decodeEventsAt } from './codec.js';
 import { scheduleIntervals } from './schedule.js';
 import type {
@@ -564,11 +565,11 @@ class RuntimeImpl implements Runtime {
       const order_id = orderIdFor(z.zone_id, seq);
       // The fast path encodes the submitted object as it is (no copy); any other shape is
       // journaled whole, as the engine sees it.
-      const item = cmd.zone_id === z.zone_id ? cmd : { ...cmd, ts_ms, order_id };
+      const item = cmd.zone_id === z.zone_id ? cmd : withFields(cmd, { ts_ms, order_id });
       slot.outbox.command(z.zone_id, seq, ts_ms, item as unknown as Record<string, unknown>, order_id);
       if (cmd.expire_at_ms !== undefined) z.has_gtt = true;
     } else {
-      slot.outbox.command(z.zone_id, seq, ts_ms, { ...cmd, ts_ms } as unknown as Record<string, unknown>, 0);
+      slot.outbox.command(z.zone_id, seq, ts_ms, withFields(cmd, { ts_ms }) as unknown as Record<string, unknown>, 0);
     }
     this.inflight++;
     const p = new Promise<SubmitResult>((resolve) => z.waiters.push(seq, resolve));
