@@ -578,6 +578,20 @@ export class ZoneEngine {
     return EVENT_NAMES[this.ev[i * EVENT_WIDTH]];
   }
 
+  /**
+   * The event buffer itself: EVENT_WIDTH cells per event (layout in events.ts), events 0 ..
+   * eventCount - 1 of the last command. Read only, and only until the next command (it is reused,
+   * and replaced when it grows). For encoders that write events without decoding them.
+   */
+  eventBuffer(): Float64Array {
+    return this.ev;
+  }
+
+  /** The client order id of event i, for the types that carry one (undefined or stale for others). */
+  eventString(i: number): string | undefined {
+    return this.evStr[i];
+  }
+
   /** Raw cell of event i (for consumers that read the buffer without decoding; layout in events.ts). */
   eventCell(i: number, cell: number): number {
     return this.ev[i * EVENT_WIDTH + cell];

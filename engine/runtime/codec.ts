@@ -17,6 +17,21 @@
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import type { Command, EngineEvent } from '../core/types.js';
 import { CANCEL_REASONS, EXPIRE_CAUSES, REJECT_CODES } from '../core/types.js';
+import {
+  COMMAND_TYPES,
+  E_ACCEPTED,
+  E_AMENDED,
+  E_BOOK_LEVEL,
+  E_CANCELLED,
+  E_EXPIRED,
+  E_FILL,
+  E_REJECTED,
+  EVENT_WIDTH,
+  ORDER_TYPES,
+  SIDES,
+  SOURCES,
+  STP_MODES,
+} from '../core/codes.js';
 
 export const JOURNAL_KIND_COMMAND = 1;
 export const JOURNAL_KIND_CHECKPOINT = 2;
@@ -185,6 +200,16 @@ export class ByteWriter {
       }
     } else if (typeof v === 'boolean') this.buf[this.len++] = v ? T_TRUE : T_FALSE;
     else this.blob(v);
+  }
+
+  /** table[i] as value() writes it, with the well-known index looked up once per table (known[i]). */
+  enumValue(table: readonly string[], known: Int16Array, i: number): void {
+    const k = i >= 0 && i < known.length ? known[i] : -1;
+    if (k >= 0) {
+      this.ensure(2);
+      this.buf[this.len++] = T_KNOWN;
+      this.buf[this.len++] = k;
+    } else this.value(table[i]);
   }
 
   private string(s: string): void {
@@ -437,6 +462,115 @@ const PLACE_ENCODER = compileEncoder(COMMANDS, COMMANDS.codes.get('PLACE')!, tru
 const EVENT_DECODERS: TupleDecoder[] = EVENTS.names.map((_, code) => compileDecoder(EVENTS, code, 'event'));
 const COMMAND_DECODERS: TupleDecoder[] = COMMANDS.names.map((n, code) => compileDecoder(COMMANDS, code, COMMANDS_WITH_ZONE.has(n) ? 'command_with_zone' : 'command'));
 
+/** What appendEngineCommand reads from a zone engine (engine/core/engine.ts; layout in core/events.ts). */
+export interface EngineEventSource {
+  readonly eventCount: number;
+  /** EVENT_WIDTH float64 cells per event, valid until the engine's next command. */
+  eventBuffer(): Float64Array;
+  /** The client order id of event i (for the types that carry one). */
+  eventString(i: number): string | undefined;
+  event(i: number): EngineEvent;
+}
+
+// Encoders from the engine's event cells, one per frequent event type, writing exactly the
+// fields of EVENT_FIELDS in their order, each as value() would write the field decodeEvent
+// (core/events.ts) makes of those cells. The other types go through decodeEvent and the
+// object encoder. test/runtime/codec.test.ts checks byte equality over random engine runs.
+type CellEncoder = (w: ByteWriter, ev: Float64Array, f: number, s: string | undefined) => void;
+const knownIndexes = (table: readonly string[]): Int16Array => Int16Array.from(table, (n) => WELL_KNOWN_INDEX.get(n) ?? -1);
+const K_SIDES = knownIndexes(SIDES);
+const K_SOURCES = knownIndexes(SOURCES);
+const K_ORDER_TYPES = knownIndexes(ORDER_TYPES);
+const K_STP = knownIndexes(STP_MODES);
+const K_COMMANDS = knownIndexes(COMMAND_TYPES);
+const K_REJECT = knownIndexes(REJECT_CODES);
+const K_CANCEL = knownIndexes(CANCEL_REASONS);
+const K_EXPIRE = knownIndexes(EXPIRE_CAUSES);
+const CELL_ENCODERS: (CellEncoder | undefined)[] = [];
+CELL_ENCODERS[E_ACCEPTED] = (w, ev, f, s) => {
+  w.varint(EVENTS.codes.get('ACCEPTED')! + 1);
+  w.value(ev[f + 1]);
+  w.value(ev[f + 3]);
+  w.value(ev[f + 4]);
+  w.value(s ?? '');
+  w.value(ev[f + 2]);
+  w.enumValue(SIDES, K_SIDES, ev[f + 5]);
+  w.enumValue(SOURCES, K_SOURCES, ev[f + 6]);
+  w.enumValue(ORDER_TYPES, K_ORDER_TYPES, ev[f + 7]);
+  w.enumValue(STP_MODES, K_STP, ev[f + 8]);
+  w.value(ev[f + 9]);
+  w.value(ev[f + 10]);
+  w.value(ev[f + 11]);
+  w.value(ev[f + 12]);
+};
+CELL_ENCODERS[E_REJECTED] = (w, ev, f, s) => {
+  w.varint(EVENTS.codes.get('REJECTED')! + 1);
+  w.value(ev[f + 1]);
+  w.enumValue(COMMAND_TYPES, K_COMMANDS, ev[f + 6]);
+  w.enumValue(REJECT_CODES, K_REJECT, ev[f + 5]);
+  w.value(ev[f + 3]);
+  w.value(ev[f + 4]);
+  w.value(s ?? '');
+  w.value(ev[f + 2]);
+};
+CELL_ENCODERS[E_FILL] = (w, ev, f) => {
+  w.varint(EVENTS.codes.get('FILL')! + 1);
+  w.value(ev[f + 1]);
+  w.value(ev[f + 3]);
+  w.value(ev[f + 2]);
+  w.value(ev[f + 4]);
+  w.value(ev[f + 5]);
+  w.value(ev[f + 6]);
+  w.value(ev[f + 7]);
+  w.enumValue(SIDES, K_SIDES, ev[f + 11]);
+  w.value(ev[f + 8]);
+  w.value(ev[f + 9]);
+  w.enumValue(SOURCES, K_SOURCES, ev[f + 10]);
+  w.value(ev[f + 12]);
+  w.value(ev[f + 13]);
+};
+const closed = (name: 'CANCELLED' | 'EXPIRED', table: readonly string[], known: Int16Array): CellEncoder => {
+  const code = EVENTS.codes.get(name)! + 1;
+  return (w, ev, f, s) => {
+    w.varint(code);
+    w.value(ev[f + 1]);
+    w.value(ev[f + 3]);
+    w.value(ev[f + 4]);
+    w.value(s ?? '');
+    w.value(ev[f + 2]);
+    w.enumValue(table, known, ev[f + 5]);
+    w.value(ev[f + 6]);
+    w.value(ev[f + 7]);
+  };
+};
+CELL_ENCODERS[E_CANCELLED] = closed('CANCELLED', CANCEL_REASONS, K_CANCEL);
+CELL_ENCODERS[E_EXPIRED] = closed('EXPIRED', EXPIRE_CAUSES, K_EXPIRE);
+CELL_ENCODERS[E_AMENDED] = (w, ev, f, s) => {
+  w.varint(EVENTS.codes.get('AMENDED')! + 1);
+  w.value(ev[f + 1]);
+  w.value(ev[f + 3]);
+  w.value(ev[f + 4]);
+  w.value(s ?? '');
+  w.value(ev[f + 2]);
+  w.value(ev[f + 5]);
+  w.value(ev[f + 6]);
+  w.value(ev[f + 7]);
+  w.value(ev[f + 10]);
+  w.value(ev[f + 8]);
+  w.value(ev[f + 9] === 1);
+};
+CELL_ENCODERS[E_BOOK_LEVEL] = (w, ev, f) => {
+  w.varint(EVENTS.codes.get('BOOK_LEVEL')! + 1);
+  w.value(ev[f + 1]);
+  w.value(ev[f + 2]);
+  w.enumValue(SIDES, K_SIDES, ev[f + 3]);
+  w.enumValue(SOURCES, K_SOURCES, ev[f + 4]);
+  w.value(ev[f + 5]);
+  w.value(ev[f + 6]);
+  w.value(ev[f + 7]);
+  w.value(ev[f + 8]);
+};
+
 // One reader per thread, reset per payload (decoding is synchronous).
 const sharedReader = new ByteReader();
 
@@ -547,6 +681,31 @@ export class CopyTupleWriter extends ByteWriter {
     this.eventsAt = this.len;
     this.varint(events.length);
     for (let i = 0; i < events.length; i++) this.event(events[i] as unknown as Obj);
+    this.end(ts_ms);
+    return at;
+  }
+
+  /**
+   * appendEncodedCommand with the events read straight from the engine's event buffer: the same
+   * bytes, without decoding every event to an object first (the zone worker's hot path: per
+   * order, the objects and the enum-name lookups were a quarter of the worker's time).
+   */
+  appendEngineCommand(zone_id: number, seq: number, ts_ms: number, bytes: Uint8Array, from: number, to: number, events: EngineEventSource): number {
+    this.begin(zone_id, seq, JOURNAL_KIND_COMMAND);
+    const at = this.payloadAt;
+    this.ensure(1);
+    this.buf[this.len++] = FORMAT;
+    this.raw(bytes, from, to);
+    this.eventsAt = this.len;
+    const n = events.eventCount;
+    this.varint(n);
+    const ev = events.eventBuffer();
+    for (let i = 0; i < n; i++) {
+      const f = i * EVENT_WIDTH;
+      const enc = CELL_ENCODERS[ev[f]];
+      if (enc !== undefined) enc(this, ev, f, events.eventString(i));
+      else this.event(events.event(i) as unknown as Obj);
+    }
     this.end(ts_ms);
     return at;
   }

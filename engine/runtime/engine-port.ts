@@ -1,9 +1,10 @@
-// The runtime's view of the engine core: the three things it needs from a zone engine. Kept
+// The runtime's view of the engine core: the few things it needs from a zone engine. Kept
 // narrow so the runtime does not depend on the core's internals (engine/core/engine.ts).
 import { ZoneEngine } from '../index.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
+import type { EngineEventSource } from './codec.js';
 
-export interface RuntimeZoneEngine {
+export interface RuntimeZoneEngine extends EngineEventSource {
   /** Runs one command; returns how many events it produced (readable with events() until the next call). */
   execute(cmd: Command): number;
   /** The events of the last command as plain objects. */

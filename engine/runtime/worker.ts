@@ -51,7 +51,7 @@ function runBatch(input: Uint8Array, rows: number): void {
       const cmd = r.command(zone_id, ts_ms);
       const to = r.o;
       engine.execute(cmd);
-      const at = writer.appendEncodedCommand(zone_id, seq, ts_ms, input, from, to, engine.events());
+      const at = writer.appendEngineCommand(zone_id, seq, ts_ms, input, from, to, engine);
       index[x + 2] = at;
       index[x + 3] = writer.byteLength - at - 12;
       index[x + 5] = writer.eventsAt;
