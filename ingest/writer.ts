@@ -291,25 +291,27 @@ export class Writer {
     const rest = [
       receivedAt,
       nums(agg.meter.id), nums(agg.meter.period), nums(agg.meter.bucket), nums(agg.meter.p), nums(agg.meter.c), nums(agg.meter.n),
-      nums(agg.fresh.id), nums(agg.fresh.period), nums(agg.fresh.bucket), nums(agg.fresh.p), nums(agg.fresh.c), nums(agg.fresh.n),
       nums(agg.zone.zone), nums(agg.zone.user), nums(agg.zone.lo), nums(agg.zone.hi), nums(agg.zone.total),
       nums(agg.zone.hour), nums(agg.zone.p), nums(agg.zone.c), nums(agg.zone.n), seq,
       p[19], p[20], p[21], p[22], p[23], p[24],
       p[10], p[11], p[12], p[13], p[14],
     ] as never[];
-    return this.copyTransaction(encodeReadingsCopy(jobs, receivedUs), rest);
+    const copies = [{ statement: COPY_READINGS, data: encodeReadingsCopy(jobs, receivedUs) }];
+    if (agg.fresh.id.length > 0) copies.push({ statement: COPY_METER_ROLLUPS, data: encodeMeterRollupsCopy(agg.fresh) });
+    return this.copyTransaction(copies, rest);
   }
 
   /**
-   * BEGIN, a binary COPY of the readings, the roll-up statement and COMMIT on a reserved
-   * connection, all sent before any answer is read (so nothing is ever sent after a failure came
-   * back: no sql.begin(), whose ROLLBACK on a just-dropped connection crashes the process,
-   * porsager/postgres#1208). If the COPY fails (a unique violation: a row stored behind this
-   * process's back), the roll-up statement fails as "transaction aborted" and the COMMIT ends the
-   * transaction as a rollback: nothing was written, returns false. A dropped connection throws
-   * (the connection is not handed back: the pool replaces it).
+   * BEGIN, a binary COPY of the readings (and one of the meter buckets that cannot exist yet), the
+   * roll-up statement and COMMIT on a reserved connection; after each COPY's CopyInResponse the
+   * rest is sent before any answer is read (so nothing is ever sent after a failure came back: no
+   * sql.begin(), whose ROLLBACK on a just-dropped connection crashes the process,
+   * porsager/postgres#1208). If a COPY fails (a unique violation: a row stored behind this
+   * process's back), the statement behind it fails as "transaction aborted" and the transaction
+   * ends as a rollback: nothing was written, returns false. A dropped connection throws (the
+   * connection is not handed back: the pool replaces it).
    */
-  private async copyTransaction(copy: Buffer, rest: never[]): Promise<boolean> {
+  private async copyTransaction(copies: { statement: string; data: Buffer }[], rest: never[]): Promise<boolean> {
     const tx = await this.sql.reserve();
     let dead: unknown = null;
     const watch = <T>(q: Promise<T>): Promise<T> => {
@@ -321,27 +323,39 @@ export class Writer {
     let sentAll = false;
     try {
       const begin = watch(tx`begin` as unknown as Promise<unknown>);
-      const stream = await watch(tx.unsafe(COPY_READINGS).writable());
-      let streamError: unknown = null;
-      stream.on('error', (err: unknown) => {
-        streamError ??= err;
-      });
-      // postgres.js reports a COPY failure only to a stream that is still open, so the COPY's
-      // outcome is read from the statement queued behind it (it fails if the COPY did)
-      const ended = new Promise<void>((resolve) => {
-        stream.once('error', () => resolve());
-        stream.once('close', () => resolve());
-        const s = stream as unknown as { _final?: (cb: (err?: Error | null) => void) => void };
-        const final = s._final;
-        if (typeof final !== 'function') return resolve();
-        s._final = (cb) => {
-          final.call(stream, cb);
-          resolve();
-        };
-      });
-      stream.end(copy);
-      await ended;
-      if (streamError !== null) throw streamError;
+      for (const copy of copies) {
+        // a COPY behind a failed one fails at once (the transaction is aborted): caught below
+        const stream = await watch(tx.unsafe(copy.statement).writable());
+        let streamError: unknown = null;
+        stream.on('error', (err: unknown) => {
+          streamError ??= err;
+        });
+        // postgres.js 3.4.9 destroys a finished COPY stream (autoDestroy) by sending CopyFail
+        // ("null") and clearing the connection's current stream; PostgreSQL ignores a CopyFail
+        // outside COPY, but one that arrives during the next COPY of this transaction aborts it.
+        // A stream destroyed without an error has nothing to report: only call back.
+        const w = stream as unknown as { _destroy?: (err: Error | null, cb: (err?: Error | null) => void) => void };
+        const destroy = w._destroy;
+        if (typeof destroy === 'function') {
+          w._destroy = (err, cb) => (err === null || err === undefined ? cb(null) : destroy.call(stream, err, cb));
+        }
+        // postgres.js reports a COPY failure only to a stream that is still open, so the COPY's
+        // outcome is read from the statement queued behind it (it fails if the COPY did)
+        const ended = new Promise<void>((resolve) => {
+          stream.once('error', () => resolve());
+          stream.once('close', () => resolve());
+          const s = stream as unknown as { _final?: (cb: (err?: Error | null) => void) => void };
+          const final = s._final;
+          if (typeof final !== 'function') return resolve();
+          s._final = (cb) => {
+            final.call(stream, cb);
+            resolve();
+          };
+        });
+        stream.end(copy.data);
+        await ended;
+        if (streamError !== null) throw streamError;
+      }
       const rollups = watch(tx.unsafe(FRESH_ROLLUPS, rest, { prepare: true }) as unknown as Promise<unknown>);
       const commit = watch(tx`commit` as unknown as Promise<unknown>);
       sentAll = true;
@@ -614,10 +628,9 @@ fill as (
 select count(*)::int4 as inserted from ins`;
 
 /**
- * The fast path's statement: the readings (plain INSERT: fails, and changes nothing, if any row is
- * already stored), the meters' roll-ups and the zone/community outbox pre-summed per bucket by
- * the writer (buckets that may exist are upserted, newer ones inserted), meter_latest and new
- * gaps. (period: 0 HOUR, 1 DAY, 2 MONTH; outbox user_id 0 = the zone's own bucket, else a member
+ * The fast path's statement, after the COPY of the readings and of the new meter buckets: the
+ * meters' buckets that may exist (upserted) and the zone/community outbox, pre-summed per bucket
+ * by the writer, meter_latest and new gaps. (period: 0 HOUR, 1 DAY, 2 MONTH; outbox user_id 0 = the zone's own bucket, else a member
  * candidate, kept only if the user is a community member in that zone.)
  */
 const FRESH_ROLLUPS = `
@@ -631,31 +644,74 @@ with meter_rollups as (
     reading_count = r.reading_count + excluded.reading_count,
     updated_at = excluded.updated_at
 ),
-meter_rollups_new as (
-  insert into reading_rollups (scope, scope_id, period, bucket_start, production_wh, consumption_wh, reading_count, updated_at)
-  select 'METER', b.id, (array['HOUR', 'DAY', 'MONTH'])[b.period + 1], to_timestamp(b.s), b.p, b.c, b.n, now()
-  from unnest($8::int8[], $9::int2[], $10::int8[], $11::int8[], $12::int8[], $13::int8[]) as b(id, period, s, p, c, n)
-),
 o as (
-  select * from unnest($14::int8[], $15::int8[], $16::int4[], $17::int4[], $18::int8[]) as o(zone_id, user_id, lo, hi, n)
+  select * from unnest($8::int8[], $9::int8[], $10::int4[], $11::int4[], $12::int8[]) as o(zone_id, user_id, lo, hi, n)
 ),
 outbox as (
   insert into reading_rollup_outbox (zone_id, user_id, reading_count, batch_seq, hours_s, hours_production_wh, hours_consumption_wh, hours_reading_count)
-  select o.zone_id, nullif(o.user_id, 0), o.n, $23::int8,
-    ($19::int8[])[o.lo:o.hi], ($20::int8[])[o.lo:o.hi], ($21::int8[])[o.lo:o.hi], ($22::int4[])[o.lo:o.hi]
+  select o.zone_id, nullif(o.user_id, 0), o.n, $17::int8,
+    ($13::int8[])[o.lo:o.hi], ($14::int8[])[o.lo:o.hi], ($15::int8[])[o.lo:o.hi], ($16::int4[])[o.lo:o.hi]
   from o
   where o.user_id = 0 or exists (
     select 1 from community_members cm join community_groups g on g.id = cm.group_id
     where cm.user_id = o.user_id and g.zone_id = o.zone_id)
 ),
-${latestCte(1, 24, '')}
+${latestCte(1, 18, '')}
 new_gaps as (
   insert into meter_reading_gaps (meter_id, gap_start, gap_end, interval_minutes, missing_intervals, detected_at)
   select meter_id, to_timestamp(s), to_timestamp(e), m, n, $1::timestamptz
-  from unnest($30::int8[], $31::int8[], $32::int8[], $33::int2[], $34::int4[]) as g(meter_id, s, e, m, n)
+  from unnest($24::int8[], $25::int8[], $26::int8[], $27::int2[], $28::int4[]) as g(meter_id, s, e, m, n)
   on conflict do nothing
 )
 select 1 as ok`;
+
+/**
+ * Binary COPY of a group's meter buckets that cannot exist yet (encodeMeterRollupsCopy); updated_at
+ * takes its default, now(), as the upserted buckets' does. If one exists after all (this process's
+ * view of the meter was stale), the unique violation aborts the transaction: nothing is written and
+ * the group goes the careful way.
+ */
+const COPY_METER_ROLLUPS = 'copy reading_rollups (scope, scope_id, period, bucket_start, production_wh, consumption_wh, reading_count) from stdin (format binary)';
+
+const PERIOD_NAMES = [Buffer.from('HOUR'), Buffer.from('DAY'), Buffer.from('MONTH')];
+const METER_SCOPE = Buffer.from('METER');
+
+/**
+ * Meter buckets in PostgreSQL's binary COPY format, per row: scope text 'METER', scope_id int8,
+ * period text (0 HOUR, 1 DAY, 2 MONTH), bucket_start timestamptz (from epoch seconds), production_wh,
+ * consumption_wh, reading_count int8.
+ */
+export function encodeMeterRollupsCopy(b: { id: number[]; period: number[]; bucket: number[]; p: number[]; c: number[]; n: number[] }): Buffer {
+  const n = b.id.length;
+  const buf = Buffer.allocUnsafe(19 + n * 80 + 2); // at most 80 bytes a row; the unused tail is cut off
+  buf.write('PGCOPY\n\xff\r\n\0', 0, 'latin1');
+  buf.fill(0, 11, 19);
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let o = 19;
+  const int8 = (x: number): void => {
+    v.setInt32(o, 8);
+    v.setInt32(o + 4, Math.floor(x / 4294967296));
+    v.setUint32(o + 8, x >>> 0);
+    o += 12;
+  };
+  for (let i = 0; i < n; i++) {
+    v.setInt16(o, 7);
+    v.setInt32(o + 2, METER_SCOPE.length);
+    METER_SCOPE.copy(buf, o + 6);
+    o += 6 + METER_SCOPE.length;
+    int8(b.id[i]);
+    const period = PERIOD_NAMES[b.period[i]];
+    v.setInt32(o, period.length);
+    period.copy(buf, o + 4);
+    o += 4 + period.length;
+    int8((b.bucket[i] - PG_EPOCH_S) * 1_000_000);
+    int8(b.p[i]);
+    int8(b.c[i]);
+    int8(b.n[i]);
+  }
+  v.setInt16(o, -1);
+  return buf.subarray(0, o + 2);
+}
 
 /** Binary COPY of the readings (encodeReadingsCopy); routed to the daily partitions by PostgreSQL. */
 const COPY_READINGS = 'copy meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at) from stdin (format binary)';
@@ -808,9 +864,9 @@ interface Sums {
  * below 2^53).
  */
 export function aggregateRollups(jobs: { meter: MeterContext; d: DecodedReadings }[], buckets: BucketCache) {
-  // buckets after those of the meter's latest stored reading cannot exist yet: a plain insert
-  // (cheaper than an upsert; a unique violation, if this process's view was stale, rolls the
-  // statement back); the others are upserted
+  // buckets after those of the meter's latest stored reading cannot exist yet: copied in (much
+  // cheaper than an upsert; a unique violation, if this process's view was stale, rolls the
+  // transaction back); the others are upserted
   const fresh = { id: [] as number[], period: [] as number[], bucket: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
   const meter = { id: [] as number[], period: [] as number[], bucket: [] as number[], p: [] as number[], c: [] as number[], n: [] as number[] };
   // one outbox row per (zone, user): its hours are zone.hour/p/c/n[lo..hi] (1-based, inclusive)

@@ -145,3 +145,45 @@ describe('outbox rows of earlier shapes', () => {
     expect((await h.db.sql`select count(*)::int as n from reading_rollup_outbox`)[0].n).toBe(0);
   });
 });
+
+describe('the fast path copies new meter buckets', () => {
+  it('a group with thousands of new buckets is written by its two COPYs, without falling back to the careful statement; roll-ups equal the readings', async () => {
+    const owner = await createUser(h.db, 'copy-buckets');
+    const meters = await Promise.all([0, 1, 2].map((k) => createMeter(h.db, { serial: `RU-COPY-${k}`, user_id: owner, zone_id: h.zone_id })));
+    // count the careful statement's uses (it is the only one with "on conflict do nothing" into meter_readings)
+    let careful = 0;
+    const sql = new Proxy(h.db.sql, {
+      get(target, key, receiver) {
+        if (key !== 'unsafe') return Reflect.get(target, key, receiver);
+        return (query: string, ...rest: unknown[]) => {
+          if (/insert into meter_readings[\s\S]*on conflict do nothing/.test(query)) careful++;
+          return (target.unsafe as (...a: unknown[]) => unknown)(query, ...rest);
+        };
+      },
+    });
+    const other = await createIngestService({ sql, log: createLogger('silent', 'ingest-test-copy'), worker_threads: 1, background: false });
+    try {
+      const from = base - 40 * DAY; // 1,500 intervals (about 16 local days) per meter, every bucket new
+      const submits = meters.map((m, k) => {
+        const items = Array.from({ length: 1500 }, (_, i) => reading(`RU-COPY-${k}`, at(from + i * 15 * 60_000), (i * 7 + k) % 500, (i * 3) % 200));
+        return other.submitReadings({ kind: 'meter', id: m.id }, new TextEncoder().encode(JSON.stringify(items)), 'json');
+      });
+      for (const r of await Promise.all(submits)) expect(r.accepted).toBe(1500);
+      await other.settle();
+      expect(careful).toBe(0);
+      for (const m of meters) {
+        const [c] = await h.db.sql`
+          select (select sum(production_wh)::int8 from meter_readings where meter_id = ${m.id}) as raw,
+                 (select count(*)::int from meter_readings where meter_id = ${m.id}) as n,
+                 (select sum(production_wh)::int8 from reading_rollups where scope = 'METER' and scope_id = ${m.id} and period = 'HOUR') as hour_p,
+                 (select sum(reading_count)::int from reading_rollups where scope = 'METER' and scope_id = ${m.id} and period = 'HOUR') as hour_n,
+                 (select sum(reading_count)::int from reading_rollups where scope = 'METER' and scope_id = ${m.id} and period = 'DAY') as day_n,
+                 (select sum(production_wh)::int8 from reading_rollups where scope = 'METER' and scope_id = ${m.id} and period = 'MONTH') as month_p,
+                 (select count(*)::int from reading_rollups where scope = 'METER' and scope_id = ${m.id} and period = 'HOUR') as hours`;
+        expect(c).toEqual({ raw: c.hour_p, n: 1500, hour_p: c.month_p, hour_n: 1500, day_n: 1500, month_p: c.raw, hours: 376 }); // IST hours start at :30: 1,500 intervals from a UTC midnight touch 376
+      }
+    } finally {
+      await other.close();
+    }
+  });
+});
