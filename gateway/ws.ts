@@ -83,6 +83,21 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
   // (A microtask flush ran before the ack's continuation and wrote each order twice.)
   const dirty = new Set<Session>();
   let flushScheduled = false;
+  // The session being written and its frames: one cork callback for all (no closure per session per turn).
+  let corkSession: Session | null = null;
+  let corkFrames: (string | Uint8Array)[] = [];
+  const writeCorked = (): void => {
+    const s = corkSession!;
+    const ws = s.ws!;
+    const frames = corkFrames;
+    for (let i = 0; i < frames.length; i++) {
+      const f = frames[i];
+      if (ws.send(f, typeof f !== 'string') === 2) {
+        metrics.dropped_sends.inc();
+        for (const feed of s.feeds.values()) if (feed.kind === 'book') s.conflating.add(feed);
+      }
+    }
+  };
   const flush = (): void => {
     flushScheduled = false;
     for (const s of dirty) {
@@ -92,14 +107,14 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       s.outbox_bytes = 0;
       s.buffered = -1;
       if (ws === null || s.closed) continue;
-      ws.cork(() => {
-        for (const f of frames) {
-          if (ws.send(f, typeof f !== 'string') === 2) {
-            metrics.dropped_sends.inc();
-            for (const feed of s.feeds.values()) if (feed.kind === 'book') s.conflating.add(feed);
-          }
-        }
-      });
+      corkSession = s;
+      corkFrames = frames;
+      try {
+        ws.cork(writeCorked);
+      } finally {
+        corkSession = null;
+        corkFrames = [];
+      }
     }
     dirty.clear();
   };
@@ -351,15 +366,21 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
   };
 
   const d_funds = d.funds;
-  // prom-client resolves label sets by hashing on every call: keep the children of the hot path.
-  const children = new Map<string, { inc(): void } | { observe(v: number): void }>();
-  const child = <T>(key: string, make: () => T): T => {
-    let c = children.get(key) as T | undefined;
-    if (c === undefined) children.set(key, (c = make()) as never);
+  // prom-client resolves label sets by hashing on every call: keep the children of the hot path,
+  // one Map per metric keyed by the type or op itself (no key string built per message).
+  type Inc = () => void;
+  type Observe = (v: number) => void;
+  const cached = <T>(map: Map<string, T>, key: string, make: () => T): T => {
+    let c = map.get(key);
+    if (c === undefined) map.set(key, (c = make()));
     return c;
   };
-  const countAck = (op: string): void => child(`a:${op}`, () => ({ inc: fastIncrement(metrics.acks, { op }) })).inc();
-  const observeAck = (op: string, seconds: number): void => child(`l:${op}`, () => ({ observe: fastObserver(metrics.ack_latency, { op }) })).observe(seconds);
+  const ackCounters = new Map<string, Inc>();
+  const ackLatencies = new Map<string, Observe>();
+  const okCounters = new Map<string, Inc>();
+  const durations = new Map<string, Observe>();
+  const countAck = (op: string): void => cached(ackCounters, op, () => fastIncrement(metrics.acks, { op }))();
+  const observeAck = (op: string, seconds: number): void => cached(ackLatencies, op, () => fastObserver(metrics.ack_latency, { op }))(seconds);
   const submit = async (op: string, zone_id: number, cmd: SubmitCommand): Promise<SubmitResult> => {
     const t0 = performance.now();
     let r: SubmitResult;
@@ -570,8 +591,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     }
   };
 
-  const okCounter = (type: string) => child(`m:${type}`, () => ({ inc: fastIncrement(metrics.messages, { type, outcome: 'ok' }) }));
-  const durationOf = (type: string) => child(`d:${type}`, () => ({ observe: fastObserver(metrics.message_seconds, { type }) }));
+  const okCounter = (type: string): Inc => cached(okCounters, type, () => fastIncrement(metrics.messages, { type, outcome: 'ok' }));
+  const durationOf = (type: string): Observe => cached(durations, type, () => fastObserver(metrics.message_seconds, { type }));
   const onMessage = (s: Session, data: ArrayBuffer, isBinary: boolean): void => {
     const t0 = performance.now();
     if (data.byteLength > limits.max_message_bytes) {
@@ -607,8 +628,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     }
     handle(s, msg).then(
       () => {
-        if (msg.type !== 'login') okCounter(msg.type).inc();
-        if (TRADING_TYPES.has(msg.type) || msg.type === 'ping') durationOf(msg.type).observe((performance.now() - t0) / 1e3);
+        if (msg.type !== 'login') okCounter(msg.type)();
+        if (TRADING_TYPES.has(msg.type) || msg.type === 'ping') durationOf(msg.type)((performance.now() - t0) / 1e3);
       },
       (err: Error) => {
         metrics.messages.inc({ type: msg.type, outcome: 'error' });
