@@ -65,6 +65,19 @@ interface RunResult {
   rtt_us: number[];
   elapsed_ms: number;
   rejects?: number;
+  /** CPU time of the client worker thread(s) during the measured loop, ms (lean client; Linux /proc). */
+  client_cpu_ms?: number;
+}
+
+/** CPU time (user + system) of the calling thread, ms (Linux /proc/thread-self; 10 ms ticks), NaN elsewhere. */
+function threadCpuMs(): number {
+  try {
+    const stat = readFileSync('/proc/thread-self/stat', 'latin1');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /** The bench's order for bot b, its i-th order: buys and sells cross around 0.1000 so most fill. */
@@ -221,22 +234,32 @@ async function leanMain(job: WorkerJob): Promise<RunResult> {
       ws.send(textFrame(JSON.stringify(loginMessage({ key_id: c.key_id, algorithm: 'HMAC_SHA256', secret: c.secret }))));
     })));
   }
+  // Every bot's frames are built before the clock starts (the same bytes as built on the fly, one
+  // buffer per bot, sent as views of it): what the server receives is unchanged, and the client
+  // thread, which shares the 2 cores with the server, spends less per order inside the window.
+  const prebuilt = conns.map((_, k) => {
+    const parts = Array.from({ length: per }, (_, i) => textFrame(orderJson(first + k, i, job.zone_id ?? 1, job.interval_id ?? 1)));
+    const at = new Uint32Array(per + 1);
+    for (let i = 0; i < per; i++) at[i + 1] = at[i] + parts[i].length;
+    return { all: Buffer.concat(parts), at };
+  });
   // Tell the parent we are connected (and logged in): the clock starts when every worker is.
   parentPort!.postMessage({ ready: true });
   await new Promise<void>((r) => parentPort!.once('message', () => r()));
   const rtt: number[] = [];
   let rejects = 0;
+  const cpu0 = threadCpuMs();
   const started = performance.now();
   await Promise.all(conns.map((ws, k) => new Promise<void>((resolve) => {
-    const b = first + k;
     const sentAt = new Float64Array(per);
+    const { all, at } = prebuilt[k];
     let next = 0;
     let done = 0;
     const sendOne = (): void => {
       const i = next++;
       sentAt[i] = performance.now();
       // echo: the same bytes as an order, answered by the echo server with themselves
-      ws.send(textFrame(orderJson(b, i, job.zone_id ?? 1, job.interval_id ?? 1)));
+      ws.send(all.subarray(at[i], at[i + 1]));
     };
     const refill = (): void => {
       while (next < per && next - done < inflight && performance.now() - started < MAX_ORDER_PHASE_MS) sendOne();
@@ -263,8 +286,9 @@ async function leanMain(job: WorkerJob): Promise<RunResult> {
     refill();
   })));
   const elapsed_ms = performance.now() - started;
+  const client_cpu_ms = threadCpuMs() - cpu0;
   for (const ws of conns) ws.close();
-  return { rtt_us: rtt, elapsed_ms, rejects };
+  return { rtt_us: rtt, elapsed_ms, rejects, client_cpu_ms };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,6 +519,7 @@ async function runClients(job: WorkerJob, threads: number, onGo?: () => Promise<
     rtt_us: results.flatMap((r) => r.rtt_us),
     elapsed_ms: Math.max(...results.map((r) => r.elapsed_ms)),
     rejects: results.reduce((x, r) => x + (r.rejects ?? 0), 0),
+    client_cpu_ms: results.reduce((x, r) => x + (r.client_cpu_ms ?? Number.NaN), 0),
   };
 }
 
@@ -627,6 +652,9 @@ export async function run(_args: string[]): Promise<void> {
   console.log(`order phase: ${n_orders} orders in ${Math.round(orders.elapsed_ms)} ms, ${orders.rejects} rejected; client: ${CLIENT === 'lean' ? `lean raw-socket client, ${clientThreads} thread(s)` : 'ws package, 1 thread'}, ${BOTS} bots, ${INFLIGHT} in flight per bot (${INFLIGHT === 1 ? 'closed loop' : 'pipelined'})`);
   const server_sys_us_per_order = Math.round((mainSysMs * 1000) / Math.max(1, n_orders) * 10) / 10;
   console.log(`order phase: server thread CPU ${server_cpu_us_per_order} µs per order, of which system ${server_sys_us_per_order} µs (/proc thread time; system = socket reads/writes, incl. the kernel's loopback TCP work)`);
+  const client_cpu_us_per_order = Math.round(((orders.client_cpu_ms ?? Number.NaN) * 1000) / Math.max(1, n_orders) * 10) / 10;
+  const echo_client_cpu_us_per_msg = Math.round(((echoBots.client_cpu_ms ?? Number.NaN) * 1000) / Math.max(1, echoBots.rtt_us.length) * 10) / 10;
+  console.log(`order phase: client thread(s) CPU ${client_cpu_us_per_order} µs per order (the same client against the bare echo: ${echo_client_cpu_us_per_msg} µs per round trip)`);
   console.log(`order phase: server thread busy ${server_busy_us_per_order} µs per order (event-loop utilisation ${(elu.utilization * 100).toFixed(0)}% of ${Math.round(elu.idle + elu.active)} ms); process CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms (all threads, clients included)`);
   console.log(`order phase: mean time per place in the server, message in → ack queued: ${(((place1.sum - place0.sum) / Math.max(1, place1.count - place0.count)) * 1e6).toFixed(0)} µs (wall, includes waits)`);
 
@@ -673,6 +701,7 @@ export async function run(_args: string[]): Promise<void> {
   writeResults('gateway', {
     order_rtt_p50_us, order_rtt_p99_us, orders_per_s, fanout_msgs_per_s, echo_rtt_p50_us, rtt_ratio_vs_echo,
     echo_bots_msgs_per_s, echo_bots_rtt_p99_us, echo_single_rtt_p50_us, rtt_ratio_vs_single_echo, server_cpu_us_per_order, server_sys_us_per_order, server_busy_us_per_order,
+    client_cpu_us_per_order, echo_client_cpu_us_per_msg,
   }, {
     setup: {
       bots: BOTS, orders_per_bot: ORDERS_PER_BOT, inflight_per_bot: INFLIGHT, loop: INFLIGHT === 1 ? 'closed (send, wait for the ack, send)' : `pipelined (${INFLIGHT} orders in flight per bot)`,
