@@ -1,4 +1,4 @@
-// `npm run bench -- pipeline [--orders N] [--rate R] [--workers W]`
+// `npm run bench -- pipeline [--orders N] [--rate R] [--workers W] [--profile FILE]`
 // Durable throughput and ack latency through sequencer → zone worker → journal (group commit) →
 // ack, recovery time of a 1,000,000-row journal, and the raw ceiling: the same journal rows
 // written by plain batched COPY with no engine. Also measures the worker transport options.
@@ -10,6 +10,7 @@ import hdr from 'hdr-histogram-js';
 import type { Sql } from '../schema/db.js';
 import { migrate } from '../schema/migrate.js';
 import { printTable, writeResults } from './report.js';
+import { startProfile } from './profile.js';
 import { startRuntime, type Runtime } from '../engine/runtime/runtime.js';
 import { recoverZone } from '../engine/runtime/recovery.js';
 import { connectNoDelay } from '../engine/runtime/pg.js';
@@ -309,6 +310,9 @@ export async function run(args: string[]): Promise<void> {
   const name = `kwx_bench_pipeline_${randomBytes(4).toString('hex')}`;
   // --socket-dir DIR: the runtime and the raw COPY reach the server over its unix socket in DIR
   // (engine/runtime/pg.ts reads ?host=DIR); a DATABASE_URL with ?host=DIR does the same.
+  // --profile FILE: a CPU profile of the main thread (sequencer, journal writer, acks, driver) over the saturated run
+  const pi = args.indexOf('--profile');
+  const profileFile = pi >= 0 ? args[pi + 1] : undefined;
   const si = args.indexOf('--socket-dir');
   const socketDir = si >= 0 ? args[si + 1] : new URL(server).searchParams.get('host');
   const admin = connectNoDelay(server, { max: 1, application: 'kwx-bench' });
@@ -335,9 +339,11 @@ export async function run(args: string[]): Promise<void> {
     const [pg] = await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = 'kwx-journal' and datname = current_database() limit 1`;
     const pgPid = pg?.pid ?? 0;
     const js0 = rt.status().journal_stats;
+    const stopProfile = profileFile === undefined ? null : await startProfile(profileFile);
     const c0 = cpuMark(pgPid);
     const sat = await saturate(rt, satOrders, window);
     const c1 = cpuMark(pgPid);
+    await stopProfile?.();
     const js1 = rt.status().journal_stats;
     const satCpu = cpuPerOrder(c0, c1, orders_n);
     const commits = js1.commits - js0.commits;
