@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import type { EngineEvent, OrderView } from '../engine/index.js';
 import { SNAPSHOT_REQUEST_CHANNEL, type Bus, type BusMessage } from './bus.js';
-import type { CommittedEvents, Funds, TradingBackend } from './backend.js';
+import { ZONE_ID_SHIFT, type CommittedEvents, type Funds, type TradingBackend } from './backend.js';
 import { bookChecksum, CRC32_INIT, crc32Digits, crc32Finish } from './checksum.js';
 import { CHECKSUM_DEPTH, MAX_REMEMBERED_FINISHED_ORDERS } from './limits.js';
 import { LevelBook, wireLevels, type LevelSide } from './levels.js';
@@ -37,37 +37,73 @@ export interface TrackedOrder {
   reason: string | null;
 }
 
-/** Open orders, plus the last MAX_REMEMBERED_FINISHED_ORDERS finished ones. */
+/** One partition of the tracker: order ids zone × 2^36 + seq are keyed by their seq. */
+interface TrackedPart {
+  open: Map<number, TrackedOrder>;
+  finished: Map<number, TrackedOrder>;
+}
+
+/**
+ * Open orders, plus the last MAX_REMEMBERED_FINISHED_ORDERS finished ones. Kept per
+ * floor(order_id / 2^36) (the zone of an engine order id) and keyed by the rest (the zone's
+ * seq): a small integer key, where the whole id (> 2^31) was a heap number allocated for every
+ * Map key and compared by value.
+ */
 export class OrderTracker {
-  readonly open = new Map<number, TrackedOrder>();
-  private readonly finished = new Map<number, TrackedOrder>();
+  private readonly parts = new Map<number, TrackedPart>();
   /**
-   * The finished orders' ids in the order they finished (a ring of the Map's keys): the oldest is
-   * evicted by key. `finished.keys().next()` had to step over every entry deleted before it (a Map
-   * keeps deleted slots until it rehashes): ~5 µs per finished order once the Map was full.
+   * The finished orders' ids in the order they finished (a ring): the oldest is evicted by key.
+   * `finished.keys().next()` had to step over every entry deleted before it (a Map keeps deleted
+   * slots until it rehashes): ~5 µs per finished order once the Map was full.
    */
   private readonly ring: number[] = [];
   private head = 0;
+  private finishedCount = 0;
   constructor(private readonly max = MAX_REMEMBERED_FINISHED_ORDERS) {}
+  private part(order_id: number, create: boolean): TrackedPart | undefined {
+    const hi = Math.floor(order_id / ZONE_ID_SHIFT);
+    let p = this.parts.get(hi);
+    if (p === undefined && create) this.parts.set(hi, (p = { open: new Map(), finished: new Map() }));
+    return p;
+  }
+  private static low(order_id: number): number {
+    return order_id - Math.floor(order_id / ZONE_ID_SHIFT) * ZONE_ID_SHIFT;
+  }
+  /** An order that rests or may still trade (ACCEPTED, or found in the book at start-up). */
+  add(o: TrackedOrder): void {
+    this.part(o.order_id, true)!.open.set(OrderTracker.low(o.order_id), o);
+  }
+  isOpen(order_id: number): boolean {
+    return this.part(order_id, false)?.open.has(OrderTracker.low(order_id)) === true;
+  }
   get(order_id: number): TrackedOrder | undefined {
-    return this.open.get(order_id) ?? this.finished.get(order_id);
+    const p = this.part(order_id, false);
+    if (p === undefined) return undefined;
+    const k = OrderTracker.low(order_id);
+    return p.open.get(k) ?? p.finished.get(k);
   }
   finish(o: TrackedOrder): void {
-    this.open.delete(o.order_id);
-    const size = this.finished.size;
-    this.finished.set(o.order_id, o);
-    if (this.finished.size === size) return; // finished before: it keeps its place, as in a Map
-    if (this.ring.length < this.max) {
+    const p = this.part(o.order_id, true)!;
+    const k = OrderTracker.low(o.order_id);
+    p.open.delete(k);
+    const size = p.finished.size;
+    p.finished.set(k, o);
+    if (p.finished.size === size) return; // finished before: it keeps its place, as in a Map
+    if (this.finishedCount < this.max) {
+      this.finishedCount++;
       this.ring.push(o.order_id);
       return;
     }
-    // full: the oldest id leaves the Map and the ring, the new one takes its slot
-    this.finished.delete(this.ring[this.head]);
+    // full: the oldest id leaves its Map and the ring, the new one takes its slot
+    const old = this.ring[this.head];
+    this.part(old, false)?.finished.delete(OrderTracker.low(old));
     this.ring[this.head] = o.order_id;
     this.head = this.head + 1 === this.max ? 0 : this.head + 1;
   }
   openOfUser(user_id: number): TrackedOrder[] {
-    return [...this.open.values()].filter((o) => o.user_id === user_id);
+    const out: TrackedOrder[] = [];
+    for (const p of this.parts.values()) for (const o of p.open.values()) if (o.user_id === user_id) out.push(o);
+    return out;
   }
 }
 
@@ -338,7 +374,7 @@ export async function startPublisher(opts: {
       const m = market(zone_id, o.interval_id);
       const side = m.book.side(o.side);
       side.set(o.price_ticks, (side.qty.get(o.price_ticks) ?? 0) + o.remaining_wh);
-      orders.open.set(o.order_id, {
+      orders.add({
         order_id: o.order_id, user_id: o.user_id, client_order_id: o.client_order_id, zone_id, interval_id: o.interval_id, side: o.side,
         order_type: o.order_type, source: o.source, price_ticks: o.price_ticks, qty_wh: o.qty_wh, filled_wh: o.filled_wh,
         status: o.filled_wh > 0 ? 'PARTIALLY_FILLED' : 'ACTIVE', reason: null,
@@ -433,7 +469,7 @@ export async function startPublisher(opts: {
             order_id: e.order_id, user_id: e.user_id, client_order_id: e.client_order_id, zone_id: c.zone_id, interval_id: e.interval_id, side: e.side,
             order_type: e.order_type, source: e.source, price_ticks: e.price_ticks, qty_wh: e.qty_wh, filled_wh: 0, status: 'ACTIVE', reason: null,
           };
-          orders.open.set(o.order_id, o);
+          orders.add(o);
           sendOrder(o, ts);
           break;
         }

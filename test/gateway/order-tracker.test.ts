@@ -15,7 +15,7 @@ describe('OrderTracker', () => {
     const base = 2 ** 36; // engine order ids are zone × 2^36 + seq
     for (let i = 1; i <= 40; i++) {
       const o = order(base + i);
-      t.open.set(o.order_id, o);
+      t.add(o);
       expect(t.get(o.order_id)).toBe(o);
       t.finish(o);
       model.set(o.order_id, o);
@@ -25,8 +25,28 @@ describe('OrderTracker', () => {
         t.finish(order(base + i - 2));
         if (model.has(base + i - 2)) model.set(base + i - 2, order(base + i - 2));
       }
-      expect(t.open.has(o.order_id)).toBe(false);
+      expect(t.isOpen(o.order_id)).toBe(false);
       for (let k = 1; k <= i; k++) expect(t.get(base + k) !== undefined).toBe(model.has(base + k));
     }
+  });
+
+  it('keeps orders of different zones apart (ids zone × 2^36 + seq with the same seq), and any id is a valid lookup', () => {
+    const t = new OrderTracker(3);
+    const a = order(1 * 2 ** 36 + 5);
+    const b = order(2 * 2 ** 36 + 5);
+    t.add(a);
+    t.add(b);
+    expect(t.get(a.order_id)).toBe(a);
+    expect(t.get(b.order_id)).toBe(b);
+    expect(t.openOfUser(1)).toEqual([a, b]);
+    t.finish(a);
+    expect(t.isOpen(a.order_id)).toBe(false);
+    expect(t.isOpen(b.order_id)).toBe(true);
+    expect(t.get(a.order_id)).toBe(a);
+    // the oldest finished order is evicted from its own zone's part
+    for (let i = 1; i <= 3; i++) t.finish(order(3 * 2 ** 36 + i));
+    expect(t.get(a.order_id)).toBeUndefined();
+    expect(t.get(b.order_id)).toBe(b);
+    for (const id of [0, 1, 2 ** 36 - 1, 2 ** 53 - 1, 5 * 2 ** 36 + 5, 0.5, -1]) expect(t.get(id)).toBeUndefined();
   });
 });
