@@ -1,4 +1,4 @@
-// `npm run bench -- pipeline [--orders N] [--rate R] [--workers W] [--profile FILE]`
+// `npm run bench -- pipeline [--orders N] [--rate R] [--workers W] [--profile FILE] [--latency-only]`
 // Durable throughput and ack latency through sequencer → zone worker → journal (group commit) →
 // ack, recovery time of a 1,000,000-row journal, and the raw ceiling: the same journal rows
 // written by plain batched COPY with no engine. Also measures the worker transport options.
@@ -313,6 +313,7 @@ export async function run(args: string[]): Promise<void> {
   // --profile FILE: a CPU profile of the main thread (sequencer, journal writer, acks, driver) over the saturated run
   const pi = args.indexOf('--profile');
   const profileFile = pi >= 0 ? args[pi + 1] : undefined;
+  const latencyOnly = args.includes('--latency-only');
   const si = args.indexOf('--socket-dir');
   const socketDir = si >= 0 ? args[si + 1] : new URL(server).searchParams.get('host');
   const admin = connectNoDelay(server, { max: 1, application: 'kwx-bench' });
@@ -334,6 +335,20 @@ export async function run(args: string[]): Promise<void> {
     phase('warm-up');
     // Warm-up, then the saturated run, then the fixed-rate latency run.
     await saturate(rt, makeOrders(m, 20_000, 1), 2000);
+    if (latencyOnly) {
+      // --latency-only: the open-loop run alone at --rate (for tuning the ack tail); no results file
+      const [pg0] = await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = 'kwx-journal' and datname = current_database() limit 1`;
+      const orders = makeOrders(m, Math.max(rate * 5, 50_000), 3);
+      const c = cpuMark(pg0?.pid ?? 0);
+      const lat = await fixedRate(rt, orders, rate);
+      const cpu = cpuPerOrder(c, cpuMark(pg0?.pid ?? 0), orders.length);
+      await rt.stop();
+      const h = lat.hist;
+      printTable(`ack latency (ms) at ${rate}/s, open loop`, [
+        { orders: h.totalCount, orders_per_s: Math.round(lat.per_s), errors: lat.errors, p50: h.getValueAtPercentile(50) / 1000, p90: h.getValueAtPercentile(90) / 1000, p99: h.getValueAtPercentile(99) / 1000, p99_9: h.getValueAtPercentile(99.9) / 1000, max: h.maxValue / 1000, ...roundAll(cpu) },
+      ]);
+      return;
+    }
     phase('saturated run');
     const satOrders = makeOrders(m, orders_n, 2);
     const [pg] = await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = 'kwx-journal' and datname = current_database() limit 1`;
