@@ -33,6 +33,8 @@ export function parseTime(v: unknown): number | null {
     return Number.isFinite(t) ? t : null;
   }
   if (typeof v !== 'string') return null;
+  const fast = parseIsoMillisZ(v);
+  if (fast !== null) return fast;
   if (/^\d{12,13}$/.test(v)) return parseTime(Number(v));
   const m = ISO_RE.exec(v);
   if (m === null) return null;
@@ -49,6 +51,37 @@ export function parseTime(v: unknown): number | null {
   }
   const t = Date.parse(v);
   return Number.isFinite(t) ? t : null;
+}
+
+/**
+ * The common case of parseTime without a regular expression: exactly "YYYY-MM-DDTHH:MM:SS.sssZ"
+ * (what Date.prototype.toISOString writes) naming a valid date and time, year 1000 or later.
+ * Anything else (other shapes, 31 February, 24:00, …) returns null and takes the general path, so
+ * the result is always the one Date.parse gives.
+ */
+function parseIsoMillisZ(v: string): number | null {
+  if (v.length !== 24 || v.charCodeAt(23) !== 90 /* Z */) return null;
+  if (v.charCodeAt(4) !== 45 || v.charCodeAt(7) !== 45 || v.charCodeAt(10) !== 84 || v.charCodeAt(13) !== 58 || v.charCodeAt(16) !== 58 || v.charCodeAt(19) !== 46) return null;
+  const dd = (i: number): number => {
+    const a = v.charCodeAt(i) - 48;
+    const b = v.charCodeAt(i + 1) - 48;
+    return a >= 0 && a <= 9 && b >= 0 && b <= 9 ? a * 10 + b : -1;
+  };
+  const y1 = dd(0);
+  const y2 = dd(2);
+  const mo = dd(5);
+  const d = dd(8);
+  const hh = dd(11);
+  const mi = dd(14);
+  const ss = dd(17);
+  const m1 = dd(20);
+  const m3 = v.charCodeAt(22) - 48;
+  if (y1 < 10 || y2 < 0 || m1 < 0 || m3 < 0 || m3 > 9) return null;
+  const year = y1 * 100 + y2;
+  if (mo < 1 || mo > 12 || d < 1 || hh < 0 || hh > 23 || mi < 0 || mi > 59 || ss < 0 || ss > 59) return null;
+  const days = mo === 2 ? ((year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28) : mo === 4 || mo === 6 || mo === 9 || mo === 11 ? 30 : 31;
+  if (d > days) return null;
+  return Date.UTC(year, mo - 1, d, hh, mi, ss, m1 * 10 + m3);
 }
 
 function parseInteger(v: unknown): number | null {
