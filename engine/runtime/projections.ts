@@ -258,11 +258,13 @@ async function projectBatch(sql: Sql, zone_id: number, batch_rows: number): Prom
 
 /** Deletes the zones' orders and trades and replays their journals into them. */
 export async function rebuildProjections(sql: Sql, zones: number[]): Promise<number> {
-  await sql.begin(async (tx) => {
-    await tx`delete from trades where zone_id = any(${zones}::bigint[])`;
-    await tx`delete from orders where zone_id = any(${zones}::bigint[])`;
-    await tx`delete from engine_projection_offsets where projection = ${PROJECTION_NAME} and zone_id = any(${zones}::bigint[])`;
-  });
+  // One statement (all three deletes or none; trades -> orders keys are checked at its end), not
+  // sql.begin(): postgres.js 3.4.9 sends a ROLLBACK on a connection that has just dropped, which
+  // throws from a timer and takes the process down (porsager/postgres#1208).
+  await sql`
+    with gone_trades as (delete from trades where zone_id = any(${zones}::bigint[])),
+         gone_orders as (delete from orders where zone_id = any(${zones}::bigint[]))
+    delete from engine_projection_offsets where projection = ${PROJECTION_NAME} and zone_id = any(${zones}::bigint[])`;
   return projectOnce(sql, zones);
 }
 

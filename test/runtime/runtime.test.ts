@@ -168,6 +168,10 @@ test('the orders and trades read models rebuilt from the journal equal the live 
   const trades = await db.sql`select id, buy_order_id, sell_order_id, buyer_id, seller_id, price_ticks, qty_wh, zone_seq from trades order by id`;
   const fills = acks.reduce((n, a) => n + a.events.filter((e) => e.type === 'FILL').length, 0);
   expect(trades.length).toBeGreaterThanOrEqual(fills);
+  // damage the read models: the rebuild must put back exactly what the journal says
+  await db.sql`update orders set price_ticks = price_ticks + 1 where id = (select min(id) from orders)`;
+  await db.sql`delete from trades where id = (select max(id) from trades)`;
+  expect(await db.sql`select * from orders order by id`).not.toEqual(orders);
   await rebuildProjections(db.sql, market.zone_ids);
   expect(await db.sql`select * from orders order by id`).toEqual(orders);
   expect(await db.sql`select id, buy_order_id, sell_order_id, buyer_id, seller_id, price_ticks, qty_wh, zone_seq from trades order by id`).toEqual(trades);
