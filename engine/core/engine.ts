@@ -310,6 +310,8 @@ export class ZoneEngine {
   private sSold = new Float64Array(256);
   private sOpen = new Float64Array(256);
   private sellerIndex = new IntMap(256);
+  /** Seller slots of closed intervals, for reuse (sBook = NONE marks them). */
+  private sellerFree: number[] = [];
 
   // good-till-time expiry: a min-heap on expiry with lazy deletion (stale entries are skipped)
   private hCap = 64;
@@ -1504,6 +1506,28 @@ export class ZoneEngine {
     const f = this.emit(E_GATE_CLOSED, c.interval_id);
     this.ev[f + 3] = this.bookOpen[book];
     this.closeBookOrders(book, E_EXPIRED, X_GATE_CLOSE);
+    this.retireBook(book);
+  }
+
+  /**
+   * Forgets what a closed book no longer needs: its sellers (limit, sold and open Wh per user; no
+   * order can be placed or amended in it again) and its empty sub-books. A zone opens 96 books a
+   * day; without this, sellers (one per user per interval) and sub-books would pile up for the
+   * life of the zone, and with them the snapshot and every state hash. The interval itself stays
+   * known (closed), so a late order is still INTERVAL_CLOSED.
+   */
+  private retireBook(book: number): void {
+    for (let s = 0; s < this.sellerN; s++) {
+      if (this.sBook[s] !== book) continue;
+      this.sellerIndex.delete(sellerKey(this.userIndex.get(this.sUser[s]), book));
+      this.sBook[s] = NONE;
+      this.sellerFree.push(s);
+    }
+    for (let i = 0; i < SUBS_PER_BOOK; i++) {
+      const sb = this.subs[book * SUBS_PER_BOOK + i];
+      if (sb != null && sb.n !== 0) throw new Error(`engine assertion failed: closed book ${book} still has levels`);
+      this.subs[book * SUBS_PER_BOOK + i] = null;
+    }
   }
 
   /** HALT / MAINTENANCE / RESUME. CANCEL_RESTING cancels every open order of the zone in seq order. */
@@ -1525,6 +1549,7 @@ export class ZoneEngine {
     }
     const book = this.intervalIndex.get(c.interval_id);
     if (book === NONE) return this.rejectCommand(c, R_UNKNOWN_INTERVAL);
+    if (this.bookClosed[book] !== 0) return this.rejectCommand(c, R_INTERVAL_CLOSED); // its sellers are retired
     let us = this.userIndex.get(c.user_id);
     if (us === NONE) us = this.newUser(c.user_id);
     let s = this.sellerIndex.get(sellerKey(us, book));
@@ -1570,6 +1595,7 @@ export class ZoneEngine {
   }
 
   private newSeller(us: number, book: number): number {
+    if (this.sellerFree.length > 0) return this.initSeller(this.sellerFree.pop()!, us, book);
     if (this.sellerN === this.sCap) {
       const n = this.sCap * 2;
       this.sUser = growF64(this.sUser, n);
@@ -1579,7 +1605,10 @@ export class ZoneEngine {
       this.sOpen = growF64(this.sOpen, n);
       this.sCap = n;
     }
-    const s = this.sellerN++;
+    return this.initSeller(this.sellerN++, us, book);
+  }
+
+  private initSeller(s: number, us: number, book: number): number {
     this.sUser[s] = this.uId[us];
     this.sBook[s] = book;
     this.sLimit[s] = -1;
@@ -1955,6 +1984,7 @@ export class ZoneEngine {
   private canonicalSellers(): SellerView[] {
     const sellers: SellerView[] = [];
     for (let s = 0; s < this.sellerN; s++) {
+      if (this.sBook[s] === NONE) continue; // retired
       if (this.sLimit[s] >= 0 || this.sSold[s] !== 0 || this.sOpen[s] !== 0) sellers.push(this.sellerView(s));
     }
     sellers.sort((a, b) => a.interval_id - b.interval_id || a.user_id - b.user_id);

@@ -208,10 +208,14 @@ class Checker {
         if (s && s.open_sell_wh + s.sold_wh > limit) fail(`seller ${user} over its limit in ${iv}`);
       }
     }
+    const closed = new Set(this.e.intervals().filter((v) => v.closed).map((v) => v.interval_id));
     for (const iv of INTERVALS) {
       for (let user = 1; user <= 4; user++) {
         const s = this.e.seller(user, iv);
-        if ((s?.sold_wh ?? 0) !== (this.sold.get(`${user}:${iv}`) ?? 0)) fail(`seller ${user} sold differs from fills`);
+        // a closed interval's sellers are retired (nothing can be sold in it any more)
+        if (closed.has(iv)) {
+          if (s !== undefined) fail(`seller ${user} of closed interval ${iv} still held`);
+        } else if ((s?.sold_wh ?? 0) !== (this.sold.get(`${user}:${iv}`) ?? 0)) fail(`seller ${user} sold differs from fills`);
       }
     }
   }

@@ -521,6 +521,31 @@ describe('mass cancel, halt, gate closure', () => {
     expect(rejection(d.run({ type: 'GATE_CLOSE', ts_ms: d.ts, interval_id: IV }))).toBe('INTERVAL_CLOSED');
     expect(d.e.l2(IV)).toEqual({ interval_id: IV, bids: [], asks: [] });
   });
+
+  it('GATE_CLOSE retires the book: its sellers leave the state (a limit for it is INTERVAL_CLOSED), and a zone running interval after interval does not grow', () => {
+    const d = new Driver({ intervals: [] });
+    const sizes: number[] = [];
+    for (let k = 0; k < 60; k++) {
+      const iv = 1000 + k;
+      d.run({ type: 'OPEN_INTERVAL', ts_ms: d.ts, interval_id: iv, capacity_wh: 1e12 });
+      d.run({ type: 'SET_SELLER_LIMIT', ts_ms: d.ts, user_id: 1, interval_id: iv, limit_wh: 1000 });
+      for (let u = 1; u <= 20; u++) {
+        d.sell(u, 100 + (u % 7), 5, { interval_id: iv });
+        d.buy(100 + u, 100 + (u % 5), 3, { interval_id: iv, source: u % 2 === 0 ? 'SOLAR' : 'ANY' });
+      }
+      expect(d.e.seller(3, iv)).toMatchObject({ interval_id: iv });
+      const ev = d.run({ type: 'GATE_CLOSE', ts_ms: d.ts, interval_id: iv });
+      expect(types(ev)[0]).toBe('GATE_CLOSED');
+      expect(d.e.seller(3, iv)).toBeUndefined();
+      expect(d.e.serialize().sellers.filter((s) => s.interval_id === iv)).toEqual([]);
+      expect(rejection(d.run({ type: 'SET_SELLER_LIMIT', ts_ms: d.ts, user_id: 1, interval_id: iv, limit_wh: 5 }))).toBe('INTERVAL_CLOSED');
+      expect(rejection(d.sell(1, 100, 5, { interval_id: iv }))).toBe('INTERVAL_CLOSED');
+      sizes.push(JSON.stringify(d.e.serialize().sellers).length);
+    }
+    // the seller slots of closed books are reused: none left over, whatever the number of intervals
+    expect(new Set(sizes)).toEqual(new Set([2]));
+    expect((d.e as unknown as { sellerN: number }).sellerN).toBeLessThanOrEqual(20);
+  });
 });
 
 describe('events and snapshots', () => {
