@@ -32,12 +32,23 @@ export function kwhToWh(s: string, field = 'qty'): number {
   return wh.toNumber();
 }
 
+/** Printed quantities (≈ 15 per order on the WebSocket path, few distinct values): Wh → kWh string. */
+const KWH_PRINTED = new Map<number, string>();
+const KWH_CACHE_MAX = 65_536;
+
 /** 12345 Wh → "12.345". */
 export function whToKwh(wh: number): string {
+  const hit = KWH_PRINTED.get(wh);
+  if (hit !== undefined) return hit;
   const neg = wh < 0;
   const a = Math.abs(wh);
   const s = `${Math.floor(a / 1000)}.${String(a % 1000).padStart(3, '0')}`;
-  return neg ? `-${s}` : s;
+  const out = neg ? `-${s}` : s;
+  if (Number.isSafeInteger(wh)) {
+    if (KWH_PRINTED.size >= KWH_CACHE_MAX) KWH_PRINTED.clear();
+    KWH_PRINTED.set(wh, out);
+  }
+  return out;
 }
 
 /** A zone's price unit: tick size as a decimal string ("0.0001") and the decimals to print. */
