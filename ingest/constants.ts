@@ -13,11 +13,16 @@ export const MAX_QUEUED_ITEMS = 200_000;
 export const MAX_QUEUED_BATCHES = 1_024;
 /** Retry-After sent with QUEUE_FULL (seconds). */
 export const QUEUE_FULL_RETRY_AFTER_S = 1;
-/** Most rows in one write transaction (group commit). */
-export const WRITE_BATCH_MAX_ROWS = 10_000;
+/**
+ * Most rows in one write transaction (group commit). A group costs PostgreSQL a fixed ~3–11 ms of
+ * CPU besides its rows (a back-fill group's COPY routes into every daily partition it spans,
+ * ~3.5 ms for 21 days; the roll-up statement, COMMIT): 20,000 instead of 10,000 cut PostgreSQL CPU
+ * per million bench readings by ~15% (paired runs, 6.5–7.5 s -> 5.1–6.1 s on a loaded machine).
+ */
+export const WRITE_BATCH_MAX_ROWS = 20_000;
 /** Write transactions in flight at once (one connection each). */
 export const WRITER_CONNECTIONS = 2;
-/** Outbox rows folded into roll-ups per applier transaction. */
+/** Outbox buckets (array elements, or rows of the earlier shapes) folded per applier transaction. */
 export const ROLLUP_BATCH_MAX_ROWS = 50_000;
 /** Roll-up applier: at most one run per this many ms (and a run at least this often when idle). */
 export const ROLLUP_INTERVAL_MS = 500;
