@@ -50,6 +50,7 @@ export function compile(schema: JsonSchema, path = ''): Validator {
   const propNames = props.map((p) => p[0]);
   const propChecks = props.map((p) => p[1]);
   const closed = schema.additionalProperties === false;
+  const objectCheck = props.length > 0 || required.length > 0 || closed ? compileObjectCheck(path, required, propNames, propChecks, known, closed) : null;
   const typeOk = (t: string): boolean => {
     if (types === null) return true;
     for (let i = 0; i < types.length; i++) if (typeMatches(t, types[i])) return true;
@@ -74,20 +75,7 @@ export function compile(schema: JsonSchema, path = ''): Validator {
       if (schema.minimum !== undefined && n < schema.minimum) return { path, message: `${where} must be ≥ ${schema.minimum}` };
       if (schema.maximum !== undefined && n > schema.maximum) return { path, message: `${where} must be ≤ ${schema.maximum}` };
     } else if (t === 'object') {
-      const o = v as Record<string, unknown>;
-      for (let i = 0; i < required.length; i++) {
-        const r = required[i];
-        if (o[r] === undefined) return { path: r, message: `"${path === '' ? r : `${path}.${r}`}" is required` };
-      }
-      if (closed) {
-        for (const k in o) if (Object.hasOwn(o, k) && !known.has(k)) return { path: k, message: `unknown field "${path === '' ? k : `${path}.${k}`}"` };
-      }
-      for (let i = 0; i < propNames.length; i++) {
-        const x = o[propNames[i]];
-        if (x === undefined) continue;
-        const p = propChecks[i](x);
-        if (p !== null) return p;
-      }
+      if (objectCheck !== null) return objectCheck(v as Record<string, unknown>);
     } else if (t === 'array') {
       const a = v as unknown[];
       if (schema.maxItems !== undefined && a.length > schema.maxItems) return { path, message: `${where} must have at most ${schema.maxItems} items` };
@@ -100,4 +88,33 @@ export function compile(schema: JsonSchema, path = ''): Validator {
     }
     return null;
   };
+}
+
+/**
+ * An object schema's checks as straight-line code (one function per schema, made once): the
+ * required fields, then unknown fields, then each property's own validator, in that order and
+ * with the same problems as a loop over the field names — but each field is read at a site of
+ * its own with its name as a constant, where one loop read every field of every message type at
+ * one megamorphic keyed site.
+ */
+function compileObjectCheck(
+  path: string,
+  required: readonly string[],
+  propNames: readonly string[],
+  propChecks: readonly Validator[],
+  known: ReadonlySet<string>,
+  closed: boolean,
+): (o: Record<string, unknown>) => Problem | null {
+  const full = (k: string): string => (path === '' ? k : `${path}.${k}`);
+  const missing = (i: number): Problem => ({ path: required[i], message: `"${full(required[i])}" is required` });
+  const unknown = (k: string): Problem => ({ path: k, message: `unknown field "${full(k)}"` });
+  const body: string[] = [];
+  required.forEach((r, i) => body.push(`if (o[${JSON.stringify(r)}] === undefined) return missing(${i});`));
+  if (closed) body.push('for (const k in o) if (hasOwn(o, k) && !known.has(k)) return unknown(k);');
+  body.push('let x; let p;');
+  propNames.forEach((n, i) => body.push(`x = o[${JSON.stringify(n)}]; if (x !== undefined && (p = checks[${i}](x)) !== null) return p;`));
+  body.push('return null;');
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- generated from the protocol's own schemas, never from input
+  const make = new Function('missing', 'unknown', 'known', 'hasOwn', 'checks', `return function check(o) {\n${body.join('\n')}\n};`);
+  return make(missing, unknown, known, Object.hasOwn, propChecks) as (o: Record<string, unknown>) => Problem | null;
 }
