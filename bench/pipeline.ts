@@ -1,4 +1,4 @@
-// `npm run bench -- pipeline [--orders N] [--rate R] [--workers W] [--profile FILE] [--latency-only]`
+// `npm run bench -- pipeline [--orders N] [--rate R] [--workers W] [--batch N] [--batch-wait MS] [--profile FILE] [--latency-only]`
 // Durable throughput and ack latency through sequencer → zone worker → journal (group commit) →
 // ack, recovery time of a 1,000,000-row journal, and the raw ceiling: the same journal rows
 // written by plain batched COPY with no engine. Also measures the worker transport options.
@@ -306,6 +306,7 @@ export async function run(args: string[]): Promise<void> {
   const workers = arg(args, 'workers', 1);
   const recovery_events = arg(args, 'recovery-events', 1_000_000);
   const batch = arg(args, 'batch', 4096);
+  const batchWait = arg(args, 'batch-wait', 1);
   const window = arg(args, 'window', 16_384);
   const name = `kwx_bench_pipeline_${randomBytes(4).toString('hex')}`;
   // --socket-dir DIR: the runtime and the raw COPY reach the server over its unix socket in DIR
@@ -328,7 +329,7 @@ export async function run(args: string[]): Promise<void> {
     await migrate(sql);
     const m = await seed(sql, 2, 200);
     // Read-model projection is off: it runs behind the journal, not in the acknowledged path.
-    const rt = await startRuntime({ database_url: url, workers, journal_batch_max: batch, journal_batch_wait_ms: 1, snapshot_every: Number.MAX_SAFE_INTEGER, clock_tick_ms: 50, projections: false });
+    const rt = await startRuntime({ database_url: url, workers, journal_batch_max: batch, journal_batch_wait_ms: batchWait, snapshot_every: Number.MAX_SAFE_INTEGER, clock_tick_ms: 50, projections: false });
     const phase = (p: string): void => void process.stderr.write(`pipeline: ${p}\n`);
     phase('waiting for intervals to open');
     await waitOpen(rt, m);
