@@ -14,12 +14,11 @@ export const MAX_QUEUED_BATCHES = 1_024;
 /** Retry-After sent with QUEUE_FULL (seconds). */
 export const QUEUE_FULL_RETRY_AFTER_S = 1;
 /**
- * Most rows in one write transaction (group commit). A group costs PostgreSQL a fixed ~3–11 ms of
- * CPU besides its rows (a back-fill group's COPY routes into every daily partition it spans,
- * ~3.5 ms for 21 days; the roll-up statement, COMMIT): 20,000 instead of 10,000 cut PostgreSQL CPU
- * per million bench readings by ~15% (paired runs, 6.5–7.5 s -> 5.1–6.1 s on a loaded machine).
+ * Most rows in one write transaction (group commit). 20,000 was tried: PostgreSQL CPU per million
+ * readings fell in the direct-submit harness, but the HTTP bench (8 requests of 2,000 in flight, so
+ * at most 16,000 rows queued) then rarely had a second write in flight and lost 20-30% readings/s.
  */
-export const WRITE_BATCH_MAX_ROWS = 20_000;
+export const WRITE_BATCH_MAX_ROWS = 10_000;
 /** Write transactions in flight at once (one connection each). */
 export const WRITER_CONNECTIONS = 2;
 /** Outbox buckets (array elements, or rows of the earlier shapes) folded per applier transaction. */
