@@ -9,7 +9,10 @@
 //          connection), same machine, same run.
 // The server side is the real gateway (attachGateway on startHttpServer) with the engine core
 // in-process (createCoreBackend), no ledger unless --ledger; PostgreSQL from DATABASE_URL or
-// embedded. The server thread's CPU per order (/proc) is the figure for A/B decisions.
+// embedded. The server thread's CPU per order (/proc) is the figure for A/B decisions; the client
+// thread's own CPU per order is printed next to it (client_cpu_us_per_order: the lean client builds
+// every bot's frames before the clock starts, so inside the window it only writes, reads and parses
+// frame headers — mostly kernel time, about what it costs against the bare echo).
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { connect as netConnect, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
