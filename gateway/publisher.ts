@@ -128,8 +128,14 @@ interface Market {
   trades_seq: number;
   ticker_seq: number;
   last_ticks: number | null;
-  volume_wh: bigint;
-  notional: bigint;
+  /**
+   * Traded volume (Wh) and notional (Σ ticks × Wh), exact: summed as Numbers while the sums are
+   * safe integers (no BigInt allocated per fill), the rest carried in the BigInt parts.
+   */
+  volume_n: number;
+  notional_n: number;
+  volume_big: bigint;
+  notional_big: bigint;
   trade_count: number;
   gate: 'OPEN' | 'CLOSED';
 }
@@ -206,7 +212,7 @@ export async function startPublisher(opts: {
     if (m === undefined) {
       m = {
         zone_id, interval_id, book_channel: bookChannel(zone_id, interval_id), trades_channel: tradesChannel(zone_id, interval_id), ticker_channel: tickerChannel(zone_id, interval_id),
-        book: new LevelBook(), ck: 0, ck_valid: false, ck_asks_state: 0, ck_asks_valid: false, book_seq: 0, trades_seq: 0, ticker_seq: 0, last_ticks: null, volume_wh: 0n, notional: 0n, trade_count: 0, gate: 'OPEN',
+        book: new LevelBook(), ck: 0, ck_valid: false, ck_asks_state: 0, ck_asks_valid: false, book_seq: 0, trades_seq: 0, ticker_seq: 0, last_ticks: null, volume_n: 0, notional_n: 0, volume_big: 0n, notional_big: 0n, trade_count: 0, gate: 'OPEN',
       };
       z.markets.set(interval_id, m);
     }
@@ -283,6 +289,7 @@ export async function startPublisher(opts: {
     const u = unitOf(m.zone_id);
     const bb = m.book.bids.best();
     const ba = m.book.asks.best();
+    const volume = BigInt(m.volume_n) + m.volume_big;
     return {
       type: 'ticker',
       zone_id: m.zone_id,
@@ -292,8 +299,8 @@ export async function startPublisher(opts: {
       last: m.last_ticks === null ? null : ticksToPrice(m.last_ticks, u),
       best_bid: bb === undefined ? null : ticksToPrice(bb, u),
       best_ask: ba === undefined ? null : ticksToPrice(ba, u),
-      volume: whToKwh(Number(m.volume_wh)),
-      vwap: m.volume_wh === 0n ? null : vwapToPrice(m.notional, m.volume_wh, u),
+      volume: whToKwh(Number(volume)),
+      vwap: volume === 0n ? null : vwapToPrice(BigInt(m.notional_n) + m.notional_big, volume, u),
       trades: m.trade_count,
       ts,
     };
@@ -414,6 +421,22 @@ export async function startPublisher(opts: {
       flushOutbox();
     }
   };
+  /** A trade's volume and notional into the market's exact sums (see Market.volume_n). */
+  const addTraded = (m: Market, price_ticks: number, qty_wh: number): void => {
+    const v = m.volume_n + qty_wh;
+    if (Number.isSafeInteger(qty_wh) && Number.isSafeInteger(v)) m.volume_n = v;
+    else {
+      m.volume_big += BigInt(m.volume_n) + BigInt(qty_wh);
+      m.volume_n = 0;
+    }
+    const x = price_ticks * qty_wh;
+    const n = m.notional_n + x;
+    if (Number.isSafeInteger(price_ticks) && Number.isSafeInteger(x) && Number.isSafeInteger(n)) m.notional_n = n;
+    else {
+      m.notional_big += BigInt(m.notional_n) + BigInt(price_ticks) * BigInt(qty_wh);
+      m.notional_n = 0;
+    }
+  };
   /** One side (maker, then taker) of a fill: its order's progress, the fill and order messages. */
   const fillSide = (e: Extract<EngineEvent, { type: 'FILL' }>, oid: number, liquidity: 'MAKER' | 'TAKER', remaining: number, zone_id: number, price: string, qty: string, ts: number): void => {
     const o = orders.get(oid);
@@ -450,8 +473,7 @@ export async function startPublisher(opts: {
           m.trades_seq++;
           m.trade_count++;
           m.last_ticks = e.price_ticks;
-          m.volume_wh += BigInt(e.qty_wh);
-          m.notional += BigInt(e.price_ticks) * BigInt(e.qty_wh);
+          addTraded(m, e.price_ticks, e.qty_wh);
           tickerChanged(m, ts);
           const u = unitOf(c.zone_id);
           const price = ticksToPrice(e.price_ticks, u);
