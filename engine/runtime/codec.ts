@@ -688,19 +688,29 @@ export class CopyTupleWriter extends ByteWriter {
   /**
    * appendEncodedCommand with the events read straight from the engine's event buffer: the same
    * bytes, without decoding every event to an object first (the zone worker's hot path: per
-   * order, the objects and the enum-name lookups were a quarter of the worker's time).
+   * order, the objects and the enum-name lookups were a quarter of the worker's time). Events
+   * [firstEvent, endEvent) of the buffer: after executeBatch, one command's share of it.
    */
-  appendEngineCommand(zone_id: number, seq: number, ts_ms: number, bytes: Uint8Array, from: number, to: number, events: EngineEventSource): number {
+  appendEngineCommand(
+    zone_id: number,
+    seq: number,
+    ts_ms: number,
+    bytes: Uint8Array,
+    from: number,
+    to: number,
+    events: EngineEventSource,
+    firstEvent = 0,
+    endEvent = events.eventCount,
+  ): number {
     this.begin(zone_id, seq, JOURNAL_KIND_COMMAND);
     const at = this.payloadAt;
     this.ensure(1);
     this.buf[this.len++] = FORMAT;
     this.raw(bytes, from, to);
     this.eventsAt = this.len;
-    const n = events.eventCount;
-    this.varint(n);
+    this.varint(endEvent - firstEvent);
     const ev = events.eventBuffer();
-    for (let i = 0; i < n; i++) {
+    for (let i = firstEvent; i < endEvent; i++) {
       const f = i * EVENT_WIDTH;
       const enc = CELL_ENCODERS[ev[f]];
       if (enc !== undefined) enc(this, ev, f, events.eventString(i));

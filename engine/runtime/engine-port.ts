@@ -7,6 +7,9 @@ import type { EngineEventSource } from './codec.js';
 export interface RuntimeZoneEngine extends EngineEventSource {
   /** Runs one command; returns how many events it produced (readable with events() until the next call). */
   execute(cmd: Command): number;
+  /** Runs cmds[from, to) as execute() would one by one; their events stay in the buffer, command k's ending at batchEventEnd(k). */
+  executeBatch(cmds: readonly Command[], from: number, to: number): number;
+  batchEventEnd(k: number): number;
   /** The events of the last command as plain objects. */
   events(): EngineEvent[];
   stateHash(): string;
