@@ -162,12 +162,13 @@ async function saturate(rt: Runtime, orders: OrderStream, window: number): Promi
 }
 
 /** Open loop at a fixed rate; latency from the intended send time (no coordinated omission). */
-async function fixedRate(rt: Runtime, orders: OrderStream, rate: number): Promise<{ hist: hdr.Histogram; per_s: number; errors: number }> {
+async function fixedRate(rt: Runtime, orders: OrderStream, rate: number, windows?: { start_ms: number; max_us: Float64Array }): Promise<{ hist: hdr.Histogram; per_s: number; errors: number }> {
   const hist = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
   let next = 0;
   let done = 0;
   let errors = 0;
   const t0 = performance.now();
+  if (windows !== undefined) windows.start_ms = Date.now();
   await new Promise<void>((resolve) => {
     const pump = (): void => {
       const due = Math.min(orders.length, Math.floor(((performance.now() - t0) / 1000) * rate));
@@ -177,7 +178,12 @@ async function fixedRate(rt: Runtime, orders: OrderStream, rate: number): Promis
         const o = orders.next();
         void rt.submit(o.zone, o.cmd).then((res) => {
           if (!res.ok) errors++;
-          hist.recordValue(Math.max(1, Math.round((performance.now() - intended) * 1000)));
+          const us = Math.max(1, Math.round((performance.now() - intended) * 1000));
+          hist.recordValue(us);
+          if (windows !== undefined) {
+            const w = Math.floor((intended - t0) / 10);
+            if (w < windows.max_us.length && windows.max_us[w] < us) windows.max_us[w] = us;
+          }
           if (++done === orders.length) resolve();
         });
       }
@@ -341,8 +347,15 @@ export async function run(args: string[]): Promise<void> {
       const [pg0] = await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = 'kwx-journal' and datname = current_database() limit 1`;
       const orders = makeOrders(m, Math.max(rate * 5, 50_000), 3);
       const c = cpuMark(pg0?.pid ?? 0);
-      const lat = await fixedRate(rt, orders, rate);
+      // the worst latency per 10 ms of send time: where the tail comes from (wall-clock times, to line up with server logs)
+      const windows = { start_ms: 0, max_us: new Float64Array(Math.ceil(orders.length / rate) * 100 + 100) };
+      const lat = await fixedRate(rt, orders, rate, windows);
       const cpu = cpuPerOrder(c, cpuMark(pg0?.pid ?? 0), orders.length);
+      const slow: { at: string; offset_ms: number; max_ms: number }[] = [];
+      windows.max_us.forEach((us, w) => {
+        if (us > 20_000) slow.push({ at: new Date(windows.start_ms + w * 10).toISOString(), offset_ms: w * 10, max_ms: us / 1000 });
+      });
+      if (slow.length > 0) printTable('10 ms send windows whose slowest ack took over 20 ms', slow.slice(0, 60));
       await rt.stop();
       const h = lat.hist;
       printTable(`ack latency (ms) at ${rate}/s, open loop`, [
