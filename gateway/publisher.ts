@@ -138,7 +138,16 @@ interface Market {
   notional_big: bigint;
   trade_count: number;
   gate: 'OPEN' | 'CLOSED';
+  /** When its gate closed (ms), for eviction; 0 while open. */
+  closed_at_ms: number;
 }
+
+/**
+ * How long a closed market's state (its final ticker, trade seq) stays in memory after its gate
+ * closure. A zone closes 96 intervals a day: keeping every market would grow without bound. A
+ * request for an evicted (or never traded) market's channel is answered from an empty one.
+ */
+export const CLOSED_MARKET_RETAIN_MS = 6 * 3_600_000;
 
 interface ZoneState {
   status: string;
@@ -206,17 +215,21 @@ export async function startPublisher(opts: {
     if (z === undefined) zones.set(zone_id, (z = { status: 'ACTIVE', status_seq: 0, markets: new Map() }));
     return z;
   };
+  const newMarket = (zone_id: number, interval_id: number): Market => ({
+    zone_id, interval_id, book_channel: bookChannel(zone_id, interval_id), trades_channel: tradesChannel(zone_id, interval_id), ticker_channel: tickerChannel(zone_id, interval_id),
+    book: new LevelBook(), ck: 0, ck_valid: false, ck_asks_state: 0, ck_asks_valid: false, book_seq: 0, trades_seq: 0, ticker_seq: 0, last_ticks: null, volume_n: 0, notional_n: 0, volume_big: 0n, notional_big: 0n, trade_count: 0, gate: 'OPEN',
+    closed_at_ms: 0,
+  });
+  /** The market's state, made on its first committed event (only the engine's events create markets). */
   const market = (zone_id: number, interval_id: number): Market => {
     const z = zoneState(zone_id);
     let m = z.markets.get(interval_id);
-    if (m === undefined) {
-      m = {
-        zone_id, interval_id, book_channel: bookChannel(zone_id, interval_id), trades_channel: tradesChannel(zone_id, interval_id), ticker_channel: tickerChannel(zone_id, interval_id),
-        book: new LevelBook(), ck: 0, ck_valid: false, ck_asks_state: 0, ck_asks_valid: false, book_seq: 0, trades_seq: 0, ticker_seq: 0, last_ticks: null, volume_n: 0, notional_n: 0, volume_big: 0n, notional_big: 0n, trade_count: 0, gate: 'OPEN',
-      };
-      z.markets.set(interval_id, m);
-    }
+    if (m === undefined) z.markets.set(interval_id, (m = newMarket(zone_id, interval_id)));
     return m;
+  };
+  /** Drops the zone's markets whose gate closed more than CLOSED_MARKET_RETAIN_MS before `ts`. */
+  const evictClosed = (z: ZoneState, ts: number): void => {
+    for (const [iv, m] of z.markets) if (m.gate === 'CLOSED' && m.closed_at_ms + CLOSED_MARKET_RETAIN_MS < ts) z.markets.delete(iv);
   };
 
   const levels = (m: Market, depth: number) => {
@@ -376,7 +389,8 @@ export async function startPublisher(opts: {
     const { state } = await backend.dump(zone_id);
     const z = zoneState(zone_id);
     if (state.config !== null) z.status = state.config.status;
-    for (const iv of state.intervals) market(zone_id, iv.interval_id).gate = iv.closed ? 'CLOSED' : 'OPEN';
+    // open intervals only: closed ones have no book, and their tickers were not kept across the restart
+    for (const iv of state.intervals) if (!iv.closed) market(zone_id, iv.interval_id);
     for (const o of state.orders as OrderView[]) {
       const m = market(zone_id, o.interval_id);
       const side = m.book.side(o.side);
@@ -525,6 +539,10 @@ export async function startPublisher(opts: {
           flushMarketData();
           const m = market(c.zone_id, e.interval_id);
           m.gate = e.type === 'GATE_CLOSED' ? 'CLOSED' : 'OPEN';
+          if (e.type === 'GATE_CLOSED') {
+            m.closed_at_ms = ts;
+            evictClosed(z, ts);
+          }
           z.status_seq++;
           bus.publish(statusChannel(c.zone_id), statusMessage(c.zone_id, z, ts, { interval_id: e.interval_id, gate: m.gate }));
           break;
@@ -592,8 +610,10 @@ export async function startPublisher(opts: {
       return;
     }
     if (!Number.isSafeInteger(interval_id) || interval_id <= 0) return;
-    const known = zones.get(zone_id)?.markets.get(interval_id);
-    const m = known ?? market(zone_id, interval_id);
+    // A channel nobody has traded on (a future or unknown interval, or one evicted after its gate
+    // closed) is answered from an empty market that is not kept: any client may ask for any
+    // interval id, and keeping what they ask for would let them grow this process without bound.
+    const m = zones.get(zone_id)?.markets.get(interval_id) ?? newMarket(zone_id, interval_id);
     if (kind === 'book') bus.publish(ch, bookSnapshot(m, ts));
     else if (kind === 'ticker') bus.publish(ch, tickerMessage(m, ts));
     else if (kind === 'trades') bus.publish(ch, { type: 'trades_start', zone_id, interval_id, epoch, seq: m.trades_seq, ts });
