@@ -6,7 +6,7 @@
 //   sweep  50,000 orders resting at one price, then one order that takes them all.
 // Throughput runs time the whole loop (median of 3 for kwx); latency is a separate pass that times
 // each command with process.hrtime.bigint() into an HDR histogram (timer overhead included and
-// reported). kwx throughput counts execute() one command at a time (events left in the engine's
+// reported; the young generation grown first, see warmYoungGeneration). kwx throughput counts execute() one command at a time (events left in the engine's
 // typed buffer): that is the figure. batch_* runs the same commands through
 // executeBatch(64 at a time: same events, same state, checked); harness_ns is the CPU time of
 // the loop reading the pre-generated command objects without the engine (included in every kwx
@@ -236,12 +236,32 @@ function median(xs: number[]): number {
 }
 
 /** Per-command latency of the kwx engine over a workload, in ns (HDR histogram). */
+/**
+ * The timer allocates (a BigInt per hrtime.bigint() call), so the timed loop is the only thing
+ * allocating during the latency pass. Left alone, V8 would grow its young generation step by step
+ * during the pass and touch each new page for the first time there: a few slow scavenges (up to
+ * ~20 ms) and a page fault every few dozen commands in the first tenth of the run, charged to the
+ * engine (measured: half the p99 tail in that tenth; it halves with this). So the young
+ * generation is grown and touched first, with short-lived objects; the engine itself allocates
+ * nothing per command.
+ */
+function warmYoungGeneration(): void {
+  let sink = 0;
+  const ring: { a: number; b: number }[] = new Array(1024);
+  for (let i = 0; i < 20_000_000; i++) ring[i & 1023] = { a: i, b: i + 1 }; // escapes: really allocated
+  sink ^= ring[7].b;
+  for (let i = 0; i < 8_000_000; i++) if (process.hrtime.bigint() === 0n) sink++;
+  fullGc();
+  if (sink === 0.5) console.log(sink); // keeps the loops
+}
+
 function latency(w: Workload): { p50: number; p99: number; p999: number; max: number; timerNs: number } {
   const e = newEngine();
   for (const c of w.prefill.kwx) e.execute(c);
   const h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 1e10, numberOfSignificantValueDigits: 3, useWebAssembly: false });
   const cmds = w.kwx;
   fullGc();
+  warmYoungGeneration();
   for (let i = 0; i < cmds.length; i++) {
     const t0 = process.hrtime.bigint();
     e.execute(cmds[i]);
