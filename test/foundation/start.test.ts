@@ -109,7 +109,8 @@ describe('kwx process (npm start)', () => {
     const [m] = await db.sql<{ n: string }[]>`select count(*)::text as n from schema_migrations`;
     expect(Number(m.n)).toBeGreaterThanOrEqual(1);
     kwx.child.kill('SIGTERM');
-    expect(await kwx.exited).toBe(0);
+    // on failure the assertion shows the end of kwx's stderr (what made it exit otherwise)
+    expect({ code: await kwx.exited, stderr_tail: kwx.stderr().slice(-3000) }).toMatchObject({ code: 0 });
     expect(kwx.stderr()).toContain('"msg":"shutting down"');
   });
 });
@@ -133,7 +134,8 @@ describe('kwx on a fresh machine (embedded PostgreSQL)', () => {
     expect(await waitForStatus(`http://127.0.0.1:${port1}/health`, 200, 90_000)).toBe(200);
     expect(await (await fetch(`http://127.0.0.1:${port1}/health`)).json()).toMatchObject({ database: 'embedded' });
     first.child.kill('SIGTERM');
-    expect(await first.exited).toBe(0);
+    // on failure the assertion shows the end of kwx's stderr (what made it exit otherwise)
+    expect({ code: await first.exited, stderr_tail: first.stderr().slice(-3000) }).toMatchObject({ code: 0 });
     expect(first.stderr()).toMatch(/"msg":"migrations"[^\n]*"applied":\["0001_foundation"/);
     const pidFile = join(dir, 'pg', 'postmaster.pid');
     expect(existsSync(join(dir, 'pg', 'PG_VERSION'))).toBe(true);
@@ -143,7 +145,8 @@ describe('kwx on a fresh machine (embedded PostgreSQL)', () => {
     const port2 = await second.port;
     expect(await waitForStatus(`http://127.0.0.1:${port2}/health`, 200, 90_000)).toBe(200);
     second.child.kill('SIGTERM');
-    expect(await second.exited).toBe(0);
+    // on failure the assertion shows the end of kwx's stderr (what made it exit otherwise)
+    expect({ code: await second.exited, stderr_tail: second.stderr().slice(-3000) }).toMatchObject({ code: 0 });
     // the same cluster: nothing left to apply, and the password file is reused
     expect(second.stderr()).toMatch(/"msg":"migrations"[^\n]*"applied":\[\]/);
     expect(readFileSync(join(dir, 'pg.password'), 'utf8').trim().length).toBeGreaterThan(10);
