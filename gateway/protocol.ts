@@ -4,6 +4,7 @@
 import fastJson from 'fast-json-stringify';
 import { encode as msgpackEncode } from '@msgpack/msgpack';
 import { compile, type JsonSchema, type Validator } from './validate.js';
+import { fillJson, orderJson, placeAckJson } from './wire-json.js';
 
 export const PROTOCOL_VERSION = 1;
 /** Subprotocol a client offers to get MessagePack binary frames (or `?encoding=msgpack`). */
@@ -178,10 +179,21 @@ const STRINGIFIERS: Record<string, (o: unknown) => string> = Object.fromEntries(
 
 export type Encoding = 'json' | 'msgpack';
 
+/** The schema-driven JSON of a message (fast-json-stringify). */
+export function schemaJson(m: OutMessage): string {
+  const s = STRINGIFIERS[m.type];
+  if (s === undefined) throw new Error(`no schema for outgoing message type ${m.type}`);
+  return s(m);
+}
+
 /** One message to frame bytes: JSON text (schema-driven) or MessagePack binary. */
 export function encodeMessage(m: OutMessage, encoding: Encoding): string | Uint8Array {
   if (encoding === 'msgpack') return msgpackEncode(m, { ignoreUndefined: true });
-  const s = STRINGIFIERS[m.type];
+  // the hottest types by hand (gateway/wire-json.ts: the same bytes, or null → the schema's serialiser)
+  const t = m.type;
+  const fast = t === 'order' ? orderJson(m) : t === 'fill' ? fillJson(m) : t === 'ack' ? placeAckJson(m) : null;
+  if (fast !== null) return fast;
+  const s = STRINGIFIERS[t];
   if (s === undefined) throw new Error(`no schema for outgoing message type ${m.type}`);
   return s(m);
 }
