@@ -90,6 +90,9 @@ type Resolve = (r: SubmitResult) => void;
  * The submitters waiting for a zone's commands, in seq order (results come back and commit in
  * seq order, so the oldest waiter is always the next one answered).
  */
+/** The (frozen, shared) answer of takeBelow when no waiter is below. */
+const NO_WAITERS: Resolve[] = Object.freeze([]) as unknown as Resolve[];
+
 class WaiterQueue {
   private seqs: number[] = [];
   private fns: Resolve[] = [];
@@ -127,6 +130,8 @@ class WaiterQueue {
    * comes back or is failed by a worker restart; a defence so one lost result cannot stall a zone).
    */
   takeBelow(seq: number): Resolve[] {
+    // nearly always none: no array per result
+    if (this.head >= this.seqs.length || this.seqs[this.head] >= seq) return NO_WAITERS;
     const out: Resolve[] = [];
     while (this.head < this.seqs.length && this.seqs[this.head] < seq) {
       out.push(this.fns[this.head]);
