@@ -13,6 +13,7 @@ import { encodeMessage, IN_VALIDATORS, MSGPACK_SUBPROTOCOL, PROTOCOL_VERSION, TR
 import { bookChannel, formatMinor, statusChannel, tickerChannel, tradesChannel, userChannel, wireOrder } from './publisher.js';
 import { kwhToWh, priceToTicks, ticksToPrice, UnitError, whToKwh } from './units.js';
 import type { AdminDeps } from './admin.js';
+import { ackText } from './wire-json.js';
 
 /** The admin API's dependencies (backend null = market data only; trading answers EXCHANGE_UNAVAILABLE), plus the WS path. */
 export interface WsDeps extends AdminDeps {
@@ -55,6 +56,8 @@ type Msg = Record<string, unknown> & { type: string; req_id?: string | number };
 
 interface OrderAckInfo {
   ack: Record<string, unknown> | null;
+  /** The ack's JSON text, when written straight from its fields (ack is then null). */
+  text: string | null;
   reject: Failure | null;
 }
 
@@ -406,22 +409,22 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     return r;
   };
 
-  const orderOutcome = (events: EngineEvent[], order_id: number, zone_id: number, reqId: string | number | null): OrderAckInfo => {
+  /**
+   * The ack (or reject) of a place from its committed events. For a JSON session the ack is
+   * written straight from its fields (wire-json.ts ackText: the bytes encodeMessage writes for the
+   * object below), without building the object just to serialise it.
+   */
+  const orderOutcome = (events: EngineEvent[], order_id: number, zone_id: number, reqId: string | number | null, json: boolean): OrderAckInfo => {
     const unit = d.catalog.get(zone_id)!.unit;
-    let ack: Record<string, unknown> | null = null;
+    let accepted: Extract<EngineEvent, { type: 'ACCEPTED' }> | null = null;
     let filled = 0;
-    let qty = 0;
     let status = 'ACTIVE';
     let reason: string | null = null;
     const fills: Record<string, unknown>[] = [];
     for (const e of events) {
-      if (e.type === 'REJECTED') return { ack: null, reject: fail(e.reason, `rejected by the engine: ${e.reason}`) };
+      if (e.type === 'REJECTED') return { ack: null, text: null, reject: fail(e.reason, `rejected by the engine: ${e.reason}`) };
       if (e.type === 'ACCEPTED' && e.order_id === order_id) {
-        qty = e.qty_wh;
-        ack = {
-          type: 'ack', req_id: reqId, op: 'place', order_id, client_order_id: e.client_order_id, zone_id, interval_id: e.interval_id, side: e.side, order_type: e.order_type, source: e.source,
-          price: ticksToPrice(e.price_ticks, unit), qty: whToKwh(e.qty_wh),
-        };
+        accepted = e;
       } else if (e.type === 'FILL' && (e.taker_order_id === order_id || e.maker_order_id === order_id)) {
         filled += e.qty_wh;
         fills.push({ trade_id: e.trade_id, price: ticksToPrice(e.price_ticks, unit), qty: whToKwh(e.qty_wh), source: e.source });
@@ -430,15 +433,31 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
         reason = e.type === 'CANCELLED' ? e.reason : e.cause;
       }
     }
-    if (ack === null) return { ack: null, reject: fail('INTERNAL', 'the engine returned no result for the order') };
+    if (accepted === null) return { ack: null, text: null, reject: fail('INTERNAL', 'the engine returned no result for the order') };
+    const qty = accepted.qty_wh;
     if (status === 'ACTIVE') status = filled === qty ? 'MATCHED' : filled > 0 ? 'PARTIALLY_FILLED' : 'ACTIVE';
     const open = status === 'ACTIVE' || status === 'PARTIALLY_FILLED';
-    ack.filled_qty = whToKwh(filled);
-    ack.remaining_qty = whToKwh(open ? qty - filled : 0);
+    const price = ticksToPrice(accepted.price_ticks, unit);
+    const qtyKwh = whToKwh(qty);
+    const filledKwh = whToKwh(filled);
+    const remainingKwh = whToKwh(open ? qty - filled : 0);
+    if (json) {
+      const text = ackText(
+        reqId, 'place', order_id, accepted.client_order_id, zone_id, accepted.interval_id, accepted.side, accepted.order_type, accepted.source, price, qtyKwh,
+        filledKwh, remainingKwh, status, reason, fills,
+      );
+      if (text !== null) return { ack: null, text, reject: null };
+    }
+    const ack: Record<string, unknown> = {
+      type: 'ack', req_id: reqId, op: 'place', order_id, client_order_id: accepted.client_order_id, zone_id, interval_id: accepted.interval_id, side: accepted.side,
+      order_type: accepted.order_type, source: accepted.source, price, qty: qtyKwh,
+    };
+    ack.filled_qty = filledKwh;
+    ack.remaining_qty = remainingKwh;
     ack.status = status;
     ack.reason = reason;
     ack.fills = fills;
-    return { ack, reject: null };
+    return { ack, text: null, reject: null };
   };
 
   const onPlace = async (s: Session, m: Msg, p: Principal): Promise<void> => {
@@ -482,10 +501,11 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       if (side === 'BUY') d.funds.unreserve(p.user_id, client_order_id);
       return reject(s, 'place', m, fail(r.code, r.message), { client_order_id });
     }
-    const o = orderOutcome(r.events, r.order_id ?? 0, zone_id, reqId(m));
+    const o = orderOutcome(r.events, r.order_id ?? 0, zone_id, reqId(m), s.encoding === 'json');
     if (o.reject !== null) return reject(s, 'place', m, o.reject, { client_order_id });
     countAck('place');
-    send(s, o.ack as OutMessage);
+    if (o.text === null) send(s, o.ack as OutMessage);
+    else if (!s.closed) sendRaw(s, o.text);
   };
 
   /** A foreign or unknown order: the same answer either way (no existence hint). */

@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { encodeMessage, schemaJson, type OutMessage } from '../../gateway/protocol.js';
-import { fillJson, orderJson, placeAckJson, plain } from '../../gateway/wire-json.js';
+import { ackText, fillJson, orderJson, placeAckJson, plain } from '../../gateway/wire-json.js';
 
 const RUNS = 20_000;
 
@@ -164,6 +164,20 @@ describe('hand-written JSON = fast-json-stringify, byte for byte', () => {
       fc.assert(fc.property(gen(15) as fc.Arbitrary<Record<string, unknown>>, same), { numRuns: RUNS });
     });
   }
+
+  it('ackText (the place ack ws.ts writes from its fields) = the schema serialiser on the object ws.ts built before', () => {
+    fc.assert(
+      fc.property(fc.oneof(ackMsg(0), ackMsg(15)) as fc.Arbitrary<Record<string, unknown>>, (m) => {
+        if (m.priority_kept !== undefined || m.cancelled !== undefined) return;
+        const text = ackText(
+          m.req_id, m.op, m.order_id, m.client_order_id, m.zone_id, m.interval_id, m.side, m.order_type, m.source, m.price, m.qty, m.filled_qty, m.remaining_qty,
+          m.status, m.reason, m.fills,
+        );
+        if (text !== null) expect(text).toBe(schemaJson(m as OutMessage));
+      }),
+      { numRuns: RUNS },
+    );
+  });
 
   it('edge cases by hand', () => {
     const base = {
