@@ -3,6 +3,7 @@
 //   committed events). `runtimeBackend(runtime)` adapts the real runtime; `createCoreBackend()`
 //   runs the pure engine core in-process (tests, bench, or a runtime-less single node).
 // - Funds: buy-order holds and balances. `ledgerFunds(ledger)` adapts ledger/ledger.ts.
+import { withFields } from '../schema/objects.js';
 import { ZoneEngine } from '../engine/index.js';
 import type { Command, ConfigureZoneCommand, EngineEvent, EngineSnapshot, PlaceCommand } from '../engine/index.js';
 import type { FeeSchedule, Ledger } from '../ledger/ledger.js';
@@ -103,14 +104,11 @@ export function createCoreBackend(options: { now?: () => number } = {}): CoreBac
       if (z === undefined) return { ok: false, code: 'UNKNOWN_ZONE', message: `zone ${zone_id} is not run here` };
       z.seq++;
       const ts_ms = now();
-      // Copied with Object.assign into a fresh object, not `{ ...cmd, ts_ms }`: on Node 20's V8 a
-      // property added to a spread clone takes a slow runtime path (~1.5 µs per property, measured;
-      // it was 5 % of the gateway bench's server thread).
-      const full = Object.assign({}, cmd) as Record<string, unknown>;
-      full.ts_ms = ts_ms;
-      if (cmd.type === 'PLACE') full.order_id = zone_id * ZONE_ID_SHIFT + z.seq;
+      // withFields, not `{ ...cmd, ts_ms }` (a slow V8 path on Node 20: schema/objects.ts)
+      const order_id = cmd.type === 'PLACE' ? zone_id * ZONE_ID_SHIFT + z.seq : undefined;
+      const full = order_id === undefined ? withFields(cmd, { ts_ms }) : withFields(cmd, { ts_ms, order_id });
       const c = run(zone_id, full as unknown as Command);
-      return { ok: true, zone_id, seq: c.seq, ts_ms, order_id: cmd.type === 'PLACE' ? (full.order_id as number) : undefined, events: c.events };
+      return { ok: true, zone_id, seq: c.seq, ts_ms, order_id, events: c.events };
     },
     subscribeAll(fn) {
       listeners.add(fn);

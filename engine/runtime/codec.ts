@@ -472,104 +472,58 @@ export interface EngineEventSource {
   event(i: number): EngineEvent;
 }
 
-// Encoders from the engine's event cells, one per frequent event type, writing exactly the
-// fields of EVENT_FIELDS in their order, each as value() would write the field decodeEvent
-// (core/events.ts) makes of those cells. The other types go through decodeEvent and the
-// object encoder. test/runtime/codec.test.ts checks byte equality over random engine runs.
+// Encoders from the engine's event cells, for the frequent event types. CELLS says where
+// decodeEvent (core/events.ts) reads each field: a cell, an enum table indexed by a cell, the
+// event's client order id, or a 0/1 cell read as a boolean. Each encoder is compiled from it in
+// EVENT_FIELDS order (the wire order), writing every field as value() would write what decodeEvent
+// makes of those cells; the other types go through decodeEvent and the object encoder.
+// test/runtime/codec.test.ts checks byte equality over random engine runs of every event type.
 type CellEncoder = (w: ByteWriter, ev: Float64Array, f: number, s: string | undefined) => void;
-const knownIndexes = (table: readonly string[]): Int16Array => Int16Array.from(table, (n) => WELL_KNOWN_INDEX.get(n) ?? -1);
-const K_SIDES = knownIndexes(SIDES);
-const K_SOURCES = knownIndexes(SOURCES);
-const K_ORDER_TYPES = knownIndexes(ORDER_TYPES);
-const K_STP = knownIndexes(STP_MODES);
-const K_COMMANDS = knownIndexes(COMMAND_TYPES);
-const K_REJECT = knownIndexes(REJECT_CODES);
-const K_CANCEL = knownIndexes(CANCEL_REASONS);
-const K_EXPIRE = knownIndexes(EXPIRE_CAUSES);
+type CellSpec = number | 'client_order_id' | { cell: number; names: readonly string[] } | { flag: number };
+const orderCells = { event_seq: 1, order_id: 3, user_id: 4, client_order_id: 'client_order_id', interval_id: 2 } as const;
+const CELLS: [code: number, type: EngineEvent['type'], fields: Record<string, CellSpec>][] = [
+  [E_ACCEPTED, 'ACCEPTED', {
+    ...orderCells, side: { cell: 5, names: SIDES }, source: { cell: 6, names: SOURCES }, order_type: { cell: 7, names: ORDER_TYPES },
+    stp: { cell: 8, names: STP_MODES }, price_ticks: 9, qty_wh: 10, seq: 11, expire_at_ms: 12,
+  }],
+  [E_REJECTED, 'REJECTED', { ...orderCells, command: { cell: 6, names: COMMAND_TYPES }, reason: { cell: 5, names: REJECT_CODES } }],
+  [E_FILL, 'FILL', {
+    event_seq: 1, trade_id: 3, interval_id: 2, maker_order_id: 4, maker_user_id: 5, taker_order_id: 6, taker_user_id: 7,
+    taker_side: { cell: 11, names: SIDES }, price_ticks: 8, qty_wh: 9, source: { cell: 10, names: SOURCES }, maker_remaining_wh: 12, taker_remaining_wh: 13,
+  }],
+  [E_CANCELLED, 'CANCELLED', { ...orderCells, reason: { cell: 5, names: CANCEL_REASONS }, qty_wh: 6, filled_wh: 7 }],
+  [E_EXPIRED, 'EXPIRED', { ...orderCells, cause: { cell: 5, names: EXPIRE_CAUSES }, qty_wh: 6, filled_wh: 7 }],
+  [E_AMENDED, 'AMENDED', { ...orderCells, price_ticks: 5, qty_wh: 6, remaining_wh: 7, filled_wh: 10, seq: 8, priority_kept: { flag: 9 } }],
+  [E_BOOK_LEVEL, 'BOOK_LEVEL', {
+    event_seq: 1, interval_id: 2, side: { cell: 3, names: SIDES }, source: { cell: 4, names: SOURCES }, price_ticks: 5, qty_wh: 6, source_qty_wh: 7, source_order_count: 8,
+  }],
+];
+
+function compileCellEncoder(type: string, cells: Record<string, CellSpec>): CellEncoder {
+  const code = EVENTS.codes.get(type)!;
+  const fields = EVENTS.fields[code];
+  if (fields.length !== Object.keys(cells).length) throw new Error(`codec: the cell table of ${type} does not name exactly its ${fields.length} fields`);
+  const tables: (readonly string[])[] = [];
+  const known: Int16Array[] = [];
+  const body = [`w.varint(${code + 1});`];
+  for (const { name } of fields) {
+    const c = cells[name];
+    if (c === undefined) throw new Error(`codec: the cell table of ${type} has no ${name}`);
+    if (typeof c === 'number') body.push(`w.value(ev[f + ${c}]);`);
+    else if (c === 'client_order_id') body.push("w.value(s ?? '');");
+    else if ('flag' in c) body.push(`w.value(ev[f + ${c.flag}] === 1);`);
+    else {
+      body.push(`w.enumValue(tables[${tables.length}], known[${tables.length}], ev[f + ${c.cell}]);`);
+      tables.push(c.names);
+      known.push(Int16Array.from(c.names, (n) => WELL_KNOWN_INDEX.get(n) ?? -1));
+    }
+  }
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval -- generated from the tables above, never from input
+  return new Function('tables', 'known', `return function (w, ev, f, s) {\n${body.join('\n')}\n};`)(tables, known) as CellEncoder;
+}
+
 const CELL_ENCODERS: (CellEncoder | undefined)[] = [];
-CELL_ENCODERS[E_ACCEPTED] = (w, ev, f, s) => {
-  w.varint(EVENTS.codes.get('ACCEPTED')! + 1);
-  w.value(ev[f + 1]);
-  w.value(ev[f + 3]);
-  w.value(ev[f + 4]);
-  w.value(s ?? '');
-  w.value(ev[f + 2]);
-  w.enumValue(SIDES, K_SIDES, ev[f + 5]);
-  w.enumValue(SOURCES, K_SOURCES, ev[f + 6]);
-  w.enumValue(ORDER_TYPES, K_ORDER_TYPES, ev[f + 7]);
-  w.enumValue(STP_MODES, K_STP, ev[f + 8]);
-  w.value(ev[f + 9]);
-  w.value(ev[f + 10]);
-  w.value(ev[f + 11]);
-  w.value(ev[f + 12]);
-};
-CELL_ENCODERS[E_REJECTED] = (w, ev, f, s) => {
-  w.varint(EVENTS.codes.get('REJECTED')! + 1);
-  w.value(ev[f + 1]);
-  w.enumValue(COMMAND_TYPES, K_COMMANDS, ev[f + 6]);
-  w.enumValue(REJECT_CODES, K_REJECT, ev[f + 5]);
-  w.value(ev[f + 3]);
-  w.value(ev[f + 4]);
-  w.value(s ?? '');
-  w.value(ev[f + 2]);
-};
-CELL_ENCODERS[E_FILL] = (w, ev, f) => {
-  w.varint(EVENTS.codes.get('FILL')! + 1);
-  w.value(ev[f + 1]);
-  w.value(ev[f + 3]);
-  w.value(ev[f + 2]);
-  w.value(ev[f + 4]);
-  w.value(ev[f + 5]);
-  w.value(ev[f + 6]);
-  w.value(ev[f + 7]);
-  w.enumValue(SIDES, K_SIDES, ev[f + 11]);
-  w.value(ev[f + 8]);
-  w.value(ev[f + 9]);
-  w.enumValue(SOURCES, K_SOURCES, ev[f + 10]);
-  w.value(ev[f + 12]);
-  w.value(ev[f + 13]);
-};
-const closed = (name: 'CANCELLED' | 'EXPIRED', table: readonly string[], known: Int16Array): CellEncoder => {
-  const code = EVENTS.codes.get(name)! + 1;
-  return (w, ev, f, s) => {
-    w.varint(code);
-    w.value(ev[f + 1]);
-    w.value(ev[f + 3]);
-    w.value(ev[f + 4]);
-    w.value(s ?? '');
-    w.value(ev[f + 2]);
-    w.enumValue(table, known, ev[f + 5]);
-    w.value(ev[f + 6]);
-    w.value(ev[f + 7]);
-  };
-};
-CELL_ENCODERS[E_CANCELLED] = closed('CANCELLED', CANCEL_REASONS, K_CANCEL);
-CELL_ENCODERS[E_EXPIRED] = closed('EXPIRED', EXPIRE_CAUSES, K_EXPIRE);
-CELL_ENCODERS[E_AMENDED] = (w, ev, f, s) => {
-  w.varint(EVENTS.codes.get('AMENDED')! + 1);
-  w.value(ev[f + 1]);
-  w.value(ev[f + 3]);
-  w.value(ev[f + 4]);
-  w.value(s ?? '');
-  w.value(ev[f + 2]);
-  w.value(ev[f + 5]);
-  w.value(ev[f + 6]);
-  w.value(ev[f + 7]);
-  w.value(ev[f + 10]);
-  w.value(ev[f + 8]);
-  w.value(ev[f + 9] === 1);
-};
-CELL_ENCODERS[E_BOOK_LEVEL] = (w, ev, f) => {
-  w.varint(EVENTS.codes.get('BOOK_LEVEL')! + 1);
-  w.value(ev[f + 1]);
-  w.value(ev[f + 2]);
-  w.enumValue(SIDES, K_SIDES, ev[f + 3]);
-  w.enumValue(SOURCES, K_SOURCES, ev[f + 4]);
-  w.value(ev[f + 5]);
-  w.value(ev[f + 6]);
-  w.value(ev[f + 7]);
-  w.value(ev[f + 8]);
-};
+for (const [code, type, cells] of CELLS) CELL_ENCODERS[code] = compileCellEncoder(type, cells);
 
 // One reader per thread, reset per payload (decoding is synchronous).
 const sharedReader = new ByteReader();

@@ -26,6 +26,13 @@ describe('publisher memory', () => {
       for (const channel of ['book', 'ticker', 'trades']) await sub.request({ type: 'unsubscribe', channel, zone_id: ex.zone_id, interval_id });
       expect(ex.gw.publisher!.book(ex.zone_id, interval_id)).toBeUndefined();
     }
+    // malformed interval ids are refused with a code, and leave nothing behind either
+    for (const interval_id of [-1, 0, 1.5, 2 ** 53, '7']) {
+      const r = await sub.request({ type: 'subscribe', channel: 'book', zone_id: ex.zone_id, interval_id });
+      expect(r).toMatchObject({ type: 'reject', op: 'subscribe' });
+      expect(typeof r.code).toBe('string');
+    }
+    expect(ex.gw.publisher!.book(ex.zone_id, -1)).toBeUndefined();
     sub.close();
   });
 
