@@ -50,6 +50,8 @@ export const DEFAULT_LIMITS: Readonly<GatewayLimits> = Object.freeze({
   max_page_size: 500,
 });
 
+/** Orders in one place_batch frame (each is its own engine command and counts against the key's rate limit). */
+export const MAX_BATCH_ORDERS = 20;
 /** Top levels per side covered by the book checksum (Kraken uses 10). */
 export const CHECKSUM_DEPTH = 10;
 /** Finished orders remembered per process for order_status and force-cancel lookups. */

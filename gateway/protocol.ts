@@ -4,6 +4,7 @@
 import fastJson from 'fast-json-stringify';
 import { encode as msgpackEncode } from '@msgpack/msgpack';
 import { compile, type JsonSchema, type Validator } from './validate.js';
+import { MAX_BATCH_ORDERS } from './limits.js';
 import { fillJson, orderJson, placeAckJson } from './wire-json.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -26,6 +27,21 @@ function msg(type: string, props: Record<string, JsonSchema>, required: string[]
   };
 }
 
+/** A place's fields (besides `type`): a `place` message, and each order of a `place_batch`. */
+const PLACE_FIELDS: Record<string, JsonSchema> = {
+  zone_id: ID,
+  interval_id: ID,
+  client_order_id: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[\\x21-\\x7e]+$' },
+  side: { enum: ['BUY', 'SELL'] },
+  order_type: { enum: ['LIMIT', 'MARKET', 'IOC', 'FOK', 'POST_ONLY'] },
+  source: { enum: ['ANY', 'SOLAR', 'WIND', 'BATTERY', 'HYDRO'] },
+  price: DECIMAL,
+  qty: DECIMAL,
+  stp: { enum: ['CANCEL_NEWEST', 'CANCEL_OLDEST', 'CANCEL_BOTH'] },
+  expire_at_ms: { type: 'integer', minimum: 1 },
+};
+const PLACE_REQUIRED = ['zone_id', 'interval_id', 'client_order_id', 'side', 'order_type', 'price', 'qty'];
+
 export const IN_SCHEMAS = {
   login: msg(
     'login',
@@ -42,22 +58,9 @@ export const IN_SCHEMAS = {
   subscribe: msg('subscribe', { channel: { enum: CHANNELS }, zone_id: ID, interval_id: ID }, ['channel', 'zone_id']),
   unsubscribe: msg('unsubscribe', { channel: { enum: CHANNELS }, zone_id: ID, interval_id: ID }, ['channel', 'zone_id']),
   resync: msg('resync', { channel: { const: 'book' }, zone_id: ID, interval_id: ID }, ['channel', 'zone_id', 'interval_id']),
-  place: msg(
-    'place',
-    {
-      zone_id: ID,
-      interval_id: ID,
-      client_order_id: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[\\x21-\\x7e]+$' },
-      side: { enum: ['BUY', 'SELL'] },
-      order_type: { enum: ['LIMIT', 'MARKET', 'IOC', 'FOK', 'POST_ONLY'] },
-      source: { enum: ['ANY', 'SOLAR', 'WIND', 'BATTERY', 'HYDRO'] },
-      price: DECIMAL,
-      qty: DECIMAL,
-      stp: { enum: ['CANCEL_NEWEST', 'CANCEL_OLDEST', 'CANCEL_BOTH'] },
-      expire_at_ms: { type: 'integer', minimum: 1 },
-    },
-    ['zone_id', 'interval_id', 'client_order_id', 'side', 'order_type', 'price', 'qty'],
-  ),
+  place: msg('place', PLACE_FIELDS, PLACE_REQUIRED),
+  // the frame's shape; each order is checked against PLACE_ORDER_VALIDATORS (below) before any is submitted
+  place_batch: msg('place_batch', { orders: { type: 'array', minItems: 1, maxItems: MAX_BATCH_ORDERS } }, ['orders']),
   cancel: msg('cancel', { order_id: ID }, ['order_id']),
   amend: msg('amend', { order_id: ID, price: DECIMAL, qty: DECIMAL }, ['order_id']),
   mass_cancel: msg('mass_cancel', { zone_id: ID }),
@@ -68,7 +71,14 @@ export const IN_SCHEMAS = {
 export type InType = keyof typeof IN_SCHEMAS;
 /** Null-prototype: a message type is looked up among the protocol's own types only. */
 export const IN_VALIDATORS: Record<string, Validator> = Object.assign(Object.create(null) as Record<string, Validator>, Object.fromEntries(Object.entries(IN_SCHEMAS).map(([k, s]) => [k, compile(s)])));
-export const TRADING_TYPES: ReadonlySet<string> = new Set(['place', 'cancel', 'amend', 'mass_cancel']);
+export const TRADING_TYPES: ReadonlySet<string> = new Set(['place', 'place_batch', 'cancel', 'amend', 'mass_cancel']);
+/**
+ * One validator per position in a place_batch: an order is a place without `type` (`req_id`
+ * optional, echoed in its own result); problems name the order (`"orders[3].price" has the wrong format`).
+ */
+export const PLACE_ORDER_VALIDATORS: readonly Validator[] = Array.from({ length: MAX_BATCH_ORDERS }, (_, i) =>
+  compile({ type: 'object', additionalProperties: false, required: PLACE_REQUIRED, properties: { req_id: REQ_ID, ...PLACE_FIELDS } }, `orders[${i}]`),
+);
 
 // ------------------------------------------------------------------------------------------
 // Outgoing
@@ -115,6 +125,8 @@ export const OUT_SCHEMAS = {
     cancelled: I,
     fills: { type: 'array', items: { type: 'object', properties: { trade_id: I, price: S, qty: S, source: S } } },
   }),
+  // place_batch's reply: one result per order, in order, each the ack or reject a place would get
+  batch: out('batch', { req_id: REQ, op: S, accepted: I, rejected: I, results: { type: 'array', items: { type: 'object', additionalProperties: true } } }),
   order_state: out('order_state', { req_id: REQ, ...ORDER_FIELDS }),
   balances: out('balances', {
     req_id: REQ,

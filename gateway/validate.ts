@@ -1,6 +1,6 @@
 // A small JSON-schema validator for the subset the protocol uses (type, required, properties,
 // additionalProperties: false, enum, const, minLength, maxLength, pattern, minimum, maximum,
-// items, maxItems). Schemas are compiled once; validation returns the first problem or null.
+// items, minItems, maxItems). Schemas are compiled once; validation returns the first problem or null.
 
 export interface JsonSchema {
   type?: string | string[];
@@ -15,6 +15,7 @@ export interface JsonSchema {
   minimum?: number;
   maximum?: number;
   items?: JsonSchema;
+  minItems?: number;
   maxItems?: number;
   description?: string;
   nullable?: boolean;
@@ -78,6 +79,7 @@ export function compile(schema: JsonSchema, path = ''): Validator {
       if (objectCheck !== null) return objectCheck(v as Record<string, unknown>);
     } else if (t === 'array') {
       const a = v as unknown[];
+      if (schema.minItems !== undefined && a.length < schema.minItems) return { path, message: `${where} must have at least ${schema.minItems} item${schema.minItems === 1 ? '' : 's'}` };
       if (schema.maxItems !== undefined && a.length > schema.maxItems) return { path, message: `${where} must have at most ${schema.maxItems} items` };
       if (items !== null) {
         for (const x of a) {

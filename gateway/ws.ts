@@ -9,7 +9,7 @@ import { fail, type Failure } from './codes.js';
 import { Feed, FrameCache, type FeedSink } from './feeds.js';
 import { fastIncrement, fastObserver } from './fast-metrics.js';
 import { CLOSE, OVERSIZE_READ_FACTOR, TokenBucket } from './limits.js';
-import { encodeMessage, IN_VALIDATORS, MSGPACK_SUBPROTOCOL, PROTOCOL_VERSION, TRADING_TYPES, type ChannelKind, type Encoding, type OutMessage } from './protocol.js';
+import { encodeMessage, IN_VALIDATORS, MSGPACK_SUBPROTOCOL, PLACE_ORDER_VALIDATORS, PROTOCOL_VERSION, TRADING_TYPES, type ChannelKind, type Encoding, type OutMessage } from './protocol.js';
 import { bookChannel, formatMinor, statusChannel, tickerChannel, tradesChannel, userChannel, wireOrder } from './publisher.js';
 import { kwhToWh, priceToTicks, ticksToPrice, UnitError, whToKwh } from './units.js';
 import type { AdminDeps } from './admin.js';
@@ -345,7 +345,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     if (f.ready) s.snapshot(f, 'SUBSCRIBE');
   };
 
-  const requireTrader = (s: Session, op: string, m: Msg): Principal | null => {
+  /** The session's principal if it may trade here (else the reply is sent and null returned); no rate limit taken. */
+  const traderOf = (s: Session, op: string, m: Msg): Principal | null => {
     const p = s.principal;
     if (p === null) {
       reject(s, op, m, fail('UNAUTHORIZED', 'log in to trade (anonymous sessions get public market data only)'));
@@ -359,10 +360,19 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       reject(s, op, m, fail('EXCHANGE_UNAVAILABLE', 'this gateway does not take orders'));
       return null;
     }
+    return p;
+  };
+  const keyBucket = (p: Principal): TokenBucket => {
     let b = keyBuckets.get(p.key_id);
     if (b === undefined) keyBuckets.set(p.key_id, (b = new TokenBucket(limits.key_orders_burst, limits.key_orders_per_s, now())));
-    if (!b.take(now())) {
-      reject(s, op, m, fail('RATE_LIMITED', `at most ${limits.key_orders_per_s} trading messages per second per key`, limits.key_orders_per_s));
+    return b;
+  };
+  const rateLimited = (): Failure => fail('RATE_LIMITED', `at most ${limits.key_orders_per_s} trading messages per second per key`, limits.key_orders_per_s);
+  const requireTrader = (s: Session, op: string, m: Msg): Principal | null => {
+    const p = traderOf(s, op, m);
+    if (p === null) return null;
+    if (!keyBucket(p).take(now())) {
+      reject(s, op, m, rateLimited());
       return null;
     }
     return p;
@@ -460,52 +470,183 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     return { ack, text: null, reject: null };
   };
 
-  const onPlace = async (s: Session, m: Msg, p: Principal): Promise<void> => {
+  /**
+   * A place's checks after its schema, up to (not including) submission: role, source, units and,
+   * for a BUY, the funds hold (reserved here; the caller awaits its durability). A Failure is
+   * answered as a reject with the order's client_order_id.
+   */
+  interface PreparedPlace {
+    zone_id: number;
+    side: 'BUY' | 'SELL';
+    client_order_id: string;
+    cmd: SubmitCommand;
+  }
+  const preparePlace = (m: Msg, p: Principal, zone: { unit: Parameters<typeof priceToTicks>[1] } | undefined): PreparedPlace | Failure => {
     const zone_id = m.zone_id as number;
-    const zone = d.catalog.get(zone_id) ?? (await d.catalog.load(zone_id)); // known zones: no await on the order path
-    if (zone === undefined) return reject(s, 'place', m, fail('UNKNOWN_ZONE', `zone ${zone_id} does not exist`), { client_order_id: m.client_order_id });
+    if (zone === undefined) return fail('UNKNOWN_ZONE', `zone ${zone_id} does not exist`);
     const side = m.side as 'BUY' | 'SELL';
-    if (side === 'SELL' && p.role === 'CONSUMER') return reject(s, 'place', m, fail('FORBIDDEN', 'a CONSUMER may only buy'), { client_order_id: m.client_order_id });
+    if (side === 'SELL' && p.role === 'CONSUMER') return fail('FORBIDDEN', 'a CONSUMER may only buy');
     const source = (m.source as string | undefined) ?? (side === 'BUY' ? 'ANY' : undefined);
-    if (source === undefined) return reject(s, 'place', m, fail('INVALID_ORDER', 'a SELL names its source (SOLAR, WIND, BATTERY or HYDRO)'), { client_order_id: m.client_order_id });
+    if (source === undefined) return fail('INVALID_ORDER', 'a SELL names its source (SOLAR, WIND, BATTERY or HYDRO)');
     let price_ticks: number;
     let qty_wh: number;
     try {
       price_ticks = priceToTicks(m.price as string, zone.unit);
       qty_wh = kwhToWh(m.qty as string);
     } catch (err) {
-      if (err instanceof UnitError) return reject(s, 'place', m, fail(err.code, err.message), { client_order_id: m.client_order_id });
+      if (err instanceof UnitError) return fail(err.code, err.message);
       throw err;
     }
     const client_order_id = m.client_order_id as string;
     if (side === 'BUY') {
       const f = d.funds.reserve({ user_id: p.user_id, client_order_id, zone_id, price_ticks, qty_wh });
-      if (f !== null) return reject(s, 'place', m, f, { client_order_id });
-      // The hold is durable before the order can reach the book (a crash never leaves an unheld BUY resting).
-      const held = d.funds.durable();
-      if (held !== null) {
-        try {
-          await held;
-        } catch (err) {
-          d.funds.unreserve(p.user_id, client_order_id);
-          return reject(s, 'place', m, fail('EXCHANGE_UNAVAILABLE', `the ledger is unavailable: ${(err as Error).message}`), { client_order_id });
-        }
-      }
+      if (f !== null) return f;
     }
-    s.zones_traded.add(zone_id);
     const cmd = { type: 'PLACE', user_id: p.user_id, client_order_id, zone_id, interval_id: m.interval_id as number, side, source, order_type: m.order_type, price_ticks, qty_wh } as Record<string, unknown>;
     if (m.stp !== undefined) cmd.stp = m.stp;
     if (m.expire_at_ms !== undefined) cmd.expire_at_ms = m.expire_at_ms;
-    const r = await submit('place', zone_id, cmd as SubmitCommand);
-    if (!r.ok) {
-      if (side === 'BUY') d.funds.unreserve(p.user_id, client_order_id);
-      return reject(s, 'place', m, fail(r.code, r.message), { client_order_id });
+    return { zone_id, side, client_order_id, cmd: cmd as SubmitCommand };
+  };
+  /** Waits until the holds reserved so far are durable; null, or the failure to answer each held order with. */
+  const holdsDurable = async (): Promise<Failure | null> => {
+    const held = d.funds.durable();
+    if (held === null) return null;
+    try {
+      await held;
+      return null;
+    } catch (err) {
+      return fail('EXCHANGE_UNAVAILABLE', `the ledger is unavailable: ${(err as Error).message}`);
     }
-    const o = orderOutcome(r.events, r.order_id ?? 0, zone_id, reqId(m), s.encoding === 'json');
-    if (o.reject !== null) return reject(s, 'place', m, o.reject, { client_order_id });
+  };
+  /** The reject message of an order (counted), as reject() sends it. */
+  const rejectMessage = (op: string, req_id: string | number | null, f: Failure, extra: Record<string, unknown>): OutMessage => {
+    metrics.rejects.inc({ op, code: f.code });
+    return { type: 'reject', req_id, op, code: f.code, message: f.message, ...(f.limit === undefined ? {} : { limit: f.limit }), ...extra };
+  };
+  /** A submitted place's answer: the ack (JSON text for a JSON session when possible) or the reject. */
+  const placeAnswer = (s: Session, m: Msg, p: Principal, c: PreparedPlace, r: SubmitResult): OutMessage | string => {
+    const client_order_id = c.client_order_id;
+    if (!r.ok) {
+      if (c.side === 'BUY') d.funds.unreserve(p.user_id, client_order_id);
+      return rejectMessage('place', reqId(m), fail(r.code, r.message), { client_order_id });
+    }
+    const o = orderOutcome(r.events, r.order_id ?? 0, c.zone_id, reqId(m), s.encoding === 'json');
+    if (o.reject !== null) return rejectMessage('place', reqId(m), o.reject, { client_order_id });
     countAck('place');
-    if (o.text === null) send(s, o.ack as OutMessage);
-    else if (!s.closed) sendRaw(s, o.text);
+    return o.text ?? (o.ack as OutMessage);
+  };
+  const answer = (s: Session, a: OutMessage | string): void => {
+    if (typeof a === 'string') {
+      if (!s.closed) sendRaw(s, a);
+    } else send(s, a);
+  };
+
+  /**
+   * A cancel-on-disconnect session that closed while its holds became durable: its orders are not
+   * submitted (the mass cancel at close ran before them and would not see them).
+   */
+  const gone = (s: Session): boolean => s.closed && s.cancel_on_disconnect;
+
+  const onPlace = async (s: Session, m: Msg, p: Principal): Promise<void> => {
+    const zone_id = m.zone_id as number;
+    const zone = d.catalog.get(zone_id) ?? (await d.catalog.load(zone_id)); // known zones: no await on the order path
+    const c = preparePlace(m, p, zone);
+    if ('code' in c) return reject(s, 'place', m, c, { client_order_id: m.client_order_id });
+    if (c.side === 'BUY') {
+      // The hold is durable before the order can reach the book (a crash never leaves an unheld BUY resting).
+      const f = await holdsDurable();
+      if (f !== null || gone(s)) {
+        d.funds.unreserve(p.user_id, c.client_order_id);
+        return f === null ? undefined : reject(s, 'place', m, f, { client_order_id: c.client_order_id });
+      }
+    }
+    s.zones_traded.add(zone_id);
+    const r = await submit('place', zone_id, c.cmd);
+    answer(s, placeAnswer(s, m, p, c, r));
+  };
+
+  /**
+   * place_batch: up to MAX_BATCH_ORDERS orders in one frame. The frame and every order's shape are
+   * checked first (one bad shape rejects the whole batch: nothing is submitted); then each order on
+   * its own, in order: a key rate-limit token, the place checks and holds; the holds' durability
+   * is awaited once, every order is submitted as its own engine command in the batch's order, and
+   * one `batch` frame answers with each order's ack or reject, in order.
+   */
+  const onPlaceBatch = async (s: Session, m: Msg): Promise<void> => {
+    const orders = m.orders as Msg[];
+    for (let i = 0; i < orders.length; i++) {
+      const problem = PLACE_ORDER_VALIDATORS[i](orders[i]);
+      if (problem !== null) return reject(s, 'place_batch', m, fail('INVALID_FIELD', problem.message));
+    }
+    const p = traderOf(s, 'place_batch', m);
+    if (p === null) return;
+    // zones not yet loaded, before anything is reserved or submitted (known zones: no await)
+    for (const o of orders) if (d.catalog.get(o.zone_id as number) === undefined) await d.catalog.load(o.zone_id as number);
+    const bucket = keyBucket(p);
+    const n = orders.length;
+    const answers: (OutMessage | string | null)[] = new Array(n).fill(null);
+    const prepared: (PreparedPlace | null)[] = new Array(n).fill(null);
+    let holds = 0;
+    for (let i = 0; i < n; i++) {
+      const o = orders[i];
+      if (!bucket.take(now())) {
+        answers[i] = rejectMessage('place', reqId(o), rateLimited(), { client_order_id: o.client_order_id });
+        continue;
+      }
+      const c = preparePlace(o, p, d.catalog.get(o.zone_id as number));
+      if ('code' in c) answers[i] = rejectMessage('place', reqId(o), c, { client_order_id: o.client_order_id });
+      else {
+        prepared[i] = c;
+        if (c.side === 'BUY') holds++;
+      }
+    }
+    if (holds > 0) {
+      // every hold of the batch durable before any of its orders can reach the book
+      const f = await holdsDurable();
+      if (gone(s)) {
+        for (const c of prepared) if (c !== null && c.side === 'BUY') d.funds.unreserve(p.user_id, c.client_order_id);
+        return;
+      }
+      if (f !== null) {
+        for (let i = 0; i < n; i++) {
+          const c = prepared[i];
+          if (c === null || c.side !== 'BUY') continue;
+          d.funds.unreserve(p.user_id, c.client_order_id);
+          answers[i] = rejectMessage('place', reqId(orders[i]), f, { client_order_id: c.client_order_id });
+          prepared[i] = null;
+        }
+      }
+    }
+    // submitted in the batch's order: each submit() reaches the backend before its first await
+    const results: (Promise<SubmitResult> | null)[] = new Array(n).fill(null);
+    for (let i = 0; i < n; i++) {
+      const c = prepared[i];
+      if (c === null) continue;
+      s.zones_traded.add(c.zone_id);
+      results[i] = submit('place', c.zone_id, c.cmd);
+    }
+    let accepted = 0;
+    for (let i = 0; i < n; i++) {
+      const c = prepared[i];
+      if (c === null) continue;
+      const a = placeAnswer(s, orders[i], p, c, await results[i]!);
+      if (typeof a === 'string' || a.type === 'ack') accepted++;
+      answers[i] = a;
+    }
+    if (s.closed) return;
+    const req_id = reqId(m);
+    if (s.encoding === 'json') {
+      // each result is the JSON its own place would have been answered with
+      let body = '';
+      for (let i = 0; i < n; i++) {
+        const a = answers[i]!;
+        body += (i === 0 ? '' : ',') + (typeof a === 'string' ? a : (encodeMessage(a, 'json') as string));
+      }
+      sendRaw(s, `{"type":"batch","req_id":${req_id === null ? 'null' : JSON.stringify(req_id)},"op":"place_batch","accepted":${accepted},"rejected":${n - accepted},"results":[${body}]}`);
+    } else {
+      const list = answers.map((a) => (typeof a === 'string' ? (JSON.parse(a) as OutMessage) : a!));
+      send(s, { type: 'batch', req_id, op: 'place_batch', accepted, rejected: n - accepted, results: list });
+    }
   };
 
   /** A foreign or unknown order: the same answer either way (no existence hint). */
@@ -601,6 +742,8 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
       case 'order_status':
       case 'balances':
         return onQuery(s, m);
+      case 'place_batch':
+        return onPlaceBatch(s, m);
       default: {
         const p = requireTrader(s, m.type, m);
         if (p === null) return;

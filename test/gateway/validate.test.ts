@@ -54,6 +54,7 @@ function reference(schema: JsonSchema, path = ''): Validator {
       }
     } else if (t === 'array') {
       const a = v as unknown[];
+      if (schema.minItems !== undefined && a.length < schema.minItems) return { path, message: `${where} must have at least ${schema.minItems} item${schema.minItems === 1 ? '' : 's'}` };
       if (schema.maxItems !== undefined && a.length > schema.maxItems) return { path, message: `${where} must have at most ${schema.maxItems} items` };
       if (items !== null) {
         for (const x of a) {
