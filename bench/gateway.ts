@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
 import { printTable, writeResults } from './report.js';
+import { startProfile } from './profile.js';
 
 // Options (defaults are the issue's setup):
 //   --bots N            concurrent trading bots (100)
@@ -32,6 +33,10 @@ import { printTable, writeResults } from './report.js';
 //   --ledger            an in-memory ledger: buys are held, fills escrowed (funds CPU on the order path)
 //   --no-fanout         skip the fan-out phase
 //   --profile FILE      write a V8 CPU profile of the server thread during the order phase
+//   --profile-batch FILE  the same for the --batch phase
+//   --batch N           after the single-order phase (still the headline), a second phase with the
+//                       same bots sending place_batch frames of N orders (closed loop per batch;
+//                       --inflight applies to batches), reported next to it as batch_* figures
 const argValue = (name: string): string | undefined => {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
@@ -43,7 +48,9 @@ const CLIENT_THREADS = Math.max(1, Number(argValue('--client-threads') ?? 1));
 const CLIENT: 'lean' | 'ws' = argValue('--client') === 'ws' ? 'ws' : 'lean';
 const WITH_LEDGER = process.argv.includes('--ledger');
 const PROFILE = argValue('--profile');
+const PROFILE_BATCH = argValue('--profile-batch');
 const FANOUT = !process.argv.includes('--no-fanout');
+const BATCH = Math.max(0, Math.floor(Number(argValue('--batch') ?? 0)));
 const MAX_ORDER_PHASE_MS = 15_000;
 const SUBSCRIBERS = 1000;
 const FANOUT_UPDATES = 2000;
@@ -62,6 +69,8 @@ interface WorkerJob {
   creds?: { key_id: string; secret: string }[];
   expected?: number;
   orders_per_bot?: number;
+  /** Orders per place_batch frame (0: single places). */
+  batch?: number;
 }
 
 interface RunResult {
@@ -84,10 +93,10 @@ function threadCpuMs(): number {
 }
 
 /** The bench's order for bot b, its i-th order: buys and sells cross around 0.1000 so most fill. */
-function orderJson(b: number, i: number, zone_id: number, interval_id: number): string {
+function orderJson(b: number, i: number, zone_id: number, interval_id: number, tag = 'o'): string {
   const sell = (b + i) % 2 === 0;
   const price = sell ? 1000 + ((i * 7 + b) % 20) : 1010 - ((i * 5 + b) % 20);
-  return `{"type":"place","req_id":${i},"zone_id":${zone_id},"interval_id":${interval_id},"client_order_id":"b${b}o${i}","side":"${sell ? 'SELL' : 'BUY'}","source":"${sell ? 'SOLAR' : 'ANY'}","order_type":"${i % 4 === 3 ? 'IOC' : 'LIMIT'}","price":"0.${String(price).padStart(4, '0')}","qty":"${1 + (i % 5)}.000"}`;
+  return `{"type":"place","req_id":${i},"zone_id":${zone_id},"interval_id":${interval_id},"client_order_id":"b${b}${tag}${i}","side":"${sell ? 'SELL' : 'BUY'}","source":"${sell ? 'SOLAR' : 'ANY'}","order_type":"${i % 4 === 3 ? 'IOC' : 'LIMIT'}","price":"0.${String(price).padStart(4, '0')}","qty":"${1 + (i % 5)}.000"}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -98,6 +107,13 @@ function orderJson(b: number, i: number, zone_id: number, interval_id: number): 
 // `{"type":"reject"`) and the req_id that follows it (the gateway's JSON has type, then req_id).
 
 const ZERO_MASK_TEXT = 0x81;
+
+/** Bot b's j-th place_batch frame payload: its orders j·n … j·n+n−1 (each the order above without its type, keeping its own req_id). */
+function batchJson(b: number, j: number, n: number, zone_id: number, interval_id: number): string {
+  const items: string[] = [];
+  for (let i = j * n; i < (j + 1) * n; i++) items.push(orderJson(b, i, zone_id, interval_id, 'x').replace('"type":"place",', ''));
+  return `{"type":"place_batch","req_id":${j},"orders":[${items.join(',')}]}`;
+}
 
 /** One masked text frame holding `payload` (ASCII). */
 function textFrame(payload: string): Buffer {
@@ -122,6 +138,8 @@ const Q = 0x22; // "
 const TYPE_PREFIX = Buffer.from('{"type":"');
 const REQ_ID_AT_ACK = '{"type":"ack","req_id":'.length;
 const REQ_ID_AT_REJECT = '{"type":"reject","req_id":'.length;
+const BATCH_PREFIX = Buffer.from('{"type":"batch","req_id":');
+const REJECTED = Buffer.from('"rejected":');
 
 interface LeanWs {
   sock: Socket;
@@ -240,10 +258,13 @@ async function leanMain(job: WorkerJob): Promise<RunResult> {
   // Every bot's frames are built before the clock starts (the same bytes as built on the fly, one
   // buffer per bot, sent as views of it): what the server receives is unchanged, and the client
   // thread, which shares the 2 cores with the server, spends less per order inside the window.
+  // With --batch N a frame is one place_batch of N orders: `per` counts frames from here on.
+  const batchN = echo ? 0 : job.batch ?? 0;
+  const frames = batchN > 0 ? Math.floor(per / batchN) : per;
   const prebuilt = conns.map((_, k) => {
-    const parts = Array.from({ length: per }, (_, i) => textFrame(orderJson(first + k, i, job.zone_id ?? 1, job.interval_id ?? 1)));
-    const at = new Uint32Array(per + 1);
-    for (let i = 0; i < per; i++) at[i + 1] = at[i] + parts[i].length;
+    const parts = Array.from({ length: frames }, (_, i) => textFrame(batchN > 0 ? batchJson(first + k, i, batchN, job.zone_id ?? 1, job.interval_id ?? 1) : orderJson(first + k, i, job.zone_id ?? 1, job.interval_id ?? 1)));
+    const at = new Uint32Array(frames + 1);
+    for (let i = 0; i < frames; i++) at[i + 1] = at[i] + parts[i].length;
     return { all: Buffer.concat(parts), at };
   });
   // Tell the parent we are connected (and logged in): the clock starts when every worker is.
@@ -254,7 +275,7 @@ async function leanMain(job: WorkerJob): Promise<RunResult> {
   const cpu0 = threadCpuMs();
   const started = performance.now();
   await Promise.all(conns.map((ws, k) => new Promise<void>((resolve) => {
-    const sentAt = new Float64Array(per);
+    const sentAt = new Float64Array(frames);
     const { all, at } = prebuilt[k];
     let next = 0;
     let done = 0;
@@ -265,7 +286,7 @@ async function leanMain(job: WorkerJob): Promise<RunResult> {
       ws.send(all.subarray(at[i], at[i + 1]));
     };
     const refill = (): void => {
-      while (next < per && next - done < inflight && performance.now() - started < MAX_ORDER_PHASE_MS) sendOne();
+      while (next < frames && next - done < inflight && performance.now() - started < MAX_ORDER_PHASE_MS) sendOne();
       if (next === done) resolve();
     };
     ws.onText = (buf, s, e) => {
@@ -273,6 +294,17 @@ async function leanMain(job: WorkerJob): Promise<RunResult> {
       if (echo) {
         // the echoed order: its req_id is at a fixed place too
         i = readInt(buf, s + '{"type":"place","req_id":'.length, e);
+      } else if (batchN > 0) {
+        // one reply frame per batch: every order of it is answered (ack or reject) at this moment
+        if (e - s < BATCH_PREFIX.length || buf.compare(BATCH_PREFIX, 0, BATCH_PREFIX.length, s, s + BATCH_PREFIX.length) !== 0) return;
+        i = readInt(buf, s + BATCH_PREFIX.length, e);
+        const r = buf.indexOf(REJECTED, s);
+        if (r >= 0 && r < e) rejects += readInt(buf, r + REJECTED.length, e);
+        const us = (performance.now() - sentAt[i]) * 1000;
+        for (let q = 0; q < batchN; q++) rtt.push(us);
+        done++;
+        refill();
+        return;
       } else {
         const t = typeLetter(buf, s, e);
         if (t === A) i = readInt(buf, s + REQ_ID_AT_ACK, e);
@@ -661,6 +693,35 @@ export async function run(_args: string[]): Promise<void> {
   console.log(`order phase: server thread busy ${server_busy_us_per_order} µs per order (event-loop utilisation ${(elu.utilization * 100).toFixed(0)}% of ${Math.round(elu.idle + elu.active)} ms); process CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms (all threads, clients included)`);
   console.log(`order phase: mean time per place in the server, message in → ack queued: ${(((place1.sum - place0.sum) / Math.max(1, place1.count - place0.count)) * 1e6).toFixed(0)} µs (wall, includes waits)`);
 
+  // Batched entry (--batch N): the same bots, place_batch frames of N orders, after the single-order phase.
+  let batchFigures: Record<string, number> = {};
+  if (BATCH > 0) {
+    if (CLIENT !== 'lean') throw new Error('--batch needs the lean client');
+    let bMain0 = 0;
+    let bSys0 = 0;
+    let stopBatchProfile: (() => Promise<void>) | null = null;
+    const b = await runClients({ ...orderJob, batch: BATCH }, clientThreads, async () => {
+      if (PROFILE_BATCH !== undefined) stopBatchProfile = await startProfile(PROFILE_BATCH);
+      bMain0 = mainThreadCpuMs();
+      bSys0 = mainThreadTimes().system;
+    });
+    const bCpuMs = mainThreadCpuMs() - bMain0;
+    const bSysMs = mainThreadTimes().system - bSys0;
+    if (stopBatchProfile !== null) await (stopBatchProfile as () => Promise<void>)();
+    const n = b.rtt_us.length;
+    batchFigures = {
+      batch_size: BATCH,
+      batch_orders_per_s: Math.round((n / b.elapsed_ms) * 1000),
+      batch_order_rtt_p50_us: pct(b.rtt_us, 50),
+      batch_order_rtt_p99_us: pct(b.rtt_us, 99),
+      batch_server_cpu_us_per_order: Math.round((bCpuMs * 1000) / Math.max(1, n) * 10) / 10,
+      batch_server_sys_us_per_order: Math.round((bSysMs * 1000) / Math.max(1, n) * 10) / 10,
+      batch_client_cpu_us_per_order: Math.round(((b.client_cpu_ms ?? Number.NaN) * 1000) / Math.max(1, n) * 10) / 10,
+    };
+    console.log(`batch phase: ${n} orders in ${n / BATCH} place_batch frames of ${BATCH} in ${Math.round(b.elapsed_ms)} ms, ${b.rejects} rejected; ${BOTS} bots, ${INFLIGHT} batch(es) in flight per bot`);
+    console.log(`batch phase: server thread CPU ${batchFigures.batch_server_cpu_us_per_order} µs per order, of which system ${batchFigures.batch_server_sys_us_per_order} µs; client ${batchFigures.batch_client_cpu_us_per_order} µs per order`);
+  }
+
   // Fan-out: each engine command changes one level of the book → one delta to every subscriber.
   const fan = !FANOUT ? { frames: 0, elapsed_ms: 1 } : await runWorker<{ frames: number; elapsed_ms: number }>({ kind: 'fanout', port: server.port, zone_id, interval_id: interval_id, expected: FANOUT_UPDATES * SUBSCRIBERS }, (w) => {
     setTimeout(() => {
@@ -699,12 +760,20 @@ export async function run(_args: string[]): Promise<void> {
     { measure: 'order p50 / one-connection echo p50', value: rtt_ratio_vs_single_echo, target: '' },
     { measure: 'server thread CPU per order (µs)', value: server_cpu_us_per_order, target: '' },
     { measure: 'server thread busy (ELU) per order (µs)', value: server_busy_us_per_order, target: '' },
+    ...(BATCH > 0
+      ? [
+        { measure: `batched entry (place_batch of ${BATCH}): orders/s`, value: batchFigures.batch_orders_per_s, target: '(not the headline)' },
+        { measure: `batched entry: order round trip p50 (µs)`, value: batchFigures.batch_order_rtt_p50_us, target: '' },
+        { measure: `batched entry: order round trip p99 (µs)`, value: batchFigures.batch_order_rtt_p99_us, target: '' },
+        { measure: 'batched entry: server thread CPU per order (µs)', value: batchFigures.batch_server_cpu_us_per_order, target: '' },
+      ]
+      : []),
   ]);
   if (FANOUT) console.log(`fan-out: ${fan.frames} frames in ${Math.round(fan.elapsed_ms)} ms`);
   writeResults('gateway', {
     order_rtt_p50_us, order_rtt_p99_us, orders_per_s, fanout_msgs_per_s, echo_rtt_p50_us, rtt_ratio_vs_echo,
     echo_bots_msgs_per_s, echo_bots_rtt_p99_us, echo_single_rtt_p50_us, rtt_ratio_vs_single_echo, server_cpu_us_per_order, server_sys_us_per_order, server_busy_us_per_order,
-    client_cpu_us_per_order, echo_client_cpu_us_per_msg,
+    client_cpu_us_per_order, echo_client_cpu_us_per_msg, ...batchFigures,
   }, {
     setup: {
       bots: BOTS, orders_per_bot: ORDERS_PER_BOT, inflight_per_bot: INFLIGHT, loop: INFLIGHT === 1 ? 'closed (send, wait for the ack, send)' : `pipelined (${INFLIGHT} orders in flight per bot)`,
