@@ -117,14 +117,26 @@ function requote() {
   const mid = bid && ask ? (toTicks(bid[0]) + toTicks(ask[0])) / 2n : bid ? toTicks(bid[0]) : ask ? toTicks(ask[0]) : toTicks('0.1');
   if (lastMid !== null && (mid > lastMid ? mid - lastMid : lastMid - mid) < 5n) return;
   lastMid = mid;
+  const orders = [];
   for (const side of ['BUY', 'SELL']) {
     if (quotes[side] !== null) send({ type: 'cancel', order_id: quotes[side] });
     quotes[side] = null;
     const ticks = mid + BigInt(side === 'BUY' ? -SPREAD_TICKS : SPREAD_TICKS);
-    send({
-      type: 'place', zone_id: ZONE, interval_id: INTERVAL, client_order_id: `bot-${side}-${randomBytes(4).toString('hex')}`,
+    orders.push({
+      zone_id: ZONE, interval_id: INTERVAL, client_order_id: `bot-${side}-${randomBytes(4).toString('hex')}`,
       side, source: side === 'SELL' ? 'SOLAR' : 'ANY', order_type: 'POST_ONLY', price: fromTicks(ticks), qty: QTY,
     });
+  }
+  // both quotes in one frame: one reply lists each order's ack or reject (docs/protocol.md, place_batch)
+  send({ type: 'place_batch', orders });
+}
+
+function onAnswer(m) {
+  if (m.type === 'ack') {
+    if (m.op === 'place' && (m.status === 'ACTIVE' || m.status === 'PARTIALLY_FILLED')) quotes[m.side] = m.order_id;
+  } else if (m.type === 'reject') {
+    console.log(`reject ${m.op}: ${m.code} ${m.message}`);
+    if (m.op === 'login') process.exit(1);
   }
 }
 
@@ -144,17 +156,17 @@ ws.on('message', (data) => {
       onBook(m);
       break;
     case 'ack':
-      if (m.op === 'place' && (m.status === 'ACTIVE' || m.status === 'PARTIALLY_FILLED')) quotes[m.side] = m.order_id;
+    case 'reject':
+      onAnswer(m);
+      break;
+    case 'batch':
+      for (const r of m.results) onAnswer(r);
       break;
     case 'fill':
       console.log(`filled ${m.side} ${m.qty} kWh @ ${m.price}`);
       break;
     case 'balance':
       console.log(`balance ${m.currency}: available ${m.available}, held ${m.held}, escrow ${m.escrow}`);
-      break;
-    case 'reject':
-      console.log(`reject ${m.op}: ${m.code} ${m.message}`);
-      if (m.op === 'login') process.exit(1);
       break;
     default:
       break;

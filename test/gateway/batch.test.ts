@@ -197,7 +197,7 @@ describe('place_batch and the per-key rate limit (frozen clock: no refill)', () 
     // exactly the placed ones reach the private stream
     await c.next((m) => m.type === 'order' && m.order_id === r.results[LIMITS.key_orders_burst - 1].order_id);
     await c.request({ type: 'ping' });
-    expect(c.inbox.filter((m) => m.type === 'order').map((m) => m.client_order_id)).toEqual(orders.slice(0, LIMITS.key_orders_burst).map((o) => o.client_order_id));
+    expect(c.inbox.filter((m) => m.type === 'order').map((m) => m.client_order_id)).toEqual(orders.slice(0, LIMITS.key_orders_burst).map((o) => (o as Json).client_order_id));
     // a single place and a further batch are refused too
     expect(await c.request({ type: 'place', ...order(rx, { client_order_id: 'rl-x', side: 'SELL', source: 'SOLAR', price: '0.6000', qty: '1.000' }) })).toMatchObject({ code: 'RATE_LIMITED' });
     const again = await c.request(batch([order(rx, { client_order_id: 'rl-y', side: 'SELL', source: 'SOLAR', price: '0.6000', qty: '1.000' })]));

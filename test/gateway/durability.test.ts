@@ -11,6 +11,8 @@ const durableHolds = new Map<number, string>(); // order id → status when comm
 const durableEscrows = new Set<number>();
 let flushes = 0;
 let flushCalls = 0;
+/** While set, a flush "commits" only once this resolves (a test holds the ledger back). */
+let gate: Promise<void> | null = null;
 
 beforeAll(async () => {
   const store = {
@@ -19,13 +21,14 @@ beforeAll(async () => {
       flushCalls++;
       const holds = [...ex.ledger.holds.values()].map((h) => [h.order_id, h.status] as const);
       const escrows = [...ex.ledger.escrows.keys()];
+      const held = gate ?? Promise.resolve();
       return new Promise((resolve) =>
-        setTimeout(() => {
+        void held.then(() => setTimeout(() => {
           for (const [id, status] of holds) durableHolds.set(id, status);
           for (const t of escrows) durableEscrows.add(t);
           flushes++;
           resolve({});
-        }, 15),
+        }, 15)),
       );
     },
   };
@@ -78,4 +81,55 @@ it('one flush covers many orders placed together', async () => {
   expect(flushCalls - before).toBeLessThan(40);
   expect(flushes).toBeGreaterThan(0);
   buyer.close();
+});
+
+it('a place_batch of BUYs: every ack comes after its hold is durable, and the batch takes one flush before submission and one before the reply', async () => {
+  const buyer = await ex.login(ex.actors.bob);
+  const before = flushCalls;
+  const r = await buyer.request({
+    type: 'place_batch',
+    orders: Array.from({ length: 20 }, (_, i) => ({ zone_id: ex.zone_id, interval_id: ex.interval_id, order_type: 'LIMIT', client_order_id: `d-batch-${i}`, side: 'BUY', price: '0.0100', qty: '1.000' })),
+  });
+  expect(r).toMatchObject({ type: 'batch', accepted: 20, rejected: 0 });
+  for (const a of r.results) expect(durableHolds.get(a.order_id)).toBe('OPEN');
+  expect(flushCalls - before).toBeLessThanOrEqual(2);
+  await buyer.request({ type: 'mass_cancel' });
+  buyer.close();
+});
+
+const until = async (cond: () => boolean, what: string): Promise<void> => {
+  for (let t = 0; !cond(); t += 5) {
+    if (t > 5000) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+it('a cancel-on-disconnect session that closes while its BUY holds become durable does not place them (single place and batch); the holds are released', async () => {
+  const watcher = await ex.login(ex.actors.bob);
+  await watcher.request({ type: 'mass_cancel' });
+  const openHolds = () => [...ex.ledger.holds.values()].filter((h) => h.status === 'OPEN').length;
+  const holdsBefore = openHolds();
+  const heldBefore = ex.ledger.balances(ex.actors.bob.user_id, 'EUR').held_minor;
+  const sessionsBefore = ex.gw.ws.sessions();
+  const bot = await ex.login(ex.actors.bob, { cancel_on_disconnect: true });
+  let release!: () => void;
+  gate = new Promise<void>((r) => (release = r));
+  try {
+    const o = (client_order_id: string) => ({ zone_id: ex.zone_id, interval_id: ex.interval_id, order_type: 'LIMIT', client_order_id, side: 'BUY', price: '0.0200', qty: '1.000' });
+    bot.send({ type: 'place', req_id: 'x1', ...o('d-gone-1') });
+    bot.send({ type: 'place_batch', req_id: 'x2', orders: [o('d-gone-2'), o('d-gone-3')] });
+    // the three holds are reserved and wait for their flush, which the gate holds back: close now
+    await until(() => openHolds() === holdsBefore + 3, 'the holds are reserved');
+    bot.close();
+    await until(() => ex.gw.ws.sessions() === sessionsBefore, 'the server has closed the session');
+  } finally {
+    gate = null;
+    release();
+  }
+  await until(() => openHolds() === holdsBefore, 'the holds are released');
+  await watcher.request({ type: 'ping' });
+  expect(watcher.inbox.filter((m) => m.type === 'order' && String(m.client_order_id).startsWith('d-gone-'))).toEqual([]);
+  expect(bot.inbox.some((m) => m.type === 'ack' || m.type === 'batch')).toBe(false);
+  expect(ex.ledger.balances(ex.actors.bob.user_id, 'EUR').held_minor).toBe(heldBefore);
+  watcher.close();
 });
