@@ -559,7 +559,7 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
         d.funds.unreserve(p.user_id, c.client_order_id);
         return f === null ? undefined : reject(s, 'place', m, f, { client_order_id: c.client_order_id });
       }
-    }
+    } else if (gone(s)) return; // closed (cancel-on-disconnect) while its zone was loading: its mass cancel has run
     s.zones_traded.add(zone_id);
     const r = await submit('place', zone_id, c.cmd);
     answer(s, placeAnswer(s, m, p, c, r));
@@ -603,10 +603,6 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
     if (holds > 0) {
       // every hold of the batch durable before any of its orders can reach the book
       const f = await holdsDurable();
-      if (gone(s)) {
-        for (const c of prepared) if (c !== null && c.side === 'BUY') d.funds.unreserve(p.user_id, c.client_order_id);
-        return;
-      }
       if (f !== null) {
         for (let i = 0; i < n; i++) {
           const c = prepared[i];
@@ -616,6 +612,12 @@ export function attachWebSocket(d: WsDeps): WsEndpoint {
           prepared[i] = null;
         }
       }
+    }
+    if (gone(s)) {
+      // closed (cancel-on-disconnect) while its holds became durable or a zone was loading: its
+      // mass cancel has run, so nothing is submitted and the holds go back
+      for (const c of prepared) if (c !== null && c.side === 'BUY') d.funds.unreserve(p.user_id, c.client_order_id);
+      return;
     }
     // submitted in the batch's order: each submit() reaches the backend before its first await
     const results: (Promise<SubmitResult> | null)[] = new Array(n).fill(null);
