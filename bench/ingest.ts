@@ -1,4 +1,4 @@
-// `npm run bench -- ingest [--readings N] [--meters M] [--batch B] [--concurrency C] [--threads T] [--writers W]`
+// `npm run bench -- ingest [--readings N] [--meters M] [--batch B] [--concurrency C] [--threads T] [--writers W] [--profile FILE]`
 //
 // Against a real PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres):
 // 1. HTTP batches (JSON, one meter per request, simulator curves) → uWS → decode+validate in
@@ -8,8 +8,11 @@
 //    text and in binary format; the faster counts.
 // 3. rollup_lag_ms_p99: from a readings group's commit until the roll-up applier has folded it,
 //    weighted by readings.
+// --profile FILE: a V8 CPU profile of the main thread (HTTP client, uWS, writer) over the ingest
+// phase (the decode worker is not covered: node --cpu-prof for it).
 // Writes bench/results/ingest.json.
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import uWS from 'uWebSockets.js';
@@ -20,6 +23,7 @@ import { createIngestService, issueMeterToken, registerIngestRoutes } from '../i
 import { encodeReadingsCopy } from '../ingest/writer.js';
 import type { DecodedReadings, MeterContext } from '../ingest/types.js';
 import { simulateReadings, type SimReading } from './meter-sim.js';
+import { startProfile } from './profile.js';
 import { printTable, writeResults } from './report.js';
 
 interface Args {
@@ -106,6 +110,8 @@ export async function run(argv: string[]): Promise<void> {
     let retries503 = 0;
     // both phases start right after a checkpoint (same full-page-write cost)
     await sql`checkpoint`;
+    const pi = argv.indexOf('--profile');
+    const stopProfile = pi >= 0 && argv[pi + 1] !== undefined ? await startProfile(argv[pi + 1]) : null;
     const cpu0 = process.cpuUsage();
     const pg0 = postgresCpu(dbName);
     const t0 = performance.now();
@@ -116,8 +122,8 @@ export async function run(argv: string[]): Promise<void> {
         if (i >= order.length) return;
         const { token, body } = order[i];
         for (;;) {
-          const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body });
-          const json = (await res.json()) as { accepted?: number; error?: { code: string } };
+          const res = await post(url, token, body);
+          const json = JSON.parse(res.body) as { accepted?: number; error?: { code: string } };
           if (res.status === 503) {
             retries503++;
             await new Promise((r) => setTimeout(r, 50));
@@ -134,8 +140,10 @@ export async function run(argv: string[]): Promise<void> {
     const cpu = process.cpuUsage(cpu0);
     const nodeCpuS = (cpu.user + cpu.system) / 1e6;
     const pgCpuS = cpuDelta(pg0, postgresCpu(dbName));
+    if (stopProfile !== null) await stopProfile();
     await service.settle();
     const stats = service.stats();
+    agent.destroy();
     uWS.us_listen_socket_close(listen);
     await service.close();
     const [{ n: stored }] = await sql<{ n: number }[]>`select count(*)::int as n from meter_readings`;
@@ -225,6 +233,25 @@ async function createMeters(sql: Sql, count: number, registeredAt: Date): Promis
   const out: { id: number; serial: string; token: string }[] = [];
   for (const r of rows) out.push({ id: Number(r.id), serial: r.serial, token: await issueMeterToken(sql, Number(r.id)) });
   return out;
+}
+
+// The load generator: node:http with a keep-alive agent, one socket per request in flight. (It
+// shares the 2 cores with the server and PostgreSQL; the global fetch cost ~5x more CPU per
+// request, ~1 CPU-s per million readings at 2,000 per request, charged to ingest although the COPY
+// ceiling pays nothing like it.)
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+function post(url: string, token: string, body: Buffer): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 /** Round-robin over meters: request i of every meter before request i+1 of any. */
