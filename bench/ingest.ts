@@ -1,15 +1,19 @@
-// `npm run bench -- ingest [--readings N] [--meters M] [--batch B] [--concurrency C] [--threads T] [--writers W]`
+// `npm run bench -- ingest [--readings N] [--meters M] [--batch B] [--concurrency C] [--threads T] [--writers W] [--profile FILE]`
 //
 // Against a real PostgreSQL (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres):
 // 1. HTTP batches (JSON, one meter per request, simulator curves) → uWS → decode+validate in
 //    piscina → group-commit writer → acknowledged = durable. readings_per_s counts from the first
 //    request sent to the last acknowledgement.
 // 2. The ceiling: the same rows into the same (emptied) table by one plain COPY, no validation, in
-//    text and in binary format; the faster counts.
+//    text, in binary meter by meter, and in binary in the order the HTTP phase sends the rows; the
+//    fastest counts.
 // 3. rollup_lag_ms_p99: from a readings group's commit until the roll-up applier has folded it,
 //    weighted by readings.
+// --profile FILE: a V8 CPU profile of the main thread (HTTP client, uWS, writer) over the ingest
+// phase (the decode worker is not covered: node --cpu-prof for it).
 // Writes bench/results/ingest.json.
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import uWS from 'uWebSockets.js';
@@ -20,6 +24,7 @@ import { createIngestService, issueMeterToken, registerIngestRoutes } from '../i
 import { encodeReadingsCopy } from '../ingest/writer.js';
 import type { DecodedReadings, MeterContext } from '../ingest/types.js';
 import { simulateReadings, type SimReading } from './meter-sim.js';
+import { startProfile } from './profile.js';
 import { printTable, writeResults } from './report.js';
 
 interface Args {
@@ -64,7 +69,7 @@ export async function run(argv: string[]): Promise<void> {
     const meters = await createMeters(sql, a.meters, new Date(fromMs - DAY));
 
     // request bodies and the equivalent COPY text, generated before any timing
-    const bodies: { token: string; body: Buffer }[] = [];
+    const bodies: { token: string; body: Buffer; bin: Buffer }[] = [];
     const copyChunks: string[] = [];
     const binaryChunks: Buffer[] = [];
     const receivedMs = Date.now();
@@ -73,7 +78,6 @@ export async function run(argv: string[]): Promise<void> {
       const m = meters[k];
       const items = simulateReadings({ serial: m.serial, max_power_w: 20_000, interval_minutes: 15, pv_peak_w: 6_000, base_load_w: 350, seed: k + 1 }, fromMs, perMeter);
       const readings: SimReading[] = items.map((i) => i.reading);
-      for (let i = 0; i < readings.length; i += a.batch) bodies.push({ token: m.token, body: Buffer.from(JSON.stringify(readings.slice(i, i + a.batch))) });
       copyChunks.push(readings.map((r) => `${m.id}\t${r.interval_start}\t15\t${r.production_wh}\t${r.consumption_wh}\t0\t${receivedAt}\n`).join(''));
       // the same rows in binary COPY format (the format the writer uses), one chunk per meter
       const n = readings.length;
@@ -89,6 +93,10 @@ export async function run(argv: string[]): Promise<void> {
       const one = encodeReadingsCopy([{ meter: { id: m.id } as MeterContext, d: { rows } as DecodedReadings }], receivedMs * 1000);
       // strip the per-buffer header (19 bytes) and trailer (2 bytes); added once around all chunks
       binaryChunks.push(one.subarray(19, one.length - 2));
+      // each request's rows in binary too (74 bytes a row), for the COPY in arrival order
+      for (let i = 0; i < readings.length; i += a.batch) {
+        bodies.push({ token: m.token, body: Buffer.from(JSON.stringify(readings.slice(i, i + a.batch))), bin: one.subarray(19 + i * 74, 19 + Math.min(i + a.batch, n) * 74) });
+      }
     }
     // interleave meters so that concurrent requests come from different meters
     bodies.sort((x, y) => (x.token < y.token ? -1 : 1));
@@ -106,6 +114,8 @@ export async function run(argv: string[]): Promise<void> {
     let retries503 = 0;
     // both phases start right after a checkpoint (same full-page-write cost)
     await sql`checkpoint`;
+    const pi = argv.indexOf('--profile');
+    const stopProfile = pi >= 0 && argv[pi + 1] !== undefined ? await startProfile(argv[pi + 1]) : null;
     const cpu0 = process.cpuUsage();
     const pg0 = postgresCpu(dbName);
     const t0 = performance.now();
@@ -116,8 +126,8 @@ export async function run(argv: string[]): Promise<void> {
         if (i >= order.length) return;
         const { token, body } = order[i];
         for (;;) {
-          const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body });
-          const json = (await res.json()) as { accepted?: number; error?: { code: string } };
+          const res = await post(url, token, body);
+          const json = JSON.parse(res.body) as { accepted?: number; error?: { code: string } };
           if (res.status === 503) {
             retries503++;
             await new Promise((r) => setTimeout(r, 50));
@@ -134,8 +144,10 @@ export async function run(argv: string[]): Promise<void> {
     const cpu = process.cpuUsage(cpu0);
     const nodeCpuS = (cpu.user + cpu.system) / 1e6;
     const pgCpuS = cpuDelta(pg0, postgresCpu(dbName));
+    if (stopProfile !== null) await stopProfile();
     await service.settle();
     const stats = service.stats();
+    agent.destroy();
     uWS.us_listen_socket_close(listen);
     await service.close();
     const [{ n: stored }] = await sql<{ n: number }[]>`select count(*)::int as n from meter_readings`;
@@ -145,13 +157,14 @@ export async function run(argv: string[]): Promise<void> {
 
     // ceiling: the same rows, same table (its primary key and checks), one plain COPY, no
     // validation, no roll-ups; in text and in binary format (the writer's), the faster one counts
-    const plainCopy = async (format: 'text' | 'binary'): Promise<{ s: number; pg: number | null }> => {
+    const plainCopy = async (format: 'text' | 'binary' | 'arrival'): Promise<{ s: number; pg: number | null }> => {
       await sql`truncate meter_readings`;
       await sql`checkpoint`;
       const pg0 = postgresCpu(dbName);
       const c0 = performance.now();
-      const stream = await sql.unsafe(`copy meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at) from stdin${format === 'binary' ? ' (format binary)' : ''}`).writable();
-      const chunks: (string | Buffer)[] = format === 'text' ? copyChunks : [BINARY_HEADER, ...binaryChunks, BINARY_TRAILER];
+      const stream = await sql.unsafe(`copy meter_readings (meter_id, interval_start, interval_minutes, production_wh, consumption_wh, quality, received_at) from stdin${format === 'text' ? '' : ' (format binary)'}`).writable();
+      const chunks: (string | Buffer)[] =
+        format === 'text' ? copyChunks : [BINARY_HEADER, ...(format === 'binary' ? binaryChunks : order.map((o) => o.bin)), BINARY_TRAILER];
       await new Promise<void>((resolve, reject) => {
         stream.on('error', reject);
         stream.on('finish', () => resolve());
@@ -175,7 +188,10 @@ export async function run(argv: string[]): Promise<void> {
     };
     const text = await plainCopy('text');
     const binary = await plainCopy('binary');
-    const best = binary.s < text.s ? binary : text;
+    // the same binary rows in the order the HTTP phase sends them (meters interleaved, as ingest
+    // receives them), instead of meter by meter: shows what arrival order costs the primary key
+    const arrival = await plainCopy('arrival');
+    const best = [text, binary, arrival].reduce((x, y) => (y.s < x.s ? y : x));
     const copyS = best.s;
     const copyPgCpuS = best.pg;
 
@@ -191,6 +207,7 @@ export async function run(argv: string[]): Promise<void> {
       { path: 'HTTP JSON batches (validated, durable, rolled up)', readings: total, seconds: ingestS, rows_per_s: readingsPerS },
       { path: 'plain COPY, text (same rows, no validation)', readings: total, seconds: text.s, rows_per_s: Math.round(total / text.s) },
       { path: 'plain COPY, binary (same rows, no validation)', readings: total, seconds: binary.s, rows_per_s: Math.round(total / binary.s) },
+      { path: 'plain COPY, binary, in arrival order', readings: total, seconds: arrival.s, rows_per_s: Math.round(total / arrival.s) },
     ]);
     printTable('summary', [{ ...metrics, retries_503: retries503, node_cpu_s: nodeCpuS, pg_cpu_s: pgCpuS ?? -1, copy_pg_cpu_s: copyPgCpuS ?? -1 }]);
     writeResults('ingest', metrics, {
@@ -202,6 +219,9 @@ export async function run(argv: string[]): Promise<void> {
       postgres_cpu_s_during_copy: copyPgCpuS === null ? null : Math.round(copyPgCpuS * 100) / 100,
       raw_copy_text_rows_per_s: Math.round(total / text.s),
       raw_copy_binary_rows_per_s: Math.round(total / binary.s),
+      raw_copy_binary_arrival_order_rows_per_s: Math.round(total / arrival.s),
+      postgres_cpu_s_during_copy_binary: binary.pg,
+      postgres_cpu_s_during_copy_binary_arrival_order: arrival.pg,
       load_average_1m: Math.round(loadavg()[0] * 100) / 100,
       ingest_seconds: Math.round(ingestS * 100) / 100,
     });
@@ -225,6 +245,25 @@ async function createMeters(sql: Sql, count: number, registeredAt: Date): Promis
   const out: { id: number; serial: string; token: string }[] = [];
   for (const r of rows) out.push({ id: Number(r.id), serial: r.serial, token: await issueMeterToken(sql, Number(r.id)) });
   return out;
+}
+
+// The load generator: node:http with a keep-alive agent, one socket per request in flight. (It
+// shares the 2 cores with the server and PostgreSQL; the global fetch cost ~5x more CPU per
+// request, ~1 CPU-s per million readings at 2,000 per request, charged to ingest although the COPY
+// ceiling pays nothing like it.)
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+
+function post(url: string, token: string, body: Buffer): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', agent, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 /** Round-robin over meters: request i of every meter before request i+1 of any. */
