@@ -196,16 +196,35 @@ async function fixedRate(rt: Runtime, orders: OrderStream, rate: number, windows
 
 /**
  * The same journal rows, written by plain batched COPY (one COPY + commit per batch, no engine)
- * into a copy of engine_journal: `like … including all` (columns, primary key, checks) and, with
- * `check`, also engine_journal's zone check (LIKE copies no triggers): the statement-level trigger
- * of migration 0016, which replaced the row-level foreign key whose per-row check was most of
- * PostgreSQL's cost per journal row (~6 µs).
+ * into a copy of engine_journal: `like … including all` (columns, primary key, checks) — 'none';
+ * with 'trigger0016', the zone check of migration 0016 (an AFTER … FOR EACH STATEMENT trigger over
+ * the transition table, dropped by 0017; re-created here for comparison); with 'partitioned', the
+ * journal's shape since migration 0017 (LIST-partitioned by zone_id, a partition for the zone and
+ * the refusing default partition, so a row for an unknown zone has nowhere to go).
  */
-async function rawCopy(url: string, sql: Sql, zone: number, batch: number, check: boolean): Promise<{ rows: number; per_s: number; pg_us_per_row: number }> {
-  await sql`create table journal_raw (like engine_journal including all)`;
-  if (check) {
+async function rawCopy(url: string, sql: Sql, zone: number, batch: number, check: 'none' | 'trigger0016' | 'partitioned'): Promise<{ rows: number; per_s: number; pg_us_per_row: number }> {
+  if (check === 'partitioned') {
+    await sql`create table journal_raw (like engine_journal including all) partition by list (zone_id)`;
+    await sql.unsafe(`create table journal_raw_z partition of journal_raw for values in (${zone})`);
+    await sql`create table journal_raw_no_zone partition of journal_raw (constraint journal_raw_no_zone_refused check (false)) default`;
+    await sql`create trigger journal_raw_no_zone before insert on journal_raw_no_zone for each row execute function engine_journal_no_zone()`;
+  } else {
+    await sql`create table journal_raw (like engine_journal including all)`;
+  }
+  if (check === 'trigger0016') {
+    await sql`create or replace function bench_journal_zones_exist() returns trigger language plpgsql as $$
+      declare z bigint;
+      begin
+        for z in select distinct zone_id from new_rows loop
+          perform 1 from grid_zones where id = z for key share;
+          if not found then
+            raise exception 'engine_journal: zone % does not exist in grid_zones', z using errcode = 'foreign_key_violation';
+          end if;
+        end loop;
+        return null;
+      end $$`;
     await sql`create trigger journal_raw_zones_exist after insert on journal_raw
-      referencing new table as new_rows for each statement execute function engine_journal_zones_exist()`;
+      referencing new table as new_rows for each statement execute function bench_journal_zones_exist()`;
   }
   const tuples: Uint8Array[] = [];
   let rows = 0;
@@ -239,6 +258,7 @@ async function rawCopy(url: string, sql: Sql, zone: number, batch: number, check
   const pg_us_per_row = ((procCpuS(`/proc/${pid}/stat`) - cpu0) * 1e6) / rows;
   await conn.end({ timeout: 1 });
   await sql`drop table journal_raw`;
+  if (check === 'trigger0016') await sql`drop function bench_journal_zones_exist()`;
   return { rows, per_s, pg_us_per_row };
 }
 
@@ -410,15 +430,17 @@ export async function run(args: string[]): Promise<void> {
     const recovery_s = rec.duration_ms / 1000;
 
     phase('raw COPY');
-    const raw = await rawCopy(url, sql, m.zones[0], batch, false);
-    const rawCheck = await rawCopy(url, sql, m.zones[0], batch, true);
+    const raw = await rawCopy(url, sql, m.zones[0], batch, 'none');
+    const rawCheck = await rawCopy(url, sql, m.zones[0], batch, 'trigger0016');
+    const rawPart = await rawCopy(url, sql, m.zones[0], batch, 'partitioned');
     const tr = transport();
     printTable('pipeline: sequencer → worker → journal (COPY, group commit) → ack', rows);
     printTable('ack latency (ms, open loop)', [{ p50: p50, p99: p99, p99_9: p999, max: lat.hist.maxValue / 1000 }]);
     printTable('recovery and raw ceiling', [
       { what: `recovery (replay of ${Math.round(rec.replayed_rows * events_per_row).toLocaleString('en-US')} events, no snapshot)`, rows: rec.replayed_rows, seconds: recovery_s, rows_per_s: Math.round(rec.replayed_rows / recovery_s), pg_backend_us_per_row: '' },
       { what: 'raw batched COPY, no engine (table LIKE engine_journal: no zone check)', rows: raw.rows, seconds: raw.rows / raw.per_s, rows_per_s: Math.round(raw.per_s), pg_backend_us_per_row: raw.pg_us_per_row },
-      { what: 'raw batched COPY, no engine, + engine_journal\'s zone check (0016)', rows: rawCheck.rows, seconds: rawCheck.rows / rawCheck.per_s, rows_per_s: Math.round(rawCheck.per_s), pg_backend_us_per_row: rawCheck.pg_us_per_row },
+      { what: 'raw batched COPY, no engine, + 0016\'s statement-trigger zone check (replaced by 0017)', rows: rawCheck.rows, seconds: rawCheck.rows / rawCheck.per_s, rows_per_s: Math.round(rawCheck.per_s), pg_backend_us_per_row: rawCheck.pg_us_per_row },
+      { what: 'raw batched COPY, no engine, partitioned by zone as engine_journal (0017)', rows: rawPart.rows, seconds: rawPart.rows / rawPart.per_s, rows_per_s: Math.round(rawPart.per_s), pg_backend_us_per_row: rawPart.pg_us_per_row },
     ]);
     printTable('CPU per order (µs): this process, its main thread, the other threads (zone worker, libuv, GC), the journal\'s PostgreSQL backend', [
       { run: 'saturated', ...roundAll(satCpu) },
@@ -449,6 +471,9 @@ export async function run(args: string[]): Promise<void> {
         ratio_vs_raw_copy_with_journal_check: sat.per_s / rawCheck.per_s,
         raw_copy_pg_backend_us_per_row: Math.round(raw.pg_us_per_row * 100) / 100,
         raw_copy_with_journal_check_pg_backend_us_per_row: Math.round(rawCheck.pg_us_per_row * 100) / 100,
+        raw_copy_partitioned_rows_per_s: Math.round(rawPart.per_s),
+        ratio_vs_raw_copy_partitioned: sat.per_s / rawPart.per_s,
+        raw_copy_partitioned_pg_backend_us_per_row: Math.round(rawPart.pg_us_per_row * 100) / 100,
         cpu_us_per_order_saturated: roundAll(satCpu),
         cpu_us_per_order_fixed_rate: roundAll(latCpu),
         transport_ns_per_order: Object.fromEntries(tr.map((t) => [t.name, Math.round(t.ns_per_order)])),
