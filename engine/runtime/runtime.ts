@@ -87,6 +87,16 @@ export interface RuntimeOptions {
 type Resolve = (r: SubmitResult) => void;
 
 /**
+ * One shared promise executor: it hands the resolve function over through `grabbed` (the
+ * executor runs synchronously inside `new Promise`), so a submit allocates no closure of its own
+ * besides the promise and its resolving functions.
+ */
+let grabbed: Resolve = () => {};
+const grabResolve = (resolve: Resolve): void => {
+  grabbed = resolve;
+};
+
+/**
  * The submitters waiting for a zone's commands, in seq order (results come back and commit in
  * seq order, so the oldest waiter is always the next one answered).
  */
@@ -577,7 +587,8 @@ class RuntimeImpl implements Runtime {
       slot.outbox.command(z.zone_id, seq, ts_ms, withFields(cmd, { ts_ms }) as unknown as Record<string, unknown>, 0);
     }
     this.inflight++;
-    const p = new Promise<SubmitResult>((resolve) => z.waiters.push(seq, resolve));
+    const p = new Promise<SubmitResult>(grabResolve);
+    z.waiters.push(seq, grabbed);
     if (++z.since_checkpoint >= this.snapshotEvery && cmd.type !== 'CHECKPOINT') {
       z.since_checkpoint = 0;
       void this.sequence(z, { type: 'CHECKPOINT' });
@@ -622,7 +633,7 @@ class RuntimeImpl implements Runtime {
         this.inflight--;
         resolve(ix[x + 6] === 1 ? { ok: true, zone_id, seq, ts_ms, order_id: orderIdFor(zone_id, seq), events } : { ok: true, zone_id, seq, ts_ms, events });
       }
-      if (events.length > 0) this.publish(z, { zone_id, seq, ts_ms, events });
+      if (events.length > 0 && (this.allSubs.size > 0 || this.userSubs.size > 0 || this.zoneSubs.has(zone_id) || hasLifecycleEvent(events))) this.publish(z, { zone_id, seq, ts_ms, events });
     }
     for (const s of m.snapshots) {
       void this.saveSnapshot(s.zone_id, s.seq, s.state, s.state_hash).then(() => {
@@ -854,6 +865,15 @@ function addSub(map: Map<number, Set<Listener>>, key: number, fn: Listener): () 
     set.delete(fn);
     if (set.size === 0) map.delete(key);
   };
+}
+
+/** Whether publish() has lifecycle work for these events (without subscribers it is skipped otherwise). */
+function hasLifecycleEvent(events: EngineEvent[]): boolean {
+  for (let i = 0; i < events.length; i++) {
+    const t = events[i].type;
+    if (t === 'INTERVAL_OPENED' || t === 'GATE_CLOSED') return true;
+  }
+  return false;
 }
 
 /** Users an event concerns (both sides of a fill). */

@@ -83,7 +83,7 @@ describe('0017: engine_journal partitioned by zone, converted with its rows', ()
     await sql`insert into engine_journal (zone_id, seq, kind, payload, ts)
       select ${a}, s, 1 + (s % 2), decode(lpad(to_hex(s), 8, '0'), 'hex'), timestamptz '2030-01-01' + s * interval '1 ms' from generate_series(1, 300) s`;
     await sql`insert into engine_journal (zone_id, seq, kind, payload, ts) values (${b}, 1, 1, '\\x01', '2030-01-02'), (${b}, 2, 2, '\\x02', '2030-01-03')`;
-    const dump = (): Promise<unknown[]> => sql`select zone_id::text, seq::text, kind, encode(payload, 'hex') as p, ts::text from engine_journal order by zone_id, seq`;
+    const dump = async (): Promise<unknown[]> => [...(await sql`select zone_id::text, seq::text, kind, encode(payload, 'hex') as p, ts::text from engine_journal order by zone_id, seq`)];
     const before = await dump();
     expect(before.length).toBe(302);
 
