@@ -56,8 +56,10 @@ create trigger engine_journal_no_zone
   for each row execute function engine_journal_no_zone();
 
 -- A zone's partition: an empty table like the journal, attached for the zone's id.
+-- SECURITY DEFINER (as the migrations' owner, with the search_path of this migration): a role that
+-- may insert or delete zones but does not own engine_journal can still attach or drop a partition.
 create function engine_journal_add_zone_partition(z bigint) returns void
-language plpgsql as $$
+language plpgsql security definer set search_path from current as $$
 declare
   p text := 'engine_journal_z' || z;
 begin
@@ -78,7 +80,7 @@ create trigger grid_zones_add_journal_partition
 
 -- Replaces 0016's function (its trigger, before delete on grid_zones, stays).
 create or replace function grid_zones_keep_journaled() returns trigger
-language plpgsql as $$
+language plpgsql security definer set search_path from current as $$
 declare
   p text := 'engine_journal_z' || old.id;
 begin
