@@ -6,6 +6,21 @@ import type { SubmitResult } from '../../engine/runtime/types.js';
 import { mulberry32 as rng } from '../../bench/prng.js';
 
 describe('WaiterQueue', () => {
+  it('grows a full ring whose oldest entry is not at slot 0 without losing the order', () => {
+    const q = new WaiterQueue();
+    const answered: number[] = [];
+    const fn = (seq: number) => (_: SubmitResult): void => void answered.push(seq);
+    let next = 1;
+    for (let i = 0; i < 1000; i++) q.push(next, fn(next++));
+    for (let s = 1; s <= 300; s++) q.take(s)!({ ok: true } as unknown as SubmitResult);
+    // 700 left from slot 300 on; 2,000 more wrap around the 1,024 slots and grow the ring twice
+    for (let i = 0; i < 2000; i++) q.push(next, fn(next++));
+    expect(q.size).toBe(2700);
+    for (let s = 301; s < next; s++) q.take(s)!({ ok: true } as unknown as SubmitResult);
+    expect(answered).toEqual(Array.from({ length: next - 1 }, (_, i) => i + 1));
+    expect(q.size).toBe(0);
+  });
+
   it('answers waiters in seq order like an array would, across wrap-around and growth', () => {
     const r = rng(42);
     const q = new WaiterQueue();
