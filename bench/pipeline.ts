@@ -162,7 +162,7 @@ async function saturate(rt: Runtime, orders: OrderStream, window: number): Promi
 }
 
 /** Open loop at a fixed rate; latency from the intended send time (no coordinated omission). */
-async function fixedRate(rt: Runtime, orders: OrderStream, rate: number, windows?: { start_ms: number; max_us: Float64Array }): Promise<{ hist: hdr.Histogram; per_s: number; errors: number }> {
+async function fixedRate(rt: Runtime, orders: OrderStream, rate: number, windows?: { start_ms: number; max_us: Float64Array; steady: hdr.Histogram }): Promise<{ hist: hdr.Histogram; per_s: number; errors: number }> {
   const hist = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
   let next = 0;
   let done = 0;
@@ -183,6 +183,7 @@ async function fixedRate(rt: Runtime, orders: OrderStream, rate: number, windows
           if (windows !== undefined) {
             const w = Math.floor((intended - t0) / 10);
             if (w < windows.max_us.length && windows.max_us[w] < us) windows.max_us[w] = us;
+            if (intended - t0 >= 1000) windows.steady.recordValue(us);
           }
           if (++done === orders.length) resolve();
         });
@@ -368,14 +369,26 @@ export async function run(args: string[]): Promise<void> {
       const orders = makeOrders(m, Math.max(rate * 5, 50_000), 3);
       const c = cpuMark(pg0?.pid ?? 0);
       // the worst latency per 10 ms of send time: where the tail comes from (wall-clock times, to line up with server logs)
-      const windows = { start_ms: 0, max_us: new Float64Array(Math.ceil(orders.length / rate) * 100 + 100) };
+      const windows = {
+        start_ms: 0,
+        max_us: new Float64Array(Math.ceil(orders.length / rate) * 100 + 100),
+        // the orders sent after the first second: the tail without the start of the run
+        steady: hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 }),
+      };
       const lat = await fixedRate(rt, orders, rate, windows);
       const cpu = cpuPerOrder(c, cpuMark(pg0?.pid ?? 0), orders.length);
       const slow: { at: string; offset_ms: number; max_ms: number }[] = [];
       windows.max_us.forEach((us, w) => {
         if (us > 20_000) slow.push({ at: new Date(windows.start_ms + w * 10).toISOString(), offset_ms: w * 10, max_ms: us / 1000 });
       });
-      if (slow.length > 0) printTable('10 ms send windows whose slowest ack took over 20 ms', slow.slice(0, 60));
+      if (slow.length > 0) printTable('10 ms send windows whose slowest ack took over 20 ms (the first 60)', slow.slice(0, 60));
+      const perSecond = new Map<number, number>();
+      for (const w of slow) perSecond.set(Math.floor(w.offset_ms / 1000), (perSecond.get(Math.floor(w.offset_ms / 1000)) ?? 0) + 1);
+      printTable('slow windows per second of the run', [...perSecond].map(([sec, n]) => ({ second: sec, windows_over_20ms: n })));
+      const st = windows.steady;
+      printTable('ack latency (ms) of the orders sent after the first second', [
+        { orders: st.totalCount, p50: st.getValueAtPercentile(50) / 1000, p90: st.getValueAtPercentile(90) / 1000, p99: st.getValueAtPercentile(99) / 1000, p99_9: st.getValueAtPercentile(99.9) / 1000, max: st.maxValue / 1000 },
+      ]);
       await rt.stop();
       const h = lat.hist;
       printTable(`ack latency (ms) at ${rate}/s, open loop`, [
