@@ -162,7 +162,7 @@ async function saturate(rt: Runtime, orders: OrderStream, window: number): Promi
 }
 
 /** Open loop at a fixed rate; latency from the intended send time (no coordinated omission). */
-async function fixedRate(rt: Runtime, orders: OrderStream, rate: number, windows?: { start_ms: number; max_us: Float64Array }): Promise<{ hist: hdr.Histogram; per_s: number; errors: number }> {
+async function fixedRate(rt: Runtime, orders: OrderStream, rate: number, windows?: { start_ms: number; max_us: Float64Array; steady: hdr.Histogram }): Promise<{ hist: hdr.Histogram; per_s: number; errors: number }> {
   const hist = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
   let next = 0;
   let done = 0;
@@ -183,6 +183,7 @@ async function fixedRate(rt: Runtime, orders: OrderStream, rate: number, windows
           if (windows !== undefined) {
             const w = Math.floor((intended - t0) / 10);
             if (w < windows.max_us.length && windows.max_us[w] < us) windows.max_us[w] = us;
+            if (intended - t0 >= 1000) windows.steady.recordValue(us);
           }
           if (++done === orders.length) resolve();
         });
@@ -196,16 +197,35 @@ async function fixedRate(rt: Runtime, orders: OrderStream, rate: number, windows
 
 /**
  * The same journal rows, written by plain batched COPY (one COPY + commit per batch, no engine)
- * into a copy of engine_journal: `like … including all` (columns, primary key, checks) and, with
- * `check`, also engine_journal's zone check (LIKE copies no triggers): the statement-level trigger
- * of migration 0016, which replaced the row-level foreign key whose per-row check was most of
- * PostgreSQL's cost per journal row (~6 µs).
+ * into a copy of engine_journal: `like … including all` (columns, primary key, checks) — 'none';
+ * with 'trigger0016', the zone check of migration 0016 (an AFTER … FOR EACH STATEMENT trigger over
+ * the transition table, dropped by 0017; re-created here for comparison); with 'partitioned', the
+ * journal's shape since migration 0017 (LIST-partitioned by zone_id, a partition for the zone and
+ * the refusing default partition, so a row for an unknown zone has nowhere to go).
  */
-async function rawCopy(url: string, sql: Sql, zone: number, batch: number, check: boolean): Promise<{ rows: number; per_s: number; pg_us_per_row: number }> {
-  await sql`create table journal_raw (like engine_journal including all)`;
-  if (check) {
+async function rawCopy(url: string, sql: Sql, zone: number, batch: number, check: 'none' | 'trigger0016' | 'partitioned'): Promise<{ rows: number; per_s: number; pg_us_per_row: number }> {
+  if (check === 'partitioned') {
+    await sql`create table journal_raw (like engine_journal including all) partition by list (zone_id)`;
+    await sql.unsafe(`create table journal_raw_z partition of journal_raw for values in (${zone})`);
+    await sql`create table journal_raw_no_zone partition of journal_raw (constraint journal_raw_no_zone_refused check (false)) default`;
+    await sql`create trigger journal_raw_no_zone before insert on journal_raw_no_zone for each row execute function engine_journal_no_zone()`;
+  } else {
+    await sql`create table journal_raw (like engine_journal including all)`;
+  }
+  if (check === 'trigger0016') {
+    await sql`create or replace function bench_journal_zones_exist() returns trigger language plpgsql as $$
+      declare z bigint;
+      begin
+        for z in select distinct zone_id from new_rows loop
+          perform 1 from grid_zones where id = z for key share;
+          if not found then
+            raise exception 'engine_journal: zone % does not exist in grid_zones', z using errcode = 'foreign_key_violation';
+          end if;
+        end loop;
+        return null;
+      end $$`;
     await sql`create trigger journal_raw_zones_exist after insert on journal_raw
-      referencing new table as new_rows for each statement execute function engine_journal_zones_exist()`;
+      referencing new table as new_rows for each statement execute function bench_journal_zones_exist()`;
   }
   const tuples: Uint8Array[] = [];
   let rows = 0;
@@ -239,6 +259,7 @@ async function rawCopy(url: string, sql: Sql, zone: number, batch: number, check
   const pg_us_per_row = ((procCpuS(`/proc/${pid}/stat`) - cpu0) * 1e6) / rows;
   await conn.end({ timeout: 1 });
   await sql`drop table journal_raw`;
+  if (check === 'trigger0016') await sql`drop function bench_journal_zones_exist()`;
   return { rows, per_s, pg_us_per_row };
 }
 
@@ -348,14 +369,26 @@ export async function run(args: string[]): Promise<void> {
       const orders = makeOrders(m, Math.max(rate * 5, 50_000), 3);
       const c = cpuMark(pg0?.pid ?? 0);
       // the worst latency per 10 ms of send time: where the tail comes from (wall-clock times, to line up with server logs)
-      const windows = { start_ms: 0, max_us: new Float64Array(Math.ceil(orders.length / rate) * 100 + 100) };
+      const windows = {
+        start_ms: 0,
+        max_us: new Float64Array(Math.ceil(orders.length / rate) * 100 + 100),
+        // the orders sent after the first second: the tail without the start of the run
+        steady: hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 }),
+      };
       const lat = await fixedRate(rt, orders, rate, windows);
       const cpu = cpuPerOrder(c, cpuMark(pg0?.pid ?? 0), orders.length);
       const slow: { at: string; offset_ms: number; max_ms: number }[] = [];
       windows.max_us.forEach((us, w) => {
         if (us > 20_000) slow.push({ at: new Date(windows.start_ms + w * 10).toISOString(), offset_ms: w * 10, max_ms: us / 1000 });
       });
-      if (slow.length > 0) printTable('10 ms send windows whose slowest ack took over 20 ms', slow.slice(0, 60));
+      if (slow.length > 0) printTable('10 ms send windows whose slowest ack took over 20 ms (the first 60)', slow.slice(0, 60));
+      const perSecond = new Map<number, number>();
+      for (const w of slow) perSecond.set(Math.floor(w.offset_ms / 1000), (perSecond.get(Math.floor(w.offset_ms / 1000)) ?? 0) + 1);
+      printTable('slow windows per second of the run', [...perSecond].map(([sec, n]) => ({ second: sec, windows_over_20ms: n })));
+      const st = windows.steady;
+      printTable('ack latency (ms) of the orders sent after the first second', [
+        { orders: st.totalCount, p50: st.getValueAtPercentile(50) / 1000, p90: st.getValueAtPercentile(90) / 1000, p99: st.getValueAtPercentile(99) / 1000, p99_9: st.getValueAtPercentile(99.9) / 1000, max: st.maxValue / 1000 },
+      ]);
       await rt.stop();
       const h = lat.hist;
       printTable(`ack latency (ms) at ${rate}/s, open loop`, [
@@ -410,15 +443,17 @@ export async function run(args: string[]): Promise<void> {
     const recovery_s = rec.duration_ms / 1000;
 
     phase('raw COPY');
-    const raw = await rawCopy(url, sql, m.zones[0], batch, false);
-    const rawCheck = await rawCopy(url, sql, m.zones[0], batch, true);
+    const raw = await rawCopy(url, sql, m.zones[0], batch, 'none');
+    const rawCheck = await rawCopy(url, sql, m.zones[0], batch, 'trigger0016');
+    const rawPart = await rawCopy(url, sql, m.zones[0], batch, 'partitioned');
     const tr = transport();
     printTable('pipeline: sequencer → worker → journal (COPY, group commit) → ack', rows);
     printTable('ack latency (ms, open loop)', [{ p50: p50, p99: p99, p99_9: p999, max: lat.hist.maxValue / 1000 }]);
     printTable('recovery and raw ceiling', [
       { what: `recovery (replay of ${Math.round(rec.replayed_rows * events_per_row).toLocaleString('en-US')} events, no snapshot)`, rows: rec.replayed_rows, seconds: recovery_s, rows_per_s: Math.round(rec.replayed_rows / recovery_s), pg_backend_us_per_row: '' },
       { what: 'raw batched COPY, no engine (table LIKE engine_journal: no zone check)', rows: raw.rows, seconds: raw.rows / raw.per_s, rows_per_s: Math.round(raw.per_s), pg_backend_us_per_row: raw.pg_us_per_row },
-      { what: 'raw batched COPY, no engine, + engine_journal\'s zone check (0016)', rows: rawCheck.rows, seconds: rawCheck.rows / rawCheck.per_s, rows_per_s: Math.round(rawCheck.per_s), pg_backend_us_per_row: rawCheck.pg_us_per_row },
+      { what: 'raw batched COPY, no engine, + 0016\'s statement-trigger zone check (replaced by 0017)', rows: rawCheck.rows, seconds: rawCheck.rows / rawCheck.per_s, rows_per_s: Math.round(rawCheck.per_s), pg_backend_us_per_row: rawCheck.pg_us_per_row },
+      { what: 'raw batched COPY, no engine, partitioned by zone as engine_journal (0017)', rows: rawPart.rows, seconds: rawPart.rows / rawPart.per_s, rows_per_s: Math.round(rawPart.per_s), pg_backend_us_per_row: rawPart.pg_us_per_row },
     ]);
     printTable('CPU per order (µs): this process, its main thread, the other threads (zone worker, libuv, GC), the journal\'s PostgreSQL backend', [
       { run: 'saturated', ...roundAll(satCpu) },
@@ -449,6 +484,9 @@ export async function run(args: string[]): Promise<void> {
         ratio_vs_raw_copy_with_journal_check: sat.per_s / rawCheck.per_s,
         raw_copy_pg_backend_us_per_row: Math.round(raw.pg_us_per_row * 100) / 100,
         raw_copy_with_journal_check_pg_backend_us_per_row: Math.round(rawCheck.pg_us_per_row * 100) / 100,
+        raw_copy_partitioned_rows_per_s: Math.round(rawPart.per_s),
+        ratio_vs_raw_copy_partitioned: sat.per_s / rawPart.per_s,
+        raw_copy_partitioned_pg_backend_us_per_row: Math.round(rawPart.pg_us_per_row * 100) / 100,
         cpu_us_per_order_saturated: roundAll(satCpu),
         cpu_us_per_order_fixed_rate: roundAll(latCpu),
         transport_ns_per_order: Object.fromEntries(tr.map((t) => [t.name, Math.round(t.ns_per_order)])),

@@ -73,7 +73,7 @@ describe('schema v1 constraints (0001_foundation)', () => {
     ['trades.status enum', `insert into trades (id, zone_id, interval_id, buy_order_id, sell_order_id, buyer_id, seller_id, maker_side, source, price_ticks, qty_wh, zone_seq, executed_at, status) values (4, ${z()}, ${ids.interval}, 1, 2, ${ids.user2}, ${ids.user}, 'SELL', 'SOLAR', 100, 5, 4, now(), 'PAID')`, '23514'],
     ['trades reference real orders', `insert into trades (id, zone_id, interval_id, buy_order_id, sell_order_id, buyer_id, seller_id, maker_side, source, price_ticks, qty_wh, zone_seq, executed_at) values (5, ${z()}, ${ids.interval}, 77, 2, ${ids.user2}, ${ids.user}, 'SELL', 'SOLAR', 100, 5, 4, now())`, '23503'],
     ['engine_journal (zone, seq) is unique', `insert into engine_journal (zone_id, seq, kind, payload, ts) values (${z()}, 1, 1, '\\x00', now()), (${z()}, 1, 1, '\\x00', now())`, '23505'],
-    ['engine_journal zone exists (statement check, multi-row)', `insert into engine_journal (zone_id, seq, kind, payload, ts) values (${z()}, 900, 1, '\\x00', now()), (987654321, 1, 1, '\\x00', now())`, '23503'],
+    ['engine_journal zone exists (no partition for it, multi-row)', `insert into engine_journal (zone_id, seq, kind, payload, ts) values (${z()}, 900, 1, '\\x00', now()), (987654321, 1, 1, '\\x00', now())`, '23503'],
     ['engine_journal seq positive', `insert into engine_journal (zone_id, seq, kind, payload, ts) values (${z()}, 0, 1, '\\x00', now())`, '23514'],
     ['community_members.role enum', `insert into community_members (group_id, user_id, role) values (${ids.group}, ${ids.user2}, 'OWNER')`, '23514'],
     ['community_groups name unique per zone', `insert into community_groups (name, zone_id, created_by) values ('Street', ${z()}, ${ids.user2})`, '23505'],
@@ -103,7 +103,7 @@ describe('schema v1 constraints (0001_foundation)', () => {
     expect(results.filter((r) => !r.endsWith(': ok'))).toEqual([]);
     expect(results.length).toBeGreaterThanOrEqual(40);
   });
-  it('engine_journal names an existing zone: checked per statement, for COPY too; a journaled zone cannot be deleted (0016)', async () => {
+  it('engine_journal names an existing zone: for COPY too; a journaled zone cannot be deleted (0016, partitions since 0017)', async () => {
     const sql = db.sql;
     const code = (p: Promise<unknown>): Promise<string | null> => p.then(() => null, (e: { code?: string }) => e.code ?? 'no code');
     const zone = async (c: string): Promise<number> =>
@@ -119,9 +119,8 @@ describe('schema v1 constraints (0001_foundation)', () => {
         w.end(lines);
       });
     };
-    // One unknown zone among good rows: the whole statement fails, nothing lands. (A multi-row INSERT:
-    // postgres.js never reports an error raised after CopyDone, see docs/runtime.md; COPY fires the
-    // same AFTER ... FOR EACH STATEMENT trigger, and the good COPY below goes through it.)
+    // One unknown zone among good rows: the whole statement fails, nothing lands (its row has no
+    // partition: the default one refuses it). A COPY routes rows the same way.
     expect(await code(sql`insert into engine_journal (zone_id, seq, kind, payload, ts)
       select z, 1, 1, '\\x00', now() from unnest(${[journaled, 987654321]}::bigint[]) as z`)).toBe('23503');
     expect((await sql`select count(*)::int as n from engine_journal where zone_id = ${journaled}`)[0].n).toBe(0);
@@ -130,5 +129,39 @@ describe('schema v1 constraints (0001_foundation)', () => {
     expect(await code(sql`delete from grid_zones where id = ${journaled}`)).toBe('23503');
     expect(await code(sql`update grid_zones set name = 'renamed' where id = ${journaled}`)).toBeNull();
     expect(await code(sql`delete from grid_zones where id = ${bare}`)).toBeNull();
+    // The deleted zone's partition went with it: its rows are refused now.
+    expect(await code(sql`insert into engine_journal (zone_id, seq, kind, payload, ts) values (${bare}, 1, 1, '\\x00', now())`)).toBe('23503');
+    // Even with triggers off (session_replication_role = replica) the default partition holds nothing.
+    const refused = await sql.begin(async (tx) => {
+      await tx`set local session_replication_role = replica`;
+      return code(tx`insert into engine_journal (zone_id, seq, kind, payload, ts) values (987654321, 1, 1, '\\x00', now())`);
+    }).catch((e: { code?: string }) => e.code ?? 'no code');
+    expect(refused).toBe('23514');
+    expect(await code(sql`update grid_zones set id = 987654 where id = ${journaled}`)).not.toBeNull();
+  });
+
+  it('a zone delete racing the first journal rows of the zone waits for them and is refused (0017)', async () => {
+    const sql = db.sql;
+    const code = (p: Promise<unknown>): Promise<string | null> => p.then(() => null, (e: { code?: string }) => e.code ?? 'no code');
+    const [{ id }] = await sql<{ id: string }[]>`insert into grid_zones (code, name, currency, tick_size, capacity_w, price_band_min_ticks, price_band_max_ticks, max_order_wh)
+      values ('RACE', 'race', 'EUR', 0.01, 1000, 0, 100, 1000) returning id`;
+    let inserted!: () => void;
+    const didInsert = new Promise<void>((r) => (inserted = r));
+    let commit!: () => void;
+    const mayCommit = new Promise<void>((r) => (commit = r));
+    const writer = sql.begin(async (tx) => {
+      await tx`insert into engine_journal (zone_id, seq, kind, payload, ts) values (${id}, 1, 1, '\\x00', now())`;
+      inserted();
+      await mayCommit;
+    });
+    await didInsert;
+    let settled = false;
+    const del = code(sql`delete from grid_zones where id = ${id}`).finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(settled).toBe(false); // waiting for the uncommitted journal row's transaction
+    commit();
+    await writer;
+    expect(await del).toBe('23503');
+    expect((await sql`select count(*)::int as n from engine_journal where zone_id = ${id}`)[0].n).toBe(1);
   });
 });

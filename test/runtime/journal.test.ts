@@ -71,6 +71,10 @@ test('a batch cut off by a dropped connection is retried until the database is b
   const j = writer(proxy.url, { onStateChange: (s) => states.push(s) });
   j.append(chunk(5), () => {});
   await j.drain(); // connected and working
+  // Only the cut batch's states count: on a loaded machine this first commit (new session, lock)
+  // can itself outlast slow_commit_ms (200 ms) and report UNAVAILABLE → AVAILABLE, which is not
+  // what this test is about (seen once in a full run at load ~5).
+  states.length = 0;
   const c = chunk(30);
   let committed = false;
   j.append(c, () => (committed = true));
