@@ -664,19 +664,25 @@ export class CopyTupleWriter extends ByteWriter {
     return at;
   }
 
-  /**
-   * Writes a COMMAND row whose command tuple is already encoded (bytes[from, to), as the
-   * sequencer wrote it) followed by the events. Sets `eventsAt` to the offset of the event count.
-   * Returns the payload's offset (its length is byteLength - offset - 12).
-   */
-  appendEncodedCommand(zone_id: number, seq: number, ts_ms: number, bytes: Uint8Array, from: number, to: number, events: readonly EngineEvent[]): number {
+  /** A COMMAND row's start: format byte, the encoded command tuple, the event count. Returns the payload's offset. */
+  private beginEncodedCommand(zone_id: number, seq: number, bytes: Uint8Array, from: number, to: number, eventCount: number): number {
     this.begin(zone_id, seq, JOURNAL_KIND_COMMAND);
     const at = this.payloadAt;
     this.ensure(1);
     this.buf[this.len++] = FORMAT;
     this.raw(bytes, from, to);
     this.eventsAt = this.len;
-    this.varint(events.length);
+    this.varint(eventCount);
+    return at;
+  }
+
+  /**
+   * Writes a COMMAND row whose command tuple is already encoded (bytes[from, to), as the
+   * sequencer wrote it) followed by the events. Sets `eventsAt` to the offset of the event count.
+   * Returns the payload's offset (its length is byteLength - offset - 12).
+   */
+  appendEncodedCommand(zone_id: number, seq: number, ts_ms: number, bytes: Uint8Array, from: number, to: number, events: readonly EngineEvent[]): number {
+    const at = this.beginEncodedCommand(zone_id, seq, bytes, from, to, events.length);
     for (let i = 0; i < events.length; i++) this.event(events[i] as unknown as Obj);
     this.end(ts_ms);
     return at;
@@ -699,13 +705,7 @@ export class CopyTupleWriter extends ByteWriter {
     firstEvent = 0,
     endEvent = events.eventCount,
   ): number {
-    this.begin(zone_id, seq, JOURNAL_KIND_COMMAND);
-    const at = this.payloadAt;
-    this.ensure(1);
-    this.buf[this.len++] = FORMAT;
-    this.raw(bytes, from, to);
-    this.eventsAt = this.len;
-    this.varint(endEvent - firstEvent);
+    const at = this.beginEncodedCommand(zone_id, seq, bytes, from, to, endEvent - firstEvent);
     const ev = events.eventBuffer();
     for (let i = firstEvent; i < endEvent; i++) {
       const f = i * EVENT_WIDTH;

@@ -652,7 +652,7 @@ class RuntimeImpl implements Runtime {
         this.inflight--;
         resolve(ix[x + 6] === 1 ? { ok: true, zone_id, seq, ts_ms, order_id: orderIdFor(zone_id, seq), events } : { ok: true, zone_id, seq, ts_ms, events });
       }
-      if (events.length > 0 && (this.allSubs.size > 0 || this.userSubs.size > 0 || this.zoneSubs.has(zone_id) || hasLifecycleEvent(events))) this.publish(z, { zone_id, seq, ts_ms, events });
+      if (events.length > 0) this.publish(z, zone_id, seq, ts_ms, events);
     }
     for (const s of m.snapshots) {
       void this.saveSnapshot(s.zone_id, s.seq, s.state, s.state_hash).then(() => {
@@ -664,8 +664,11 @@ class RuntimeImpl implements Runtime {
     }
   }
 
-  private publish(z: ZoneSlot, c: CommittedEvents): void {
-    for (const ev of c.events) this.observeLifecycle(z, c, ev);
+  /** Lifecycle bookkeeping for every committed row; the subscribers' object only when someone listens. */
+  private publish(z: ZoneSlot, zone_id: number, seq: number, ts_ms: number, events: EngineEvent[]): void {
+    for (let i = 0; i < events.length; i++) this.observeLifecycle(z, seq, ts_ms, events[i]);
+    if (this.allSubs.size === 0 && this.userSubs.size === 0 && !this.zoneSubs.has(zone_id)) return;
+    const c: CommittedEvents = { zone_id, seq, ts_ms, events };
     for (const fn of this.allSubs) fn(c);
     const zs = this.zoneSubs.get(c.zone_id);
     if (zs !== undefined) for (const fn of zs) fn(c);
@@ -767,12 +770,12 @@ class RuntimeImpl implements Runtime {
   }
 
   /** Keeps the engine's view of intervals current from committed events and hands off closures. */
-  private observeLifecycle(z: ZoneSlot, c: CommittedEvents, ev: EngineEvent): void {
+  private observeLifecycle(z: ZoneSlot, seq: number, ts_ms: number, ev: EngineEvent): void {
     if (ev.type === 'INTERVAL_OPENED') {
       z.engine_intervals.set(ev.interval_id, { closed: false });
     } else if (ev.type === 'GATE_CLOSED') {
       z.engine_intervals.set(ev.interval_id, { closed: true });
-      const closed: ClosedInterval = { zone_id: z.zone_id, interval_id: ev.interval_id, seq: c.seq, closed_at_ms: c.ts_ms, expired_count: ev.expired_count };
+      const closed: ClosedInterval = { zone_id: z.zone_id, interval_id: ev.interval_id, seq, closed_at_ms: ts_ms, expired_count: ev.expired_count };
       void this.setIntervalStatus(ev.interval_id, 'CLOSED');
       try {
         this.opts.onIntervalClosed?.(closed);
@@ -884,15 +887,6 @@ function addSub(map: Map<number, Set<Listener>>, key: number, fn: Listener): () 
     set.delete(fn);
     if (set.size === 0) map.delete(key);
   };
-}
-
-/** Whether publish() has lifecycle work for these events (without subscribers it is skipped otherwise). */
-function hasLifecycleEvent(events: EngineEvent[]): boolean {
-  for (let i = 0; i < events.length; i++) {
-    const t = events[i].type;
-    if (t === 'INTERVAL_OPENED' || t === 'GATE_CLOSED') return true;
-  }
-  return false;
 }
 
 /** Users an event concerns (both sides of a fill). */
