@@ -61,6 +61,7 @@ const ws = new WebSocket(URL);
 let reqId = 0;
 const send = (m) => ws.send(JSON.stringify({ ...m, req_id: ++reqId }));
 const quotes = { BUY: null, SELL: null }; // order ids we have resting
+const quotedAt = { BUY: null, SELL: null }; // price (in ticks) of our last quote per side
 let resyncing = false;
 
 function resync(why) {
@@ -109,10 +110,23 @@ const fromTicks = (ticks) => {
   return v < 0n ? `-${s}` : s;
 };
 
+// Wh in a kWh string with 3 decimals ("1.000" -> 1000n): quantities compared as integers
+const wh = (kwh) => {
+  const [i, f = ''] = kwh.split('.');
+  return BigInt(i + f.padEnd(3, '0').slice(0, 3));
+};
+/** The best level of a side that is not only our own quote (our quote's size taken off its level). */
+function bestOfOthers(side) {
+  const own = quotedAt[side === 'bids' ? 'BUY' : 'SELL'];
+  return sorted(side).find(([p, q]) => own === null || toTicks(p) !== own || wh(q) > wh(QTY));
+}
+
 let lastMid = null; // in ticks
 function requote() {
-  const bid = sorted('bids')[0];
-  const ask = sorted('asks')[0];
+  // the mid of the others' book: our own quotes (which may show on one side before the other)
+  // must not move it, or the bot would chase itself
+  const bid = bestOfOthers('bids');
+  const ask = bestOfOthers('asks');
   // mid rounded down to a whole tick; an empty book quotes around 0.1 (per kWh)
   const mid = bid && ask ? (toTicks(bid[0]) + toTicks(ask[0])) / 2n : bid ? toTicks(bid[0]) : ask ? toTicks(ask[0]) : toTicks('0.1');
   if (lastMid !== null && (mid > lastMid ? mid - lastMid : lastMid - mid) < 5n) return;
@@ -122,6 +136,7 @@ function requote() {
     if (quotes[side] !== null) send({ type: 'cancel', order_id: quotes[side] });
     quotes[side] = null;
     const ticks = mid + BigInt(side === 'BUY' ? -SPREAD_TICKS : SPREAD_TICKS);
+    quotedAt[side] = ticks;
     orders.push({
       zone_id: ZONE, interval_id: INTERVAL, client_order_id: `bot-${side}-${randomBytes(4).toString('hex')}`,
       side, source: side === 'SELL' ? 'SOLAR' : 'ANY', order_type: 'POST_ONLY', price: fromTicks(ticks), qty: QTY,
