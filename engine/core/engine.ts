@@ -93,7 +93,23 @@ import {
   stpCode,
 } from './codes.js';
 import { decodeEvent } from './events.js';
-import { StreamHash } from './hash.js';
+import { hashString, StreamHash } from './hash.js';
+import {
+  align8,
+  CHECKPOINT_HASH_PREFIX,
+  fmix32,
+  HOST_LITTLE_ENDIAN,
+  LANE_A_MUL,
+  LANE_A_SEED,
+  LANE_B_MUL,
+  LANE_B_SEED,
+  mixNumber,
+  mixWord,
+  ORDER_CELLS,
+  SNAPSHOT_MAGIC,
+  SNAPSHOT_PREFIX,
+  type SnapshotHeader,
+} from './snapshot.js';
 import { IntMap } from './int-map.js';
 import { FpSlotTable } from './slot-table.js';
 import type {
@@ -1901,19 +1917,7 @@ export class ZoneEngine {
    * user), orders by seq. Internal layout (slots, pools, stale heap entries) is not part of it.
    */
   serialize(): EngineSnapshot {
-    const sellers = this.canonicalSellers();
-    return {
-      version: 1,
-      zone_id: this.zoneId,
-      config: this.config(),
-      next_seq: this.nextSeq,
-      event_seq: this.eventSeq,
-      trade_seq: this.tradeSeq,
-      last_ts_ms: this.lastTs,
-      intervals: this.intervals(),
-      sellers,
-      orders: this.openOrders(),
-    };
+    return { ...this.snapshotHeader(), orders: this.openOrders() };
   }
 
   /** Rebuilds an engine from serialize()'s output; it continues exactly as the original would. */
@@ -1989,6 +1993,132 @@ export class ZoneEngine {
     }
     sellers.sort((a, b) => a.interval_id - b.interval_id || a.user_id - b.user_id);
     return sellers;
+  }
+
+  /** serialize() without its orders. */
+  private snapshotHeader(): SnapshotHeader {
+    return {
+      version: 1,
+      zone_id: this.zoneId,
+      config: this.config(),
+      next_seq: this.nextSeq,
+      event_seq: this.eventSeq,
+      trade_seq: this.tradeSeq,
+      last_ts_ms: this.lastTs,
+      intervals: this.intervals(),
+      sellers: this.canonicalSellers(),
+    };
+  }
+
+  /**
+   * The state as a binary snapshot (format in snapshot.ts; decodeSnapshot() gives back exactly
+   * serialize()'s output). Made from the records in slot order, with no per-order object: what the
+   * runtime stores at a checkpoint, on the matching thread.
+   */
+  snapshotBytes(): Uint8Array {
+    if (!HOST_LITTLE_ENDIAN) throw new Error('binary engine snapshots are written on little-endian hosts only');
+    const header = new TextEncoder().encode(JSON.stringify(this.snapshotHeader()));
+    const of = this.of;
+    const oi = this.oi;
+    const coids = this.oCoid;
+    const n = this.openCount;
+    let units = 0;
+    for (let s = 0; s < this.orderTop; s++) if (of[s * OW + F_ID] !== 0) units += coids[s].length;
+    const ordersAt = align8(SNAPSHOT_PREFIX + header.length);
+    const coidsAt = ordersAt + n * ORDER_CELLS * 8;
+    const buf = new ArrayBuffer(coidsAt + units * 2);
+    const bytes = new Uint8Array(buf);
+    const u32 = new Uint32Array(buf, 0, 4);
+    u32[0] = SNAPSHOT_MAGIC;
+    u32[1] = header.length;
+    u32[2] = n;
+    u32[3] = units;
+    bytes.set(header, SNAPSHOT_PREFIX);
+    const out = new Float64Array(buf, ordersAt, n * ORDER_CELLS);
+    const u16 = new Uint16Array(buf, coidsAt, units);
+    let k = 0;
+    let u = 0;
+    for (let s = 0; s < this.orderTop; s++) {
+      const f = s * OW;
+      if (of[f + F_ID] === 0) continue;
+      const o = s * IW;
+      const fl = oi[o + I_FLAGS];
+      const coid = coids[s];
+      out[k] = of[f + F_ID];
+      out[k + 1] = this.uId[oi[o + I_USLOT]];
+      out[k + 2] = this.bookInterval[oi[o + I_BOOK]];
+      out[k + 3] = this.lvPrice[oi[o + I_LEVEL]];
+      out[k + 4] = of[f + F_LEFT];
+      out[k + 5] = of[f + F_FILLED];
+      out[k + 6] = of[f + F_SEQ];
+      out[k + 7] = flGtd(fl) ? this.oExp[s] : 0;
+      out[k + 8] = fl & 0x1ff; // side | source << 1 | type << 4 | stp << 7: the snapshot's codes
+      out[k + 9] = coid.length;
+      for (let c = 0; c < coid.length; c++) u16[u++] = coid.charCodeAt(c);
+      k += ORDER_CELLS;
+    }
+    if (k !== n * ORDER_CELLS || u !== units) throw new Error(`snapshot: ${k / ORDER_CELLS} open orders found, ${n} counted`);
+    return bytes;
+  }
+
+  /**
+   * The checkpoint hash ("v2:" + 16 hex digits) of the same canonical state as serialize(): equal
+   * for two engines exactly when (up to hash collisions) their serialize() outputs are equal,
+   * whatever their internal layout. Unlike stateHash() it needs no sort and no text: the header
+   * (config, counters, intervals, sellers) goes through hashString as JSON, and each open order is
+   * hashed alone from its record and added to a sum (a multiset hash), in slot order. The runtime
+   * journals it at every checkpoint; recovery checks it.
+   */
+  private readonly hashScratch = new Float64Array(10);
+
+  checkpointHash(): string {
+    const head = hashString(JSON.stringify(this.snapshotHeader()));
+    const of = this.of;
+    const oi = this.oi;
+    let sumA = 0;
+    let sumB = 0;
+    for (let s = 0; s < this.orderTop; s++) {
+      const f = s * OW;
+      const id = of[f + F_ID];
+      if (id === 0) continue;
+      const o = s * IW;
+      const fl = oi[o + I_FLAGS];
+      const user = this.uId[oi[o + I_USLOT]];
+      const iv = this.bookInterval[oi[o + I_BOOK]];
+      const price = this.lvPrice[oi[o + I_LEVEL]];
+      const exp = flGtd(fl) ? this.oExp[s] : 0;
+      const w = this.hashScratch;
+      w[0] = id;
+      w[1] = user;
+      w[2] = oi[o + I_COID_FP]; // fingerprint of (user, client order id)
+      w[3] = iv;
+      w[4] = fl & 0x1ff;
+      w[5] = price;
+      w[6] = of[f + F_LEFT];
+      w[7] = of[f + F_FILLED];
+      w[8] = of[f + F_SEQ];
+      w[9] = exp;
+      let a = LANE_A_SEED;
+      let b = LANE_B_SEED;
+      for (let k = 0; k < 10; k++) {
+        // each field folded to one word (low 32 bits ^ high 32 bits × a constant), into both lanes
+        const v = w[k];
+        const x = (v >>> 0) ^ Math.imul(Math.floor(v / 4294967296) | 0, 0x9e3779b1);
+        a = Math.imul(a ^ x, LANE_A_MUL);
+        a ^= a >>> 15;
+        b = Math.imul(b ^ x, LANE_B_MUL);
+        b ^= b >>> 15;
+      }
+      sumA = (sumA + fmix32(a)) | 0;
+      sumB = (sumB + fmix32(b)) | 0;
+    }
+    let a = mixWord(LANE_A_SEED, parseInt(head.slice(0, 8), 16) | 0, LANE_A_MUL);
+    let b = mixWord(LANE_B_SEED, parseInt(head.slice(8), 16) | 0, LANE_B_MUL);
+    a = mixNumber(mixWord(a, sumA, LANE_A_MUL), this.openCount, LANE_A_MUL);
+    b = mixNumber(mixWord(b, sumB, LANE_B_MUL), this.openCount, LANE_B_MUL);
+    a = fmix32(mixWord(a, b, LANE_A_MUL));
+    b = fmix32(mixWord(b, a, LANE_B_MUL));
+    return CHECKPOINT_HASH_PREFIX + (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
   }
 
   /**

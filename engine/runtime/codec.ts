@@ -619,7 +619,32 @@ export function decodeCheckpointPayload(payload: Uint8Array): string {
   return reader(payload).value() as string;
 }
 
-/** Snapshots (engine_snapshots.state) are msgpack of the engine's serialize() output. */
+/**
+ * A binary COPY of one engine_snapshots row (zone_id, seq, state, state_hash), as the chunks to
+ * write: the state is not copied (a snapshot of a deep book is tens of MB; a bytea parameter
+ * would go as hex text, twice its size, built on the main thread).
+ */
+export function snapshotCopyChunks(zone_id: number, seq: number, state: Uint8Array, state_hash: string): Uint8Array[] {
+  const head = new Uint8Array(COPY_HEADER.length + 2 + 12 + 12 + 4);
+  head.set(COPY_HEADER, 0);
+  const v = new DataView(head.buffer);
+  let o = COPY_HEADER.length;
+  v.setInt16(o, 4);
+  v.setInt32(o + 2, 8);
+  setInt64(v, o + 6, zone_id);
+  v.setInt32(o + 14, 8);
+  setInt64(v, o + 18, seq);
+  v.setInt32(o + 26, state.length);
+  o += 30;
+  const hash = new TextEncoder().encode(state_hash);
+  const tail = new Uint8Array(4 + hash.length + COPY_TRAILER.length);
+  new DataView(tail.buffer).setInt32(0, hash.length);
+  tail.set(hash, 4);
+  tail.set(COPY_TRAILER, 4 + hash.length);
+  return [head.subarray(0, o), state, tail];
+}
+
+/** Snapshots written before 2026-12-03 are msgpack of the engine's serialize() output (now: engine/core/snapshot.ts). */
 export function encodeState(state: unknown): Uint8Array {
   return msgEncoder.encode(state);
 }

@@ -13,6 +13,10 @@ export interface RuntimeZoneEngine extends EngineEventSource {
   /** The events of the last command as plain objects. */
   events(): EngineEvent[];
   stateHash(): string;
+  /** The hash journaled at a checkpoint ("v2:…"; cheap: no sort, no text per order). */
+  checkpointHash(): string;
+  /** The state as a binary snapshot (decodeSnapshot() gives serialize()'s output back). */
+  snapshotBytes(): Uint8Array;
   serialize(): EngineSnapshot;
   intervals(): IntervalView[];
 }

@@ -1,6 +1,8 @@
 // Recovery: a zone's engine = latest snapshot + replay of the journal tail after it.
 // Every CHECKPOINT row met on the way is verified: the replayed state's hash must equal the hash
 // the journal recorded at that sequence, and the snapshot itself must hash to what was recorded.
+// Snapshots are binary (engine/core/snapshot.ts) or, written before 2026-12-03, msgpack of
+// serialize(); hashes are checkpoint hashes ("v2:…") or, before, stateHash()es: both still verify.
 import type { Sql } from '../../schema/db.js';
 import type { EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
 import {
@@ -14,6 +16,7 @@ import {
   type JournalRow,
 } from './codec.js';
 import { createZoneEngine, restoreZoneEngine, type RuntimeZoneEngine } from './engine-port.js';
+import { CHECKPOINT_HASH_PREFIX, decodeSnapshot, isBinarySnapshot } from '../core/snapshot.js';
 import { connectNoDelay } from './pg.js';
 
 export class RecoveryError extends Error {
@@ -75,8 +78,8 @@ async function recoverWith(sql: Sql, zone_id: number, options: RecoverOptions): 
     if (snaps.length > 0) {
       const snap = snaps[0];
       snapshot_seq = Number(snap.seq);
-      engine = restoreZoneEngine(decodeState<EngineSnapshot>(snap.state));
-      const restored = engine.stateHash();
+      engine = restoreZoneEngine(isBinarySnapshot(snap.state) ? decodeSnapshot(snap.state) : decodeState<EngineSnapshot>(snap.state));
+      const restored = hashLike(engine, snap.state_hash);
       if (restored !== snap.state_hash) {
         throw new RecoveryError('RECOVERY_HASH_MISMATCH', `zone ${zone_id}: snapshot at seq ${snapshot_seq} restores to hash ${restored}, recorded ${snap.state_hash}`);
       }
@@ -104,7 +107,7 @@ async function recoverWith(sql: Sql, zone_id: number, options: RecoverOptions): 
         if (options.verify_events === true) compareEvents(zone_id, row, e.events());
       } else if (row.kind === JOURNAL_KIND_CHECKPOINT) {
         const recorded = decodeCheckpointPayload(row.payload);
-        const actual = e.stateHash();
+        const actual = hashLike(e, recorded);
         if (recorded !== actual) {
           throw new RecoveryError('RECOVERY_HASH_MISMATCH', `zone ${zone_id}: state hash at seq ${row.seq} is ${actual}, journal recorded ${recorded}`);
         }
@@ -139,6 +142,14 @@ async function recoverWith(sql: Sql, zone_id: number, options: RecoverOptions): 
     intervals: engine.intervals(),
     duration_ms: performance.now() - t0,
   };
+}
+
+/**
+ * The engine's hash of the kind `recorded` is: a checkpoint hash ("v2:…", written since
+ * 2026-12-03) or a stateHash() (what earlier checkpoints and snapshots recorded).
+ */
+function hashLike(e: RuntimeZoneEngine, recorded: string): string {
+  return recorded.startsWith(CHECKPOINT_HASH_PREFIX) ? e.checkpointHash() : e.stateHash();
 }
 
 function compareEvents(zone_id: number, row: JournalRow, actual: EngineEvent[]): void {

@@ -20,7 +20,7 @@ import { JournalWriter, type JournalState } from './journal.js';
 import { connectNoDelay } from './pg.js';
 import { ROW_FIELDS, type FromWorker, type ToWorker } from './protocol.js';
 import { withFields } from '../../schema/objects.js';
-import { CommandBatchWriter, decodeEventsAt } from './codec.js';
+import { CommandBatchWriter, decodeEventsAt, snapshotCopyChunks } from './codec.js';
 import { scheduleIntervals } from './schedule.js';
 import type {
   ClosedInterval,
@@ -690,11 +690,21 @@ class RuntimeImpl implements Runtime {
 
   private async saveSnapshot(zone_id: number, seq: number, state: Uint8Array, state_hash: string): Promise<void> {
     try {
-      await this.sql`insert into engine_snapshots (zone_id, seq, state, state_hash) values (${zone_id}, ${seq}, ${Buffer.from(state.buffer, state.byteOffset, state.byteLength)}, ${state_hash})
-        on conflict do nothing`;
-      // Keep the two latest snapshots of the zone.
-      await this.sql`delete from engine_snapshots where zone_id = ${zone_id} and seq < (
-        select min(seq) from (select seq from engine_snapshots where zone_id = ${zone_id} order by seq desc limit 2) s)`;
+      // Binary COPY (a bytea parameter would travel as hex); a row already at this seq (the same
+      // state: a seq is never reused) is replaced, as the insert … on conflict do nothing kept it.
+      await this.sql.begin(async (tx) => {
+        await tx`delete from engine_snapshots where zone_id = ${zone_id} and seq = ${seq}`;
+        const w = await tx`copy engine_snapshots (zone_id, seq, state, state_hash) from stdin (format binary)`.writable();
+        await new Promise<void>((resolve, reject) => {
+          w.on('error', reject);
+          w.on('finish', resolve);
+          for (const chunk of snapshotCopyChunks(zone_id, seq, state, state_hash)) w.write(chunk);
+          w.end();
+        });
+        // Keep the two latest snapshots of the zone.
+        await tx`delete from engine_snapshots where zone_id = ${zone_id} and seq < (
+          select min(seq) from (select seq from engine_snapshots where zone_id = ${zone_id} order by seq desc limit 2) s)`;
+      });
     } catch (err) {
       this.opts.log?.warn('snapshot not saved (recovery will replay more journal)', { zone_id, seq, error: (err as Error).message });
     }

@@ -6,6 +6,8 @@ import { startRuntime, type Runtime } from '../../engine/runtime/runtime.js';
 import { orderIdFor } from '../../engine/runtime/ids.js';
 import { rebuildProjections } from '../../engine/runtime/projections.js';
 import { recoverZone } from '../../engine/runtime/recovery.js';
+import { encodeCheckpointPayload, encodeState } from '../../engine/runtime/codec.js';
+import { decodeSnapshot, isBinarySnapshot, ZoneEngine } from '../../engine/index.js';
 import type { ClosedInterval, CommittedEvents, SubmitAck, SubmitCommand } from '../../engine/runtime/types.js';
 import { addInterval, rng, seedMarket, type Market } from './fixtures.js';
 import { expectAckedInJournal, orderFlow, readJournal } from './verify.js';
@@ -195,4 +197,38 @@ test('a checkpoint records the state hash in the journal and a snapshot; recover
   expect(fromSnapshot.replayed_rows).toBeGreaterThan(0);
   expect(fromSnapshot.checkpoints_verified).toBeGreaterThan(0);
   expect(fromSnapshot.state_hash).toBe(clean.state_hash);
+});
+
+test('checkpoints are binary snapshots with a v2 hash; older ones (msgpack + stateHash) still verify; a hash that does not match is refused', async () => {
+  const z = market.zone_ids[1];
+  const cp = await rt.checkpoint(z);
+  expect(cp.state_hash).toMatch(/^v2:[0-9a-f]{16}$/);
+  await rt.submit(z, place(1, 2, 'BUY', 700, 10, 'after-v2-cp'));
+  const [row] = await db.sql<{ state: Uint8Array }[]>`select state from engine_snapshots where zone_id = ${z} and seq = ${cp.seq}`;
+  expect(isBinarySnapshot(row.state)).toBe(true);
+  const state = decodeSnapshot(row.state);
+  const engine = ZoneEngine.restore(state);
+  expect(engine.checkpointHash()).toBe(cp.state_hash);
+  const clean = await recoverZone(db.url, z, { from_scratch: true });
+
+  // the same checkpoint as the previous version wrote it
+  const oldHash = engine.stateHash();
+  await db.sql`update engine_snapshots set state = ${Buffer.from(encodeState(state))}, state_hash = ${oldHash} where zone_id = ${z} and seq = ${cp.seq}`;
+  await db.sql`update engine_journal set payload = ${Buffer.from(encodeCheckpointPayload(oldHash))} where zone_id = ${z} and seq = ${cp.seq}`;
+  const fromOld = await recoverZone(db.url, z);
+  expect(fromOld.snapshot_seq).toBe(cp.seq);
+  expect(fromOld.state_hash).toBe(clean.state_hash);
+
+  // a snapshot that is not the state its hash names, and a journal checkpoint that disagrees with the replay
+  const other = ZoneEngine.restore({ ...state, orders: state.orders.slice(1) });
+  await db.sql`update engine_snapshots set state = ${Buffer.from(other.snapshotBytes())}, state_hash = ${cp.state_hash} where zone_id = ${z} and seq = ${cp.seq}`;
+  await db.sql`update engine_journal set payload = ${Buffer.from(encodeCheckpointPayload(cp.state_hash))} where zone_id = ${z} and seq = ${cp.seq}`;
+  expect(state.orders.length).toBeGreaterThan(0);
+  await expect(recoverZone(db.url, z)).rejects.toMatchObject({ code: 'RECOVERY_HASH_MISMATCH' });
+  await db.sql`update engine_journal set payload = ${Buffer.from(encodeCheckpointPayload('v2:0123456789abcdef'))} where zone_id = ${z} and seq = ${cp.seq}`;
+  await expect(recoverZone(db.url, z, { from_scratch: true })).rejects.toMatchObject({ code: 'RECOVERY_HASH_MISMATCH' });
+  // put the checkpoint back as it was written
+  await db.sql`update engine_snapshots set state = ${Buffer.from(row.state)}, state_hash = ${cp.state_hash} where zone_id = ${z} and seq = ${cp.seq}`;
+  await db.sql`update engine_journal set payload = ${Buffer.from(encodeCheckpointPayload(cp.state_hash))} where zone_id = ${z} and seq = ${cp.seq}`;
+  expect((await recoverZone(db.url, z)).state_hash).toBe(clean.state_hash);
 });
