@@ -1,4 +1,4 @@
-// `npm run bench -- pipeline [--orders N (1,000,000)] [--warmup N (300,000)] [--rate R] [--workers W] [--batch N] [--batch-wait MS] [--profile FILE] [--latency-only]`
+// `npm run bench -- pipeline [--orders N (1,000,000)] [--warmup N (300,000)] [--rate R] [--workers W] [--batch N] [--batch-wait MS] [--snapshot-every N (100,000; 0 = none)] [--profile FILE] [--latency-only]`
 // Durable throughput and ack latency through sequencer → zone worker → journal (group commit) →
 // ack, recovery time of a 1,000,000-row journal, and the raw ceiling: the same journal rows
 // written by plain batched COPY with no engine. Also measures the worker transport options.
@@ -336,6 +336,9 @@ export async function run(args: string[]): Promise<void> {
   const batch = arg(args, 'batch', 4096);
   const batchWait = arg(args, 'batch-wait', 1);
   const window = arg(args, 'window', 16_384);
+  // Checkpoints (state hash in the journal + snapshot) every N commands per zone, as the runtime
+  // does by default (100,000); 0 = none (the bench ran without them until 2026-12-03).
+  const snapshotEvery = arg(args, 'snapshot-every', 100_000);
   const name = `kwx_bench_pipeline_${randomBytes(4).toString('hex')}`;
   // --socket-dir DIR: the runtime and the raw COPY reach the server over its unix socket in DIR
   // (engine/runtime/pg.ts reads ?host=DIR); a DATABASE_URL with ?host=DIR does the same.
@@ -362,7 +365,7 @@ export async function run(args: string[]): Promise<void> {
     const recZone = seeded.zones[2];
     const recInterval = seeded.intervals[2];
     // Read-model projection is off: it runs behind the journal, not in the acknowledged path.
-    const rt = await startRuntime({ database_url: url, workers, journal_batch_max: batch, journal_batch_wait_ms: batchWait, snapshot_every: Number.MAX_SAFE_INTEGER, clock_tick_ms: 50, projections: false });
+    const rt = await startRuntime({ database_url: url, workers, journal_batch_max: batch, journal_batch_wait_ms: batchWait, snapshot_every: snapshotEvery > 0 ? snapshotEvery : Number.MAX_SAFE_INTEGER, clock_tick_ms: 50, projections: false });
     const phase = (p: string): void => void process.stderr.write(`pipeline: ${p}\n`);
     phase('waiting for intervals to open');
     await waitOpen(rt, m);

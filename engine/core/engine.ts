@@ -95,17 +95,15 @@ import {
 import { decodeEvent } from './events.js';
 import { hashString, StreamHash } from './hash.js';
 import {
-  align8,
   CHECKPOINT_HASH_PREFIX,
   fmix32,
-  HOST_LITTLE_ENDIAN,
   LANE_A_MUL,
   LANE_A_SEED,
   LANE_B_MUL,
   LANE_B_SEED,
   mixNumber,
   mixWord,
-  ORDER_CELLS,
+  putVarint,
   SNAPSHOT_MAGIC,
   SNAPSHOT_PREFIX,
   type SnapshotHeader,
@@ -1762,6 +1760,11 @@ export class ZoneEngine {
     return this.openCount;
   }
 
+  /** How many open orders are good till a time (expire_at_ms). */
+  get openGoodTillTimeCount(): number {
+    return this.liveGtd;
+  }
+
   /** The open order with this id, or undefined (finished orders are forgotten). */
   order(order_id: number): OrderView | undefined {
     const slot = this.slotOfId(order_id);
@@ -2010,55 +2013,55 @@ export class ZoneEngine {
     };
   }
 
+  /** Reused by snapshotBytes() (grown as needed): a snapshot is written here, then copied out at its size. */
+  private snapScratch = new Uint8Array(0);
+
   /**
    * The state as a binary snapshot (format in snapshot.ts; decodeSnapshot() gives back exactly
    * serialize()'s output). Made from the records in slot order, with no per-order object: what the
    * runtime stores at a checkpoint, on the matching thread.
    */
   snapshotBytes(): Uint8Array {
-    if (!HOST_LITTLE_ENDIAN) throw new Error('binary engine snapshots are written on little-endian hosts only');
     const header = new TextEncoder().encode(JSON.stringify(this.snapshotHeader()));
     const of = this.of;
     const oi = this.oi;
     const coids = this.oCoid;
     const n = this.openCount;
-    let units = 0;
-    for (let s = 0; s < this.orderTop; s++) if (of[s * OW + F_ID] !== 0) units += coids[s].length;
-    const ordersAt = align8(SNAPSHOT_PREFIX + header.length);
-    const coidsAt = ordersAt + n * ORDER_CELLS * 8;
-    const buf = new ArrayBuffer(coidsAt + units * 2);
-    const bytes = new Uint8Array(buf);
-    const u32 = new Uint32Array(buf, 0, 4);
-    u32[0] = SNAPSHOT_MAGIC;
-    u32[1] = header.length;
-    u32[2] = n;
-    u32[3] = units;
-    bytes.set(header, SNAPSHOT_PREFIX);
-    const out = new Float64Array(buf, ordersAt, n * ORDER_CELLS);
-    const u16 = new Uint16Array(buf, coidsAt, units);
-    let k = 0;
-    let u = 0;
+    const ordersAt = SNAPSHOT_PREFIX + header.length;
+    // upper bound: 10 varints of ≤ 8 bytes per order, ≤ 3 bytes per client order id code unit
+    const bound = ordersAt + n * (80 + 3 * MAX_CLIENT_ORDER_ID_LENGTH);
+    if (this.snapScratch.length < bound) this.snapScratch = new Uint8Array(Math.max(bound, this.snapScratch.length * 2));
+    const b = this.snapScratch;
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, SNAPSHOT_MAGIC, true);
+    dv.setUint32(4, header.length, true);
+    dv.setUint32(8, n, true);
+    b.set(header, SNAPSHOT_PREFIX);
+    let p = ordersAt;
+    let found = 0;
     for (let s = 0; s < this.orderTop; s++) {
       const f = s * OW;
       if (of[f + F_ID] === 0) continue;
       const o = s * IW;
       const fl = oi[o + I_FLAGS];
       const coid = coids[s];
-      out[k] = of[f + F_ID];
-      out[k + 1] = this.uId[oi[o + I_USLOT]];
-      out[k + 2] = this.bookInterval[oi[o + I_BOOK]];
-      out[k + 3] = this.lvPrice[oi[o + I_LEVEL]];
-      out[k + 4] = of[f + F_LEFT];
-      out[k + 5] = of[f + F_FILLED];
-      out[k + 6] = of[f + F_SEQ];
-      out[k + 7] = flGtd(fl) ? this.oExp[s] : 0;
-      out[k + 8] = fl & 0x1ff; // side | source << 1 | type << 4 | stp << 7: the snapshot's codes
-      out[k + 9] = coid.length;
-      for (let c = 0; c < coid.length; c++) u16[u++] = coid.charCodeAt(c);
-      k += ORDER_CELLS;
+      p = putVarint(b, p, of[f + F_ID]);
+      p = putVarint(b, p, this.uId[oi[o + I_USLOT]]);
+      p = putVarint(b, p, this.bookInterval[oi[o + I_BOOK]]);
+      const price = this.lvPrice[oi[o + I_LEVEL]];
+      p = putVarint(b, p, price >= 0 ? 2 * price : -2 * price - 1); // zigzag: prices may be negative
+      p = putVarint(b, p, of[f + F_LEFT]);
+      p = putVarint(b, p, of[f + F_FILLED]);
+      p = putVarint(b, p, of[f + F_SEQ]);
+      p = putVarint(b, p, flGtd(fl) ? this.oExp[s] : 0);
+      p = putVarint(b, p, fl & 0x1ff); // side | source << 1 | type << 4 | stp << 7: the snapshot's codes
+      p = putVarint(b, p, coid.length);
+      for (let c = 0; c < coid.length; c++) p = putVarint(b, p, coid.charCodeAt(c));
+      found++;
     }
-    if (k !== n * ORDER_CELLS || u !== units) throw new Error(`snapshot: ${k / ORDER_CELLS} open orders found, ${n} counted`);
-    return bytes;
+    if (found !== n) throw new Error(`snapshot: ${found} open orders found, ${n} counted`);
+    dv.setUint32(12, p - ordersAt, true);
+    return b.slice(0, p);
   }
 
   /**

@@ -4,23 +4,24 @@
 // instead of the seconds serialize() + msgpack + stateHash() took on a deep book (166 k open
 // orders: 0.6–1.9 s, measured 2026-12-03; docs/engine.md "Checkpoints").
 //
-// Binary snapshot ("KWS2"), little-endian (checked on decode):
-//   [0..4)   magic "KWS2"
-//   [4..8)   u32 header bytes (UTF-8 JSON: SnapshotHeader)
-//   [8..12)  u32 open orders n
-//   [12..16) u32 client order id code units (UTF-16) in all
-//   header JSON, zero padding to a multiple of 8
-//   n × ORDER_CELLS float64: order_id, user_id, interval_id, price_ticks, remaining_wh, filled_wh,
-//     seq, expire_at_ms, codes (side | source << 1 | order_type << 4 | stp << 7, indexes into the
-//     SIDES / SOURCES / ORDER_TYPES / STP_MODES tables), client order id length (code units)
-//   the client order ids, concatenated, as UTF-16 code units (lossless: lone surrogates survive)
-// Orders are in the engine's slot order (no sort on the matching thread); decoding puts them in
-// seq order, which is what ZoneEngine.restore() expects.
+// Binary snapshot ("KWS2"):
+//   [0..4)   magic "KWS2" (u32 little-endian)
+//   [4..8)   u32 LE header bytes (UTF-8 JSON: SnapshotHeader, everything but the orders)
+//   [8..12)  u32 LE open orders n
+//   [12..16) u32 LE order section bytes
+//   header JSON
+//   n orders, each a run of unsigned LEB128 varints (safe integers): order_id, user_id,
+//     interval_id, price_ticks (zigzag: prices may be negative), remaining_wh, filled_wh, seq,
+//     expire_at_ms (0 = none), codes (side | source << 1 | order_type << 4 | stp << 7, indexes into
+//     the SIDES / SOURCES / ORDER_TYPES / STP_MODES tables), the client order id's length in UTF-16
+//     code units, then each code unit (lossless: lone surrogates survive).
+// ~25–35 bytes per order (a float64 layout was ~95: PostgreSQL's CPU to store a snapshot grows with
+// its bytes). Orders are in the engine's slot order (no sort on the matching thread); decoding puts
+// them in seq order, which is what ZoneEngine.restore() expects.
 import { ORDER_TYPES, SIDES, SOURCES, STP_MODES } from './codes.js';
 import type { EngineSnapshot, IntervalView, OrderView, SellerView, ZoneConfig } from './types.js';
 
 export const SNAPSHOT_MAGIC = 0x3253574b; // "KWS2" read as a little-endian u32
-export const ORDER_CELLS = 10;
 /** Bytes before the header JSON. */
 export const SNAPSHOT_PREFIX = 16;
 /** Prefix of a checkpoint hash (checkpointHash()); a bare 16-hex-digit hash is a stateHash(). */
@@ -50,51 +51,84 @@ export function decodeSnapshot(bytes: Uint8Array): EngineSnapshot {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerBytes = dv.getUint32(4, true);
   const n = dv.getUint32(8, true);
-  const units = dv.getUint32(12, true);
-  const ordersAt = align8(SNAPSHOT_PREFIX + headerBytes);
-  const coidsAt = ordersAt + n * ORDER_CELLS * 8;
-  if (bytes.byteLength !== coidsAt + units * 2) throw new Error(`engine snapshot is ${bytes.byteLength} bytes, its prefix says ${coidsAt + units * 2}`);
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(SNAPSHOT_PREFIX, SNAPSHOT_PREFIX + headerBytes))) as SnapshotHeader;
+  const orderBytes = dv.getUint32(12, true);
+  const ordersAt = SNAPSHOT_PREFIX + headerBytes;
+  const end = ordersAt + orderBytes;
+  if (bytes.byteLength !== end) throw new Error(`engine snapshot is ${bytes.byteLength} bytes, its prefix says ${end}`);
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(SNAPSHOT_PREFIX, ordersAt))) as SnapshotHeader;
   if (header.version !== 1) throw new Error(`unsupported engine snapshot version ${String(header.version)}`);
+  let p = ordersAt;
+  const next = (): number => {
+    let v = 0;
+    let scale = 1;
+    for (;;) {
+      if (p >= end) throw new Error('engine snapshot: order section cut short');
+      const x = bytes[p++];
+      v += (x & 0x7f) * scale;
+      if (x < 0x80) return v;
+      scale *= 128;
+    }
+  };
   const orders: OrderView[] = new Array(n);
-  let u = coidsAt;
   for (let i = 0; i < n; i++) {
-    const at = ordersAt + i * ORDER_CELLS * 8;
-    const cell = (k: number): number => dv.getFloat64(at + k * 8, true);
-    const codes = cell(8);
-    const len = cell(9);
-    let coid = '';
-    for (let k = 0; k < len; k++) coid += String.fromCharCode(dv.getUint16(u + 2 * k, true));
-    u += 2 * len;
-    const remaining = cell(4);
-    const filled = cell(5);
+    const order_id = next();
+    const user_id = next();
+    const interval_id = next();
+    const z = next();
+    const price_ticks = z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+    const remaining_wh = next();
+    const filled_wh = next();
+    const seq = next();
+    const expire_at_ms = next();
+    const codes = next();
+    const len = next();
+    let client_order_id = '';
+    for (let k = 0; k < len; k++) client_order_id += String.fromCharCode(next());
     orders[i] = {
-      order_id: cell(0),
-      user_id: cell(1),
-      client_order_id: coid,
-      interval_id: cell(2),
+      order_id,
+      user_id,
+      client_order_id,
+      interval_id,
       side: SIDES[codes & 1],
       source: SOURCES[(codes >> 1) & 7],
       order_type: ORDER_TYPES[(codes >> 4) & 7],
       stp: STP_MODES[(codes >> 7) & 3],
-      price_ticks: cell(3),
-      qty_wh: filled + remaining,
-      remaining_wh: remaining,
-      filled_wh: filled,
-      seq: cell(6),
-      expire_at_ms: cell(7),
+      price_ticks,
+      qty_wh: filled_wh + remaining_wh,
+      remaining_wh,
+      filled_wh,
+      seq,
+      expire_at_ms,
     };
   }
+  if (p !== end) throw new Error(`engine snapshot: ${end - p} bytes after its ${n} orders`);
   orders.sort((a, b) => a.seq - b.seq);
   return { ...header, orders };
 }
 
-export function align8(n: number): number {
-  return (n + 7) & ~7;
+/** Writes a non-negative safe integer as an unsigned LEB128 varint at p; returns the end. */
+export function putVarint(b: Uint8Array, p: number, v: number): number {
+  if (v < 0x80) {
+    b[p] = v;
+    return p + 1;
+  }
+  if (v <= 0x7fffffff) {
+    let x = v | 0;
+    do {
+      b[p++] = (x & 0x7f) | 0x80;
+      x >>>= 7;
+    } while (x >= 0x80);
+    b[p] = x;
+    return p + 1;
+  }
+  while (v >= 0x80) {
+    const low = v % 128;
+    b[p++] = low | 0x80;
+    v = (v - low) / 128;
+  }
+  b[p++] = v;
+  return p;
 }
-
-/** Little-endian machine? (the snapshot's float64 and UTF-16 sections are written in host order) */
-export const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoint hash: the header's JSON through FNV-1a (2 lanes, hashString), then every open order

@@ -13,6 +13,8 @@ export interface RuntimeZoneEngine extends EngineEventSource {
   /** The events of the last command as plain objects. */
   events(): EngineEvent[];
   stateHash(): string;
+  readonly openOrderCount: number;
+  readonly openGoodTillTimeCount: number;
   /** The hash journaled at a checkpoint ("v2:…"; cheap: no sort, no text per order). */
   checkpointHash(): string;
   /** The state as a binary snapshot (decodeSnapshot() gives serialize()'s output back). */

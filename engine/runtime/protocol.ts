@@ -26,6 +26,8 @@ export interface SnapshotOut {
   seq: number;
   state: Uint8Array;
   state_hash: string;
+  /** Open orders at the checkpoint (the runtime spaces the next one by it). */
+  open_orders: number;
 }
 
 export type FromWorker =
@@ -58,6 +60,7 @@ export type FromWorker =
       intervals: IntervalView[];
       /** Some open order has a good-till time (the zone needs EXPIRE_DUE when idle). */
       has_gtt: boolean;
+      open_orders: number;
       duration_ms: number;
     }
   | { t: 'dumped'; req: number; zone_id: number; state: EngineSnapshot; state_hash: string }

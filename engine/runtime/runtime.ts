@@ -34,6 +34,11 @@ import type {
 
 /** Commands per worker message; more are sent in the next message. */
 export const WORKER_BATCH_MAX = 1024;
+/**
+ * A zone's next checkpoint comes after max(snapshot_every, this × its open orders) commands: with
+ * 2, a checkpoint costs at most about one open order's hash and snapshot per two commands.
+ */
+export const SNAPSHOT_OPEN_FACTOR = 2;
 /** start() waits up to this many 10 ms polls for the gate openings it sequenced to commit. */
 const LIFECYCLE_CATCH_UP_POLLS = 1000;
 /** Advisory lock held by the one runtime that writes the journal of a database. */
@@ -57,7 +62,10 @@ export interface RuntimeOptions {
   slow_commit_ms?: number;
   /** A commit slower than this is abandoned and retried on a new connection. Default 5000. */
   commit_timeout_ms?: number;
-  /** Commands between checkpoints (state hash in the journal + snapshot) per zone. Default 100,000. */
+  /**
+   * Commands between checkpoints (state hash in the journal + snapshot) per zone, at least.
+   * Default 100,000; on a deep book, SNAPSHOT_OPEN_FACTOR × its open orders when that is more.
+   */
   snapshot_every?: number;
   /** Zones to run (default: every row of grid_zones). */
   zones?: number[];
@@ -198,6 +206,8 @@ interface ZoneSlot {
   /** Highest seq whose result came back from the worker. */
   last_result_seq: number;
   since_checkpoint: number;
+  /** Commands after which the next checkpoint is due: max(snapshot_every, SNAPSHOT_OPEN_FACTOR × open orders at the last one). */
+  checkpoint_due: number;
   last_command_ms: number;
   has_gtt: boolean;
   waiters: WaiterQueue;
@@ -345,6 +355,7 @@ class RuntimeImpl implements Runtime {
       last_ts_ms: 0,
       last_result_seq: 0,
       since_checkpoint: 0,
+      checkpoint_due: this.snapshotEvery,
       last_command_ms: 0,
       has_gtt: false,
       waiters: new WaiterQueue(),
@@ -490,6 +501,7 @@ class RuntimeImpl implements Runtime {
     z.last_result_seq = m.last_seq;
     z.last_ts_ms = m.last_ts_ms;
     z.since_checkpoint = m.replayed_rows;
+    z.checkpoint_due = this.checkpointSpacing(m.open_orders);
     z.engine_intervals = new Map(m.intervals.map((iv: IntervalView) => [iv.interval_id, { closed: iv.closed }]));
     z.last_recovery = {
       snapshot_seq: m.snapshot_seq,
@@ -608,7 +620,7 @@ class RuntimeImpl implements Runtime {
     this.inflight++;
     const p = new Promise<SubmitResult>(grabResolve);
     z.waiters.push(seq, grabbed);
-    if (++z.since_checkpoint >= this.snapshotEvery && cmd.type !== 'CHECKPOINT') {
+    if (++z.since_checkpoint >= z.checkpoint_due && cmd.type !== 'CHECKPOINT') {
       z.since_checkpoint = 0;
       void this.sequence(z, { type: 'CHECKPOINT' });
     }
@@ -655,6 +667,8 @@ class RuntimeImpl implements Runtime {
       if (events.length > 0) this.publish(z, zone_id, seq, ts_ms, events);
     }
     for (const s of m.snapshots) {
+      const sz = this.zones.get(s.zone_id);
+      if (sz !== undefined) sz.checkpoint_due = this.checkpointSpacing(s.open_orders);
       void this.saveSnapshot(s.zone_id, s.seq, s.state, s.state_hash).then(() => {
         const key = `${s.zone_id}:${s.seq}`;
         const w = this.checkpointWaiters.get(key);
@@ -686,6 +700,15 @@ class RuntimeImpl implements Runtime {
         if (subs !== undefined) for (const fn of subs) fn({ zone_id: c.zone_id, seq: c.seq, ts_ms: c.ts_ms, events });
       }
     }
+  }
+
+  /**
+   * Commands until a zone's next checkpoint. A checkpoint (hash + snapshot) costs in proportion
+   * to the open orders, so on a deep book they come further apart: the work per command stays
+   * bounded, and recovery replays at most this many commands after the latest snapshot.
+   */
+  private checkpointSpacing(open_orders: number): number {
+    return Math.max(this.snapshotEvery, SNAPSHOT_OPEN_FACTOR * open_orders);
   }
 
   private async saveSnapshot(zone_id: number, seq: number, state: Uint8Array, state_hash: string): Promise<void> {

@@ -74,7 +74,7 @@ function runBatch(input: Uint8Array, rows: number): void {
       // ms on a deep book where stateHash() + serialize() + msgpack took seconds (docs/runtime.md)
       const state_hash = engine.checkpointHash();
       writer.appendCheckpoint(zone_id, seq, state_hash, ts_ms);
-      snapshots.push({ zone_id, seq, state: engine.snapshotBytes(), state_hash });
+      snapshots.push({ zone_id, seq, state: engine.snapshotBytes(), state_hash, open_orders: engine.openOrderCount });
       index[x + 3] = -1;
       row++;
       continue;
@@ -124,7 +124,8 @@ async function recover(msg: Extract<ToWorker, { t: 'recover' }>): Promise<void> 
       checkpoints_verified: r.checkpoints_verified,
       state_hash: r.state_hash,
       intervals: r.intervals,
-      has_gtt: r.engine.serialize().orders.some((o) => o.expire_at_ms > 0),
+      has_gtt: r.engine.openGoodTillTimeCount > 0,
+      open_orders: r.engine.openOrderCount,
       duration_ms: r.duration_ms,
     });
   } catch (err) {
