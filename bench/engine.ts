@@ -3,7 +3,8 @@
 //   add    1,000,000 limit orders around a moving mid, ~20% crossing;
 //   mixed  60% limit adds, 30% cancels, 10% IOC/market takers, 1,000,000 commands;
 //   deep   100,000 resting orders over 2,000 levels, then 1,000,000 mixed commands;
-//   sweep  50,000 orders resting at one price, then one order that takes them all.
+//   sweep  50,000 orders resting at one price, then one order that takes them all;
+//   checkpoint  what a runtime checkpoint costs on the deep book (hash + snapshot), new against before.
 // Throughput runs time the whole loop (median of 3 for kwx); latency is a separate pass that times
 // each command with process.hrtime.bigint() into an HDR histogram (timer overhead included and
 // reported; the young generation grown first, see warmYoungGeneration). kwx throughput counts execute() one command at a time (events left in the engine's
@@ -19,6 +20,7 @@ import * as hdr from 'hdr-histogram-js';
 import { OrderBook, type LimitOrderOptions, type MarketOrderOptions } from 'nodejs-order-book';
 import { ZoneEngine } from '../engine/index.js';
 import type { Command, PlaceCommand } from '../engine/index.js';
+import { encodeState } from '../engine/runtime/codec.js';
 import { printTable, writeResults, type Row } from './report.js';
 import { mulberry32 } from './prng.js';
 
@@ -282,6 +284,54 @@ function latency(w: Workload): { p50: number; p99: number; p999: number; max: nu
   };
 }
 
+/**
+ * A runtime checkpoint on a deep book: checkpointHash() + snapshotBytes() (since 2026-12-03)
+ * against what it replaced, stateHash() + msgpack of serialize() (both on the zone's thread).
+ * Each is timed cold (first call of the process: a checkpoint comes every few hundred thousand
+ * commands, so a zone worker often runs it barely optimised) and then as the median of 3.
+ */
+function checkpointCost(w: Workload): { metrics: Record<string, number>; rows: Row[] } {
+  const e = newEngine();
+  for (const c of w.prefill.kwx) e.execute(c);
+  for (const c of w.kwx) e.execute(c);
+  const time = (f: () => number): { first: number; median: number; bytes: number } => {
+    const runs: number[] = [];
+    let bytes = 0;
+    for (let i = 0; i < 4; i++) {
+      fullGc();
+      const t0 = process.hrtime.bigint();
+      bytes = f();
+      runs.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+    return { first: runs[0], median: median(runs.slice(1)), bytes };
+  };
+  const hashNew = time(() => e.checkpointHash().length);
+  const snapNew = time(() => e.snapshotBytes().length);
+  const hashOld = time(() => e.stateHash().length);
+  const snapOld = time(() => encodeState(e.serialize()).length);
+  const r2 = (x: number): number => Math.round(x * 100) / 100;
+  const newMs = hashNew.median + snapNew.median;
+  const oldMs = hashOld.median + snapOld.median;
+  return {
+    metrics: {
+      checkpoint_open_orders: e.openOrderCount,
+      checkpoint_ms: r2(newMs),
+      checkpoint_first_ms: r2(hashNew.first + snapNew.first),
+      checkpoint_bytes: snapNew.bytes,
+      checkpoint_before_ms: r2(oldMs),
+      checkpoint_before_first_ms: r2(hashOld.first + snapOld.first),
+      checkpoint_before_bytes: snapOld.bytes,
+      checkpoint_speedup: Math.round((oldMs / newMs) * 10) / 10,
+    },
+    rows: [
+      { what: 'checkpointHash()', first_ms: r2(hashNew.first), median_ms: r2(hashNew.median), bytes: '' },
+      { what: 'snapshotBytes() (binary, varints)', first_ms: r2(snapNew.first), median_ms: r2(snapNew.median), bytes: snapNew.bytes },
+      { what: 'before: stateHash() (FNV over the JSON text)', first_ms: r2(hashOld.first), median_ms: r2(hashOld.median), bytes: '' },
+      { what: 'before: msgpack of serialize()', first_ms: r2(snapOld.first), median_ms: r2(snapOld.median), bytes: snapOld.bytes },
+    ],
+  };
+}
+
 interface GcTally {
   count: number;
   ms: number;
@@ -463,6 +513,10 @@ export async function run(args: string[]): Promise<void> {
   printTable('mixed latency per command (ns, HDR, hrtime timer included)', [
     { p50: metrics.mixed_p50_ns, p99: metrics.mixed_p99_ns, p999: metrics.mixed_p999_ns, max: metrics.mixed_max_ns, timer_p50: metrics.timer_overhead_ns },
   ]);
+  // checkpoint: what the runtime does at every checkpoint, on the deep workload's final book
+  const cp = checkpointCost(genDeep(RESTING, N));
+  Object.assign(metrics, cp.metrics);
+  printTable(`checkpoint of a book of ${cp.metrics.checkpoint_open_orders.toLocaleString('en-US')} open orders (ms; first call of the process, then median of 3)`, cp.rows);
   const ordered: Record<string, number> = {};
   for (const k of ['add_ops_per_s', 'mixed_ops_per_s', 'deep_ops_per_s', 'mixed_p50_ns', 'mixed_p99_ns', 'mixed_p999_ns', 'sweep_50k_ms', 'peer_add_ops_per_s', 'peer_mixed_ops_per_s', 'peer_deep_ops_per_s', 'mixed_ratio_vs_peer']) {
     ordered[k] = metrics[k];

@@ -2013,56 +2013,59 @@ export class ZoneEngine {
     };
   }
 
-  /** Reused by snapshotBytes() (grown as needed): a snapshot is written here, then copied out at its size. */
-  private snapScratch = new Uint8Array(0);
-
   /**
    * The state as a binary snapshot (format in snapshot.ts; decodeSnapshot() gives back exactly
-   * serialize()'s output). Made from the records in slot order, with no per-order object: what the
-   * runtime stores at a checkpoint, on the matching thread.
+   * serialize()'s output): captureSnapshot() encoded at once.
    */
   snapshotBytes(): Uint8Array {
-    const header = new TextEncoder().encode(JSON.stringify(this.snapshotHeader()));
-    const of = this.of;
-    const oi = this.oi;
-    const coids = this.oCoid;
-    const n = this.openCount;
-    const ordersAt = SNAPSHOT_PREFIX + header.length;
-    // upper bound: 10 varints of ≤ 8 bytes per order, ≤ 3 bytes per client order id code unit
-    const bound = ordersAt + n * (80 + 3 * MAX_CLIENT_ORDER_ID_LENGTH);
-    if (this.snapScratch.length < bound) this.snapScratch = new Uint8Array(Math.max(bound, this.snapScratch.length * 2));
-    const b = this.snapScratch;
-    const dv = new DataView(b.buffer);
-    dv.setUint32(0, SNAPSHOT_MAGIC, true);
-    dv.setUint32(4, header.length, true);
-    dv.setUint32(8, n, true);
-    b.set(header, SNAPSHOT_PREFIX);
-    let p = ordersAt;
-    let found = 0;
-    for (let s = 0; s < this.orderTop; s++) {
-      const f = s * OW;
-      if (of[f + F_ID] === 0) continue;
-      const o = s * IW;
-      const fl = oi[o + I_FLAGS];
-      const coid = coids[s];
-      p = putVarint(b, p, of[f + F_ID]);
-      p = putVarint(b, p, this.uId[oi[o + I_USLOT]]);
-      p = putVarint(b, p, this.bookInterval[oi[o + I_BOOK]]);
-      const price = this.lvPrice[oi[o + I_LEVEL]];
-      p = putVarint(b, p, price >= 0 ? 2 * price : -2 * price - 1); // zigzag: prices may be negative
-      p = putVarint(b, p, of[f + F_LEFT]);
-      p = putVarint(b, p, of[f + F_FILLED]);
-      p = putVarint(b, p, of[f + F_SEQ]);
-      p = putVarint(b, p, flGtd(fl) ? this.oExp[s] : 0);
-      p = putVarint(b, p, fl & 0x1ff); // side | source << 1 | type << 4 | stp << 7: the snapshot's codes
-      p = putVarint(b, p, coid.length);
-      for (let c = 0; c < coid.length; c++) p = putVarint(b, p, coid.charCodeAt(c));
-      found++;
-    }
-    if (found !== n) throw new Error(`snapshot: ${found} open orders found, ${n} counted`);
-    dv.setUint32(12, p - ordersAt, true);
-    return b.slice(0, p);
+    const enc = this.captureSnapshot();
+    enc.step(Number.MAX_SAFE_INTEGER);
+    return enc.bytes();
   }
+
+  /**
+   * A copy of what a snapshot of the current state needs — the records, client order ids and the
+   * few tables they point into, and the header — made with block copies and no per-order work,
+   * to be encoded later in slices (SnapshotEncoder.step) while this engine runs on. On the
+   * matching thread a checkpoint then costs the copy (~5 ms for 292 k open orders) instead of the
+   * encoding (~75 ms, most of it the first touch of each client order id string).
+   */
+  captureSnapshot(): SnapshotEncoder {
+    const top = this.orderTop;
+    // The copy goes into the previous capture's buffers when it is done with them: a fresh
+    // buffer of this size costs a page fault per 4 KB on first touch (~15 µs each in the VMs
+    // measured here: ~70–150 ms for a 292 k-order book, against ~5 ms to copy into warm memory).
+    let spare = this.captureSpare;
+    this.captureSpare = null;
+    if (spare === null || spare.records.byteLength < top * ORDER_BYTES) {
+      const slots = Math.max(1024, Math.ceil(top * 1.25)); // room for the book to grow before the next checkpoint
+      spare = { records: new ArrayBuffer(slots * ORDER_BYTES), exp: new Float64Array(slots), coids: [] };
+    }
+    new Uint8Array(spare.records).set(new Uint8Array(this.of.buffer, 0, top * ORDER_BYTES));
+    spare.exp.set(this.oExp.subarray(0, top));
+    const coids = spare.coids;
+    const oCoid = this.oCoid;
+    for (let k = 0; k < top; k++) coids[k] = oCoid[k]; // (slice() would allocate a fresh array of this size)
+    coids.length = top;
+    const buffers = spare;
+    return new SnapshotEncoder(
+      new TextEncoder().encode(JSON.stringify(this.snapshotHeader())),
+      this.openCount,
+      top,
+      buffers.records,
+      buffers.exp,
+      coids,
+      this.uId.slice(0, this.userN),
+      this.bookInterval.slice(0, this.bookN),
+      this.lvPrice.slice(0, this.lvTop),
+      () => {
+        this.captureSpare = buffers;
+      },
+    );
+  }
+
+  /** captureSnapshot()'s buffers, back from an encoder that finished with them. */
+  private captureSpare: CaptureBuffers | null = null;
 
   /**
    * The checkpoint hash ("v2:" + 16 hex digits) of the same canonical state as serialize(): equal
@@ -2185,6 +2188,110 @@ export class ZoneEngine {
     }
     h.raw(']}');
     return h.hex();
+  }
+}
+
+interface CaptureBuffers {
+  records: ArrayBuffer;
+  exp: Float64Array;
+  coids: string[];
+}
+
+/**
+ * Encodes a captured state (ZoneEngine.captureSnapshot) as a binary snapshot, a slice at a time.
+ * It owns copies only, so the engine may go on matching between slices.
+ */
+export class SnapshotEncoder {
+  private s = 0;
+  private p: number;
+  private found = 0;
+  private out: Uint8Array;
+  private readonly f: Float64Array;
+  private readonly i: Int32Array;
+  private readonly ordersAt: number;
+
+  constructor(
+    header: Uint8Array,
+    private readonly n: number,
+    private readonly top: number,
+    records: ArrayBuffer,
+    private readonly oExp: Float64Array,
+    private readonly coids: string[],
+    private readonly uId: Float64Array,
+    private readonly bookInterval: Float64Array,
+    private readonly lvPrice: Float64Array,
+    /** Called once every slot is encoded: the records, expiries and client order ids are no longer read. */
+    private readonly onDone: () => void,
+  ) {
+    this.f = new Float64Array(records);
+    this.i = new Int32Array(records);
+    this.ordersAt = SNAPSHOT_PREFIX + header.length;
+    this.p = this.ordersAt;
+    this.out = new Uint8Array(this.p + n * 32 + 256); // ~25-35 bytes per order; grows if short
+    const dv = new DataView(this.out.buffer);
+    dv.setUint32(0, SNAPSHOT_MAGIC, true);
+    dv.setUint32(4, header.length, true);
+    dv.setUint32(8, n, true);
+    this.out.set(header, SNAPSHOT_PREFIX);
+  }
+
+  get done(): boolean {
+    return this.s >= this.top;
+  }
+
+  /** Encodes the open orders of up to `slots` more slots; returns whether the snapshot is complete. */
+  step(slots: number): boolean {
+    const f = this.f;
+    const oi = this.i;
+    const end = Math.min(this.top, this.s + slots);
+    let b = this.out;
+    let p = this.p;
+    for (let s = this.s; s < end; s++) {
+      const fo = s * OW;
+      if (f[fo + F_ID] === 0) continue;
+      const o = s * IW;
+      const fl = oi[o + I_FLAGS];
+      const coid = this.coids[s];
+      if (p + 80 + 3 * coid.length > b.length) {
+        const grown = new Uint8Array(Math.max(b.length * 2, p + 80 + 3 * coid.length));
+        grown.set(b.subarray(0, p));
+        this.out = b = grown;
+      }
+      p = putVarint(b, p, f[fo + F_ID]);
+      p = putVarint(b, p, this.uId[oi[o + I_USLOT]]);
+      p = putVarint(b, p, this.bookInterval[oi[o + I_BOOK]]);
+      const price = this.lvPrice[oi[o + I_LEVEL]];
+      p = putVarint(b, p, price >= 0 ? 2 * price : -2 * price - 1); // zigzag: prices may be negative
+      p = putVarint(b, p, f[fo + F_LEFT]);
+      p = putVarint(b, p, f[fo + F_FILLED]);
+      p = putVarint(b, p, f[fo + F_SEQ]);
+      p = putVarint(b, p, flGtd(fl) ? this.oExp[s] : 0);
+      p = putVarint(b, p, fl & 0x1ff); // side | source << 1 | type << 4 | stp << 7: the snapshot's codes
+      p = putVarint(b, p, coid.length);
+      for (let c = 0; c < coid.length; c++) {
+        const ch = coid.charCodeAt(c);
+        if (ch < 0x80) b[p++] = ch;
+        else p = putVarint(b, p, ch);
+      }
+      this.found++;
+    }
+    this.s = end;
+    this.p = p;
+    if (end === this.top && !this.released) {
+      this.released = true;
+      this.onDone();
+    }
+    return this.done;
+  }
+
+  private released = false;
+
+  /** The snapshot (a view of the encoder's buffer, which it no longer touches). */
+  bytes(): Uint8Array {
+    if (!this.done) throw new Error('snapshot: not fully encoded yet');
+    if (this.found !== this.n) throw new Error(`snapshot: ${this.found} open orders found, ${this.n} counted`);
+    new DataView(this.out.buffer).setUint32(12, this.p - this.ordersAt, true);
+    return this.out.subarray(0, this.p);
   }
 }
 

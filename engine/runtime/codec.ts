@@ -3,8 +3,9 @@
 // binary COPY output (used by recovery, which is the hot path when a zone restarts).
 //
 // Payload of a COMMAND row (kind 1): [format 2] [command tuple] [varint n] [n event tuples]
-// Payload of a CHECKPOINT row (kind 2): [format 2] [string state_hash] — the engine's state hash
-// after every row of the zone up to and including this one (a checkpoint changes no state).
+// Payload of a CHECKPOINT row (kind 2): [format 2] [string state_hash] — the engine's checkpoint
+// hash ("v2:…"; rows written before 2026-12-03 hold its stateHash()) after every row of the zone up
+// to and including this one (a checkpoint changes no state).
 //
 // A tuple is [varint type code + 1] followed by its fields in the order of the lists below
 // (0 = the whole object as a msgpack blob, for a shape this version does not know). zone_id and

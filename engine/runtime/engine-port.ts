@@ -1,6 +1,6 @@
 // The runtime's view of the engine core: the few things it needs from a zone engine. Kept
 // narrow so the runtime does not depend on the core's internals (engine/core/engine.ts).
-import { ZoneEngine } from '../index.js';
+import { ZoneEngine, type SnapshotEncoder } from '../index.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
 import type { EngineEventSource } from './codec.js';
 
@@ -17,8 +17,8 @@ export interface RuntimeZoneEngine extends EngineEventSource {
   readonly openGoodTillTimeCount: number;
   /** The hash journaled at a checkpoint ("v2:…"; cheap: no sort, no text per order). */
   checkpointHash(): string;
-  /** The state as a binary snapshot (decodeSnapshot() gives serialize()'s output back). */
-  snapshotBytes(): Uint8Array;
+  /** A copy of the state for a binary snapshot, encoded later in slices (decodeSnapshot() gives serialize()'s output back). */
+  captureSnapshot(): SnapshotEncoder;
   serialize(): EngineSnapshot;
   intervals(): IntervalView[];
 }

@@ -45,8 +45,9 @@ export type FromWorker =
        * commit (cheaper than a structured clone of event objects).
        */
       index: Float64Array;
-      snapshots: SnapshotOut[];
     }
+  /** A checkpoint's snapshot, encoded after its batch (save it once its CHECKPOINT row has committed). */
+  | ({ t: 'snapshot' } & SnapshotOut)
   | {
       t: 'recovered';
       req: number;

@@ -18,7 +18,7 @@ import type { Logger } from '../../schema/log.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
 import { JournalWriter, type JournalState } from './journal.js';
 import { connectNoDelay } from './pg.js';
-import { ROW_FIELDS, type FromWorker, type ToWorker } from './protocol.js';
+import { ROW_FIELDS, type FromWorker, type SnapshotOut, type ToWorker } from './protocol.js';
 import { withFields } from '../../schema/objects.js';
 import { CommandBatchWriter, decodeEventsAt, snapshotCopyChunks } from './codec.js';
 import { scheduleIntervals } from './schedule.js';
@@ -39,6 +39,8 @@ export const WORKER_BATCH_MAX = 1024;
  * 2, a checkpoint costs at most about one open order's hash and snapshot per two commands.
  */
 export const SNAPSHOT_OPEN_FACTOR = 2;
+/** A snapshot goes to PostgreSQL in writes of this size. */
+const SNAPSHOT_WRITE_BYTES = 64 * 1024;
 /** start() waits up to this many 10 ms polls for the gate openings it sequenced to commit. */
 const LIFECYCLE_CATCH_UP_POLLS = 1000;
 /** Advisory lock held by the one runtime that writes the journal of a database. */
@@ -208,6 +210,11 @@ interface ZoneSlot {
   since_checkpoint: number;
   /** Commands after which the next checkpoint is due: max(snapshot_every, SNAPSHOT_OPEN_FACTOR × open orders at the last one). */
   checkpoint_due: number;
+  /** Highest seq whose journal row has committed (and been released). */
+  committed_seq: number;
+  /** Snapshots from the worker whose CHECKPOINT row has not committed yet, by seq. */
+  snapshots_waiting: SnapshotOut[];
+  snapshot_received_seq: number;
   last_command_ms: number;
   has_gtt: boolean;
   waiters: WaiterQueue;
@@ -287,7 +294,9 @@ class RuntimeImpl implements Runtime {
   private projector: Projector | null = null;
   /** The projector's zone list (read on every pass; addZone appends to it). */
   private readonly projectorZones: number[] = [];
-  private readonly checkpointWaiters = new Map<string, (c: { seq: number; state_hash: string }) => void>();
+  private readonly checkpointWaiters = new Map<string, { resolve: (c: { seq: number; state_hash: string }) => void; reject: (e: Error) => void }>();
+  /** Snapshots received and waiting for their CHECKPOINT row to commit, over all zones. */
+  private snapshotsWaiting = 0;
 
   constructor(private readonly opts: RuntimeOptions) {
     this.now = opts.now ?? Date.now;
@@ -356,6 +365,9 @@ class RuntimeImpl implements Runtime {
       last_result_seq: 0,
       since_checkpoint: 0,
       checkpoint_due: this.snapshotEvery,
+      committed_seq: 0,
+      snapshots_waiting: [],
+      snapshot_received_seq: 0,
       last_command_ms: 0,
       has_gtt: false,
       waiters: new WaiterQueue(),
@@ -502,6 +514,7 @@ class RuntimeImpl implements Runtime {
     z.last_ts_ms = m.last_ts_ms;
     z.since_checkpoint = m.replayed_rows;
     z.checkpoint_due = this.checkpointSpacing(m.open_orders);
+    z.committed_seq = m.last_seq;
     z.engine_intervals = new Map(m.intervals.map((iv: IntervalView) => [iv.interval_id, { closed: iv.closed }]));
     z.last_recovery = {
       snapshot_seq: m.snapshot_seq,
@@ -543,6 +556,19 @@ class RuntimeImpl implements Runtime {
       z.lifecycle_pending.clear();
     }
     await this.journal.drain();
+    // Every row the dead worker returned has committed now: a snapshot still waiting belongs to a
+    // checkpoint that never reached the journal, and one never received died with the worker.
+    for (const z of mine) {
+      this.snapshotsWaiting -= z.snapshots_waiting.length;
+      z.snapshots_waiting = [];
+      for (const [key, w] of this.checkpointWaiters) {
+        const [zone, seq] = key.split(':').map(Number);
+        if (zone === z.zone_id && seq > z.snapshot_received_seq) {
+          this.checkpointWaiters.delete(key);
+          w.reject(new Error(`zone ${z.zone_id}: the worker died before the snapshot at seq ${seq} was made`));
+        }
+      }
+    }
     if (this.stopping) return;
     this.workers[dead.index] = this.spawnWorker(dead.index);
     for (const z of mine) {
@@ -568,6 +594,10 @@ class RuntimeImpl implements Runtime {
         zone_last[k + 1] = seq;
       }
       this.journal.append({ bytes: m.bytes, rows: m.rows, zone_id: m.first_zone_id, first_seq: m.first_seq, zone_last }, () => this.release(m));
+      return;
+    }
+    if (m.t === 'snapshot') {
+      this.onSnapshot(m);
       return;
     }
     const r = slot.requests.get(m.req);
@@ -650,6 +680,7 @@ class RuntimeImpl implements Runtime {
       const len = ix[x + 3];
       const z = this.zones.get(zone_id);
       if (z === undefined) continue;
+      z.committed_seq = seq;
       const events = len < 0 ? [] : decodeEventsAt(m.bytes, ix[x + 5], zone_id, ts_ms);
       const stale = z.waiters.takeBelow(seq);
       if (stale.length > 0) {
@@ -666,14 +697,39 @@ class RuntimeImpl implements Runtime {
       }
       if (events.length > 0) this.publish(z, zone_id, seq, ts_ms, events);
     }
-    for (const s of m.snapshots) {
-      const sz = this.zones.get(s.zone_id);
-      if (sz !== undefined) sz.checkpoint_due = this.checkpointSpacing(s.open_orders);
-      void this.saveSnapshot(s.zone_id, s.seq, s.state, s.state_hash).then(() => {
+    if (this.snapshotsWaiting > 0) {
+      for (let x = 0; x < ix.length; x += ROW_FIELDS) {
+        const z = this.zones.get(ix[x]);
+        if (z !== undefined && z.snapshots_waiting.length > 0) this.storeCommittedSnapshots(z);
+      }
+    }
+  }
+
+  /**
+   * A checkpoint's snapshot from the worker (encoded after the batch that holds its CHECKPOINT
+   * row): stored once that row has committed, so engine_snapshots never holds a state the
+   * journal does not.
+   */
+  private onSnapshot(s: SnapshotOut): void {
+    const z = this.zones.get(s.zone_id);
+    if (z === undefined) return;
+    z.checkpoint_due = this.checkpointSpacing(s.open_orders);
+    z.snapshot_received_seq = Math.max(z.snapshot_received_seq, s.seq);
+    z.snapshots_waiting.push(s);
+    this.snapshotsWaiting++;
+    this.storeCommittedSnapshots(z);
+  }
+
+  private storeCommittedSnapshots(z: ZoneSlot): void {
+    while (z.snapshots_waiting.length > 0 && z.snapshots_waiting[0].seq <= z.committed_seq) {
+      const s = z.snapshots_waiting.shift() as SnapshotOut;
+      this.snapshotsWaiting--;
+      void this.saveSnapshot(s.zone_id, s.seq, s.state, s.state_hash).then((saved) => {
         const key = `${s.zone_id}:${s.seq}`;
         const w = this.checkpointWaiters.get(key);
         this.checkpointWaiters.delete(key);
-        w?.({ seq: s.seq, state_hash: s.state_hash });
+        if (saved) w?.resolve({ seq: s.seq, state_hash: s.state_hash });
+        else w?.reject(new Error(`the snapshot of zone ${s.zone_id} at seq ${s.seq} was not saved`));
       });
     }
   }
@@ -711,7 +767,8 @@ class RuntimeImpl implements Runtime {
     return Math.max(this.snapshotEvery, SNAPSHOT_OPEN_FACTOR * open_orders);
   }
 
-  private async saveSnapshot(zone_id: number, seq: number, state: Uint8Array, state_hash: string): Promise<void> {
+  /** Whether it was saved (a failure is logged: recovery then replays from an older snapshot). */
+  private async saveSnapshot(zone_id: number, seq: number, state: Uint8Array, state_hash: string): Promise<boolean> {
     try {
       // Binary COPY (a bytea parameter would travel as hex); a row already at this seq (the same
       // state: a seq is never reused) is replaced, as the insert … on conflict do nothing kept it.
@@ -721,15 +778,20 @@ class RuntimeImpl implements Runtime {
         await new Promise<void>((resolve, reject) => {
           w.on('error', reject);
           w.on('finish', resolve);
-          for (const chunk of snapshotCopyChunks(zone_id, seq, state, state_hash)) w.write(chunk);
+          // in 64 KB CopyData messages: postgres.js copies each write into a message buffer of its own
+          for (const chunk of snapshotCopyChunks(zone_id, seq, state, state_hash)) {
+            for (let at = 0; at < chunk.length; at += SNAPSHOT_WRITE_BYTES) w.write(chunk.subarray(at, Math.min(chunk.length, at + SNAPSHOT_WRITE_BYTES)));
+          }
           w.end();
         });
         // Keep the two latest snapshots of the zone.
         await tx`delete from engine_snapshots where zone_id = ${zone_id} and seq < (
           select min(seq) from (select seq from engine_snapshots where zone_id = ${zone_id} order by seq desc limit 2) s)`;
       });
+      return true;
     } catch (err) {
       this.opts.log?.warn('snapshot not saved (recovery will replay more journal)', { zone_id, seq, error: (err as Error).message });
+      return false;
     }
   }
 
@@ -847,7 +909,7 @@ class RuntimeImpl implements Runtime {
     const z = this.zones.get(zone_id);
     if (z === undefined) throw new Error(`zone ${zone_id} is not run here`);
     const key = `${zone_id}:${z.next_seq}`;
-    const saved = new Promise<{ seq: number; state_hash: string }>((resolve) => this.checkpointWaiters.set(key, resolve));
+    const saved = new Promise<{ seq: number; state_hash: string }>((resolve, reject) => this.checkpointWaiters.set(key, { resolve, reject }));
     const r = await this.sequence(z, { type: 'CHECKPOINT' });
     if (!r.ok) {
       this.checkpointWaiters.delete(key);

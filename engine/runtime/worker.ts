@@ -6,6 +6,7 @@
 import { parentPort } from 'node:worker_threads';
 import { ByteReader, CopyTupleWriter, JOURNAL_KIND_CHECKPOINT } from './codec.js';
 import type { RuntimeZoneEngine } from './engine-port.js';
+import type { SnapshotEncoder } from '../core/engine.js';
 import type { Command } from '../core/types.js';
 import { ROW_FIELDS, type FromWorker, type SnapshotOut, type ToWorker } from './protocol.js';
 import { recoverZone } from './recovery.js';
@@ -32,7 +33,6 @@ const rowCmd: Command[] = [];
 
 function runBatch(input: Uint8Array, rows: number): void {
   const index = new Float64Array(rows * ROW_FIELDS);
-  const snapshots: SnapshotOut[] = [];
   if (rows > rowZone.length) {
     let n = rowZone.length;
     while (n < rows) n *= 2;
@@ -70,11 +70,13 @@ function runBatch(input: Uint8Array, rows: number): void {
       index[x] = zone_id;
       index[x + 1] = seq;
       index[x + 4] = ts_ms;
-      // the checkpoint hash and a binary snapshot, both straight from the engine's records: a few
-      // ms on a deep book where stateHash() + serialize() + msgpack took seconds (docs/runtime.md)
+      // The checkpoint hash goes in the journal row now; the snapshot is copied now and encoded
+      // between the next batches (encodeSnapshots), so the zone stalls for the copy only
+      // (docs/runtime.md, "Snapshots and recovery").
       const state_hash = engine.checkpointHash();
       writer.appendCheckpoint(zone_id, seq, state_hash, ts_ms);
-      snapshots.push({ zone_id, seq, state: engine.snapshotBytes(), state_hash, open_orders: engine.openOrderCount });
+      encoding.push({ zone_id, seq, state_hash, open_orders: engine.openOrderCount, encoder: engine.captureSnapshot() });
+      scheduleEncoding();
       index[x + 3] = -1;
       row++;
       continue;
@@ -104,9 +106,33 @@ function runBatch(input: Uint8Array, rows: number): void {
   const count = writer.rows;
   const bytes = writer.take();
   post(
-    { t: 'result', bytes, rows: count, first_zone_id, first_seq, index, snapshots },
-    [bytes.buffer as ArrayBuffer, index.buffer as ArrayBuffer, ...snapshots.map((s) => s.state.buffer as ArrayBuffer)],
+    { t: 'result', bytes, rows: count, first_zone_id, first_seq, index },
+    [bytes.buffer as ArrayBuffer, index.buffer as ArrayBuffer],
   );
+}
+
+/** Checkpoint snapshots being encoded, oldest first. */
+const encoding: (Omit<SnapshotOut, 'state'> & { encoder: SnapshotEncoder })[] = [];
+let encodingScheduled = false;
+/** Slots encoded per event-loop turn (~1–3 ms): batches that arrive meanwhile run in between. */
+const ENCODE_SLOTS_PER_TURN = 4096;
+
+function scheduleEncoding(): void {
+  if (encodingScheduled) return;
+  encodingScheduled = true;
+  setImmediate(encodeSnapshots);
+}
+
+function encodeSnapshots(): void {
+  encodingScheduled = false;
+  const job = encoding[0];
+  if (job === undefined) return;
+  if (job.encoder.step(ENCODE_SLOTS_PER_TURN)) {
+    encoding.shift();
+    const state = job.encoder.bytes();
+    post({ t: 'snapshot', zone_id: job.zone_id, seq: job.seq, state, state_hash: job.state_hash, open_orders: job.open_orders }, [state.buffer as ArrayBuffer]);
+  }
+  if (encoding.length > 0) scheduleEncoding();
 }
 
 async function recover(msg: Extract<ToWorker, { t: 'recover' }>): Promise<void> {

@@ -44,6 +44,44 @@ describe('binary snapshot', () => {
     );
   });
 
+  it('a capture encoded in slices while the engine runs on is the state at the capture, also when captures overlap', () => {
+    fc.assert(
+      fc.property(
+        streamArb(300, 1000),
+        fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { minLength: 1, maxLength: 4 }),
+        fc.integer({ min: 1, max: 64 }),
+        (stream, cuts, slice) => {
+          const e = new ZoneEngine(ZONE, { initial_order_slots: 16 });
+          const at = new Set(cuts.map((c) => Math.floor(c * stream.commands.length)));
+          const open: { encoder: ReturnType<ZoneEngine['captureSnapshot']>; want: unknown }[] = [];
+          stream.commands.forEach((c, i) => {
+            if (at.has(i)) open.push({ encoder: e.captureSnapshot(), want: e.serialize() });
+            e.execute(c);
+            // every open capture advances one slice per command: they overlap and finish in turn
+            for (const job of open) if (!job.encoder.done) job.encoder.step(slice);
+          });
+          for (const job of open) {
+            while (!job.encoder.step(slice));
+            expect(decodeSnapshot(job.encoder.bytes())).toEqual(job.want);
+          }
+          // the buffers handed back by the last finished capture serve the next one
+          expect(decodeSnapshot(e.snapshotBytes())).toEqual(e.serialize());
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+
+  it('refuses to hand out a capture that is not fully encoded', () => {
+    const d = new Driver();
+    for (let i = 0; i < 10; i++) d.place({ user_id: 1 + (i % 3), price_ticks: 90 + i });
+    const enc = d.e.captureSnapshot();
+    expect(enc.step(3)).toBe(false);
+    expect(() => enc.bytes()).toThrow(/not fully encoded/);
+    while (!enc.step(3));
+    expect(decodeSnapshot(enc.bytes()).orders).toHaveLength(10);
+  });
+
   it('keeps escaped, non-ASCII and lone-surrogate client order ids, negative prices and huge numbers exactly', () => {
     const d = new Driver({ capacity_wh: Number.MAX_SAFE_INTEGER });
     const coids = ['q"uote', 'back\\slash', 'tab\tnl\n', 'ctl\u0001', 'é€', '😀', 'lone\ud800', 'lone\udc00x', '\u2028', 'x'.repeat(64)];
