@@ -155,6 +155,32 @@ test('a worker that dies is detected; its zones answer ZONE_UNAVAILABLE meanwhil
   expect(before.state.orders.filter((o) => !restored.has(o.order_id))).toEqual([]);
 });
 
+test('a checkpoint whose worker dies before its snapshot is made is answered (rejected or saved), never left hanging', async () => {
+  // The crash lands before the batch, between the batch and the snapshot's encoding, or after it,
+  // depending on timing: each way the checkpoint must be answered and the zone must come back.
+  const z = market.zone_ids[0];
+  for (let round = 0; round < 3; round++) {
+    const worker = rt.status().zones.find((s) => s.zone_id === z)!.worker;
+    const restarts = rt.status().worker_restarts;
+    const outcome = rt.checkpoint(z).then(
+      (c) => `saved ${c.state_hash}`,
+      (e: Error) => `rejected: ${e.message}`,
+    );
+    await new Promise((r) => setImmediate(r)); // the batch holding the CHECKPOINT goes to the worker
+    rt.crashWorker(worker);
+    const got = await Promise.race([outcome, sleep(15_000).then(() => 'hanging')]);
+    expect(got).toMatch(/^(saved v2:[0-9a-f]{16}|rejected: .+)$/);
+    const back = (): boolean => rt.status().worker_restarts === restarts + 1 && rt.status().zones.find((s) => s.zone_id === z)!.status === 'READY';
+    for (let i = 0; i < 500 && !back(); i++) await sleep(10);
+    expect(back()).toBe(true);
+    const r = await rt.submit(z, place(0, 1, 'BUY', 100, 10, `after-checkpoint-crash-${round}`));
+    expect(r.ok).toBe(true);
+  }
+  // it recovers from whatever snapshot was saved to the same state as a clean replay
+  const clean = await recoverZone(db.url, z, { from_scratch: true });
+  expect((await recoverZone(db.url, z)).state_hash).toBe(clean.state_hash);
+});
+
 test('the orders and trades read models rebuilt from the journal equal the live projection', async () => {
   const flow = orderFlow(market, rng(99));
   const acks: SubmitAck[] = [];
