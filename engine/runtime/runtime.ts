@@ -246,7 +246,10 @@ export interface Runtime {
   subscribeUser(user_id: number, fn: Listener): () => void;
   /** Every committed command of every zone. */
   subscribeAll(fn: Listener): () => void;
-  /** Writes a checkpoint (state hash in the journal) and a snapshot now; resolves after both are durable. */
+  /**
+   * Writes a checkpoint (its hash in the journal) and a snapshot now; resolves after both are
+   * durable, rejects if the snapshot could not be saved or died with its worker.
+   */
   checkpoint(zone_id: number): Promise<{ seq: number; state_hash: string }>;
   /** The zone's engine state and hash as its worker holds them (tests, operators). */
   dump(zone_id: number): Promise<{ state: EngineSnapshot; state_hash: string }>;
