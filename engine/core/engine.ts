@@ -2066,6 +2066,8 @@ export class ZoneEngine {
 
   /** captureSnapshot()'s buffers, back from an encoder that finished with them. */
   private captureSpare: CaptureBuffers | null = null;
+  /** One order's fields for checkpointHash(). */
+  private readonly hashScratch = new Float64Array(10);
 
   /**
    * The checkpoint hash ("v2:" + 16 hex digits) of the same canonical state as serialize(): equal
@@ -2075,8 +2077,6 @@ export class ZoneEngine {
    * hashed alone from its record and added to a sum (a multiset hash), in slot order. The runtime
    * journals it at every checkpoint; recovery checks it.
    */
-  private readonly hashScratch = new Float64Array(10);
-
   checkpointHash(): string {
     const head = hashString(JSON.stringify(this.snapshotHeader()));
     const of = this.of;
