@@ -8,9 +8,28 @@ import type { Logger } from './log.js';
 
 export type Sql = postgres.Sql<Record<string, never>>;
 
+/**
+ * What postgres.js needs to reach the server of a libpq-style URL. A unix socket is named as a
+ * `host` query parameter holding its directory (postgres://user@/db?host=/var/run/postgresql):
+ * postgres.js takes the socket file as `path`, and would send a `host` parameter to the server as
+ * a setting, which the server refuses.
+ */
+export function pgTarget(url: string): { url: string; path?: string; host: string; port: number } {
+  // libpq also accepts an empty host before the path (postgres://user@/db?host=/dir), which URL does not
+  const u = URL.canParse(url) ? new URL(url) : new URL(url.replace(/@\//, '@localhost/'));
+  const dir = u.searchParams.get('host');
+  const host = u.hostname === '' ? '127.0.0.1' : u.hostname.replace(/^\[|\]$/g, '');
+  const port = u.port === '' ? 5432 : Number(u.port);
+  if (dir === null || !dir.startsWith('/')) return { url, host, port };
+  u.searchParams.delete('host');
+  return { url: u.toString(), path: `${dir}/.s.PGSQL.${port}`, host, port };
+}
+
 /** Opens a postgres.js pool with kwx's defaults (quiet notices, bounded pool, bigint-safe). */
 export function connect(url: string, options: { max?: number; application?: string } = {}): Sql {
-  return postgres(url, {
+  const t = pgTarget(url);
+  return postgres(t.url, {
+    ...(t.path !== undefined ? { path: t.path } : {}),
     max: options.max ?? 10,
     onnotice: () => {},
     connection: { application_name: options.application ?? 'kwx' },
@@ -20,7 +39,8 @@ export function connect(url: string, options: { max?: number; application?: stri
 
 /** Resolves when a server answers `select 1`, or rejects with a message naming the URL (password hidden). */
 export async function assertReachable(url: string, timeoutMs = 5000): Promise<void> {
-  const sql = postgres(url, { max: 1, connect_timeout: Math.ceil(timeoutMs / 1000), onnotice: () => {} });
+  const t = pgTarget(url);
+  const sql = postgres(t.url, { ...(t.path !== undefined ? { path: t.path } : {}), max: 1, connect_timeout: Math.ceil(timeoutMs / 1000), onnotice: () => {} });
   try {
     await sql`select 1`;
   } catch (err) {

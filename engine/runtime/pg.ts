@@ -4,7 +4,7 @@
 // with noDelay. A unix-socket URL (?host=/var/run/postgresql) is left to postgres.js.
 import { connect as netConnect, type Socket } from 'node:net';
 import postgres from 'postgres';
-import type { Sql } from '../../schema/db.js';
+import { pgTarget, type Sql } from '../../schema/db.js';
 
 export interface PgOptions {
   max?: number;
@@ -16,21 +16,11 @@ export interface PgOptions {
 }
 
 export function connectNoDelay(url: string, options: PgOptions = {}): Sql {
-  const u = new URL(url);
-  const hostParam = u.searchParams.get('host');
-  const unix = hostParam !== null && hostParam.startsWith('/');
-  const host = u.hostname === '' ? '127.0.0.1' : u.hostname.replace(/^\[|\]$/g, '');
-  const port = u.port === '' ? 5432 : Number(u.port);
+  const { url: target, path, host, port } = pgTarget(url);
+  const unix = path !== undefined;
   const timeout_ms = (options.connect_timeout_s ?? 5) * 1000;
-  let target = url;
-  if (unix) {
-    // postgres.js takes a socket directory as `path`, not as a `host` query parameter (which it
-    // would send to the server as a setting): postgres://user@/db?host=/var/run/postgresql
-    u.searchParams.delete('host');
-    target = u.toString();
-  }
   return postgres(target, {
-    ...(unix ? { path: `${hostParam}/.s.PGSQL.${port}` } : {}),
+    ...(unix ? { path } : {}),
     max: options.max ?? 1,
     onnotice: () => {},
     idle_timeout: 0,
