@@ -494,6 +494,8 @@ export async function run(args: string[]): Promise<void> {
         ack_p999_ms: p999,
         workers,
         journal_batch_max: batch,
+        // checkpoints (hash row + snapshot) every max(this, 2 × open orders) commands per zone; 0 = none
+        snapshot_every: snapshotEvery,
         transport_to_postgres: socketDir !== null ? `unix socket in ${socketDir}` : 'TCP (noDelay)',
         saturated_journal: satJournal,
         raw_copy_with_journal_check_rows_per_s: Math.round(rawCheck.per_s),
