@@ -3,7 +3,9 @@
 //   add    1,000,000 limit orders around a moving mid, ~20% crossing;
 //   mixed  60% limit adds, 30% cancels, 10% IOC/market takers, 1,000,000 commands;
 //   deep   100,000 resting orders over 2,000 levels, then 1,000,000 mixed commands;
-//   sweep  50,000 orders resting at one price, then one order that takes them all.
+//   sweep  50,000 orders resting at one price, then one order that takes them all;
+//   growth 1,000,000 orders coming to rest (none crossing) in an engine of the default size, so
+//          its pools and indexes grow all the way: the slowest commands are the growth pauses.
 // Throughput runs time the whole loop (median of 3 for kwx); latency is a separate pass that times
 // each command with process.hrtime.bigint() into an HDR histogram (timer overhead included and
 // reported; the young generation grown first, see warmYoungGeneration). kwx throughput counts execute() one command at a time (events left in the engine's
@@ -147,8 +149,52 @@ export function genDeep(resting: number, count: number): Workload {
   return { name: 'deep', prefill, kwx: g.kwx, peer: g.peer };
 }
 
+/** `count` orders that all rest: 1,000 levels a side, none crossing. */
+export function genGrowth(count: number): Command[] {
+  const g = new Gen(5);
+  const mid = 100_000;
+  for (let i = 0; i < count; i++) {
+    const buy = g.r() < 0.5;
+    const off = g.int(1, 1000);
+    g.limit(buy ? 'BUY' : 'SELL', buy ? mid - off : mid + off, g.int(1, 100));
+  }
+  return g.kwx;
+}
+
+/**
+ * Per-command latency while `cmds` come to rest in an engine created as the runtime creates one
+ * (default options): the tail is where the pools and indexes grow. The slowest commands are
+ * listed with their index, so a pause can be matched to a growth (pool sizes are powers of two).
+ */
+function growthLatency(cmds: Command[]): { p50: number; p99: number; p999: number; max: number; slowest: { at: number; ms: number }[]; resting: number } {
+  const e = configure(new ZoneEngine(ZONE));
+  const h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 1e10, numberOfSignificantValueDigits: 3, useWebAssembly: false });
+  const slow: { at: number; ns: number }[] = [];
+  fullGc();
+  warmYoungGeneration();
+  for (let i = 0; i < cmds.length; i++) {
+    const t0 = process.hrtime.bigint();
+    e.execute(cmds[i]);
+    const ns = Number(process.hrtime.bigint() - t0);
+    h.recordValue(ns);
+    if (ns > 200_000) slow.push({ at: i, ns });
+  }
+  slow.sort((a, b) => b.ns - a.ns);
+  return {
+    p50: h.getValueAtPercentile(50),
+    p99: h.getValueAtPercentile(99),
+    p999: h.getValueAtPercentile(99.9),
+    max: h.maxValue,
+    slowest: slow.slice(0, 8).map((x) => ({ at: x.at, ms: Math.round(x.ns / 1e3) / 1e3 })),
+    resting: e.openOrderCount,
+  };
+}
+
 export function newEngine(): ZoneEngine {
-  const e = new ZoneEngine(ZONE, { initial_order_slots: 1 << 20, initial_event_slots: 1 << 17 }); // sized at start, as a zone worker would be
+  return configure(new ZoneEngine(ZONE, { initial_order_slots: 1 << 20, initial_event_slots: 1 << 17 })); // sized at start, as a zone worker would be
+}
+
+function configure(e: ZoneEngine): ZoneEngine {
   e.execute({
     type: 'CONFIGURE_ZONE',
     ts_ms: 0,
@@ -321,6 +367,17 @@ export async function run(args: string[]): Promise<void> {
   const PEER_SWEEP = Math.round(5_000 * Math.min(1, scale * 10));
   const loadStart = loadavg()[0];
   console.log(`engine bench: ${N.toLocaleString('en-US')} commands per workload (scale ${scale}), node ${process.version}, load average ${loadStart.toFixed(2)}`);
+
+  if (only === undefined || only === 'growth') {
+    const lat = growthLatency(genGrowth(N));
+    printTable('growth: latency per command while orders come to rest in a default-sized engine (ns, HDR, hrtime timer included)', [
+      { orders: N, resting_after: lat.resting, p50: lat.p50, p99: lat.p99, p999: lat.p999, max: lat.max },
+    ]);
+    console.log(`slowest commands (index: ms): ${lat.slowest.map((x) => `${x.at}: ${x.ms}`).join(', ')}`);
+    const gm = { growth_p50_ns: lat.p50, growth_p99_ns: lat.p99, growth_p999_ns: lat.p999, growth_max_ns: lat.max };
+    writeResults('engine-growth', gm, { scale, orders: N, slowest: lat.slowest, load_avg_1m_start: loadStart, load_avg_1m_end: loadavg()[0] });
+    if (only === 'growth') return;
+  }
 
   const rows: Row[] = [];
   const metrics: Record<string, number> = {};
