@@ -178,6 +178,11 @@ const PREFETCH_GROUP = 8;
 const lvCacheCell = (subIdx: number, price: number): number => ((price | 0) + Math.imul(subIdx, 40503)) & (LV_CACHE_CELLS - 1);
 const SUBS_PER_BOOK = 10; // side * 5 + source; (SELL, ANY) unused
 const NONE = -1;
+/** Cells of the old order id ring moved per new order while the ring doubles. */
+const ID_CELLS_PER_STEP = 2;
+const PAGE_BYTES = 4096;
+const NO_I32 = new Int32Array(0);
+const NO_F64 = new Float64Array(0);
 
 class SubBook {
   /** Priority key per level, ascending; the best level is at index n - 1. BUY: price, SELL: -price. */
@@ -264,6 +269,14 @@ export class ZoneEngine {
   private oCoid: string[] = [];
   /** Good-till time per slot (0 = none); read only for orders flagged as having one. */
   private oExp: Float64Array;
+  // The next pool, taken while the pool fills its second half and faulted in one page per new
+  // slot: growing is then one copy into memory already mapped (first touches of fresh pages cost
+  // ~10 µs each on our VMs: faulting a 64 MB pool in one go took ~180 ms).
+  private nextOi: Int32Array = NO_I32;
+  private nextExp: Float64Array = NO_F64;
+  /** Where the next page of nextOi, then of nextExp, to touch starts. */
+  private faultOi = 0;
+  private faultExp = 0;
   private orderFree = NONE;
   private orderTop = 0;
   private openCount = 0;
@@ -273,6 +286,12 @@ export class ZoneEngine {
   private idRing: Int32Array;
   private idMask: number;
   private idOverflow = new IntMap(64);
+  // The ring doubles with the pool, its cells moved over a few per new order instead of in one
+  // pass: until then the old ring's cells from idMoved on are still the live ones. When not
+  // growing, idOld is idRing and idMoved is 0, so lookups need no other branch.
+  private idOld: Int32Array;
+  private idOldMask: number;
+  private idMoved = 0;
 
   // price levels
   private lvCap = 1024;
@@ -312,8 +331,15 @@ export class ZoneEngine {
   // verified against the slot's own record (open, same user, same id). Entries are not removed when
   // an order closes (that would be one more random memory access per fill and cancel): a stale
   // entry costs nothing unless its fingerprint matches, and the table is rebuilt from the open
-  // orders when stale entries fill it.
+  // orders when stale entries fill it. The rebuild runs a few slots per new order: until it has
+  // scanned them all, open orders in slots from coidScan on are in coidOld (the full table, which
+  // takes their new entries too), the others in coidTable; lookups check both. When not
+  // rebuilding, coidOld is coidTable and coidScan is 0.
   private coidTable: FpSlotTable;
+  private coidOld: FpSlotTable;
+  private coidScan = 0;
+  /** Slots scanned per new order during a rebuild: enough that it ends before coidOld fills. */
+  private coidStep = 0;
 
   // sellers: per (user, book) limit, sold and open sell Wh
   private sCap = 256;
@@ -401,7 +427,10 @@ export class ZoneEngine {
     while (ring < (options.order_id_ring_cells ?? n)) ring *= 2;
     this.idRing = new Int32Array(ring).fill(NONE);
     this.idMask = ring - 1;
+    this.idOld = this.idRing;
+    this.idOldMask = this.idMask;
     this.coidTable = new FpSlotTable(options.client_order_id_cells ?? n >> 1);
+    this.coidOld = this.coidTable;
     this.evCap = Math.max(64, options.initial_event_slots ?? 1024);
     this.ev = new Float64Array(this.evCap * EVENT_WIDTH);
     // Touch every page of the pools now: a first touch in the matching loop is a page fault, a
@@ -455,6 +484,9 @@ export class ZoneEngine {
       // 1. the client order id fingerprints of the group's PLACEs, the ring cells of its CANCELs
       const ring = this.idRing;
       const rmask = this.idMask;
+      const old = this.idOld;
+      const omask = this.idOldMask;
+      const moved = this.idMoved;
       for (let k = g; k < end; k++) {
         const c = cmds[k] as Partial<PlaceCommand> & { type: string };
         const j = k - g;
@@ -469,7 +501,10 @@ export class ZoneEngine {
           }
         } else if (c.type === 'CANCEL') {
           const id = c.order_id;
-          if (typeof id === 'number') pfSlot[j] = ring[(id | 0) & rmask];
+          if (typeof id === 'number') {
+            const oc = (id | 0) & omask;
+            pfSlot[j] = oc < moved ? ring[(id | 0) & rmask] : old[oc];
+          }
         }
       }
       // 2. their client order id table cells, back to back (independent loads: they overlap)
@@ -918,7 +953,8 @@ export class ZoneEngine {
   private rest(): void {
     let slot = this.tkSlot;
     if (slot === NONE) {
-      if ((this.coidTable.size + 1) * 2 > this.coidTable.mask + 1) this.rebuildCoidTable();
+      if (this.coidOld !== this.coidTable) this.scanCoids();
+      else if ((this.coidTable.size + 1) * 2 > this.coidTable.mask + 1) this.startCoidRebuild();
       slot = this.allocOrder();
     }
     const of = this.of; // after allocOrder: growing the pool replaces the views
@@ -936,7 +972,8 @@ export class ZoneEngine {
       oi[o + I_COID_FP] = this.tkCoidFp;
       this.oCoid[slot] = this.tkCoid;
       this.indexId(this.tkId, slot);
-      this.coidTable.add(this.tkCoidFp, slot);
+      if (slot < this.coidScan) this.coidTable.add(this.tkCoidFp, slot);
+      else this.coidOld.put(this.tkCoidFp, slot);
       this.uOpen[us]++;
       this.openCount++;
       this.bookOpen[this.tkBook]++;
@@ -976,6 +1013,7 @@ export class ZoneEngine {
       return slot;
     }
     if (this.orderTop === this.oCap) this.growOrders();
+    else if (this.orderTop >= this.oCap >> 1) this.prepareOrders();
     return this.orderTop++;
   }
 
@@ -998,7 +1036,8 @@ export class ZoneEngine {
 
   /** Slot of the open order with this id, or NONE. */
   private slotOfId(id: number): number {
-    const s = this.idRing[(id | 0) & this.idMask];
+    const oc = (id | 0) & this.idOldMask;
+    const s = oc < this.idMoved ? this.idRing[(id | 0) & this.idMask] : this.idOld[oc];
     if (s !== NONE && this.of[s * OW + F_ID] === id) return s;
     if (this.idOverflow.size === 0) return NONE;
     return this.idOverflow.get(id);
@@ -1006,27 +1045,54 @@ export class ZoneEngine {
 
   /** Indexes a new open order (its record already holds its id). */
   private indexId(id: number, slot: number): void {
-    const c = (id | 0) & this.idMask;
-    const held = this.idRing[c];
+    const oc = (id | 0) & this.idOldMask;
+    const ring = oc < this.idMoved ? this.idRing : this.idOld;
+    const c = oc < this.idMoved ? (id | 0) & this.idMask : oc;
+    const held = ring[c];
     // Ring cells only ever point at open orders: an older one still open moves to the overflow.
     if (held !== NONE) this.idOverflow.set(this.of[held * OW + F_ID], held);
-    this.idRing[c] = slot;
+    ring[c] = slot;
+    if (this.idOld !== this.idRing) this.moveIdCells();
   }
 
   private unindexId(id: number, slot: number): void {
-    const c = (id | 0) & this.idMask;
-    if (this.idRing[c] === slot) this.idRing[c] = NONE;
+    const oc = (id | 0) & this.idOldMask;
+    const ring = oc < this.idMoved ? this.idRing : this.idOld;
+    const c = oc < this.idMoved ? (id | 0) & this.idMask : oc;
+    if (ring[c] === slot) ring[c] = NONE;
     else this.idOverflow.delete(id);
   }
 
-  private rebuildIdRing(cells: number): void {
-    this.idRing = new Int32Array(cells).fill(NONE);
-    this.idMask = cells - 1;
-    this.idOverflow = new IntMap(64);
-    for (let s = 0; s < this.orderTop; s++) {
-      const id = this.of[s * OW + F_ID];
-      if (id !== 0) this.indexId(id, s);
+  /** Starts doubling the ring (when the pool outgrows it); indexId moves the cells over. */
+  private growIdRing(): void {
+    while (this.idOld !== this.idRing) this.moveIdCells(); // never in practice: a move ends long before the next growth
+    // Fresh (zeroed) memory: every cell of it is written by moveIdCells before it is read.
+    this.idRing = new Int32Array(this.idOld.length * 2);
+    this.idMask = this.idRing.length - 1;
+  }
+
+  /**
+   * Moves ID_CELLS_PER_STEP cells of the old ring into the new one. Old cell c holds ids whose new
+   * cell is c or c + old length, so a move never collides. The pool doubles when the ring does, so
+   * the next growth is at least old-length new orders away: a move of 2 cells per order ends first.
+   */
+  private moveIdCells(): void {
+    const old = this.idOld;
+    const ring = this.idRing;
+    const n = old.length;
+    let c = this.idMoved;
+    const end = c + ID_CELLS_PER_STEP < n ? c + ID_CELLS_PER_STEP : n;
+    for (; c < end; c++) {
+      const s = old[c];
+      ring[c] = NONE;
+      ring[c + n] = NONE;
+      if (s !== NONE) ring[(this.of[s * OW + F_ID] | 0) & this.idMask] = s;
     }
+    if (c === n) {
+      this.idOld = ring;
+      this.idOldMask = this.idMask;
+      this.idMoved = 0;
+    } else this.idMoved = c;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1034,7 +1100,12 @@ export class ZoneEngine {
 
   /** Slot of the user's open order with this client order id (fp = coidFp(user, id)), or NONE. */
   private findCoid(fp: number, uid: number, coid: string): number {
-    const t = this.coidTable;
+    const slot = this.findCoidIn(this.coidTable, fp, uid, coid);
+    if (slot !== NONE || this.coidOld === this.coidTable) return slot;
+    return this.findCoidIn(this.coidOld, fp, uid, coid);
+  }
+
+  private findCoidIn(t: FpSlotTable, fp: number, uid: number, coid: string): number {
     for (let c = t.find(fp); c >= 0; c = t.find(fp, c)) {
       const slot = t.slotAt(c);
       if (this.of[slot * OW + F_ID] !== 0 && this.uId[this.oi[slot * IW + I_USLOT]] === uid && this.oCoid[slot] === coid) return slot;
@@ -1042,13 +1113,30 @@ export class ZoneEngine {
     return NONE;
   }
 
-  /** Drops the stale entries: re-indexes the open orders (in a table twice as big if they fill a quarter of it). */
-  private rebuildCoidTable(): void {
+  /**
+   * Starts dropping the stale entries: a new table (twice as big if the open orders fill a quarter
+   * of this one) that scanCoids fills from the open orders, a few slots per new order.
+   */
+  private startCoidRebuild(): void {
+    const cap = this.coidTable.mask + 1;
+    this.coidOld = this.coidTable;
+    this.coidTable = new FpSlotTable((this.openCount + 1) * 4 > cap ? cap : cap >> 1);
+    // coidOld is half full; it takes at most orderTop / (step - 1) more entries (those of the new
+    // orders in slots not scanned yet) before the scan ends: an eighth of its cells at most.
+    this.coidStep = 2 + Math.ceil((this.orderTop * 8) / cap);
+    this.scanCoids();
+  }
+
+  /** Indexes the open orders of the next coidStep slots in the new table; the end of the scan retires the old one. */
+  private scanCoids(): void {
     const t = this.coidTable;
-    const cap = t.mask + 1;
-    if ((this.openCount + 1) * 4 > cap) this.coidTable = new FpSlotTable(cap);
-    else t.clear();
-    for (let s = 0; s < this.orderTop; s++) if (this.of[s * OW + F_ID] !== 0) this.coidTable.add(this.oi[s * IW + I_COID_FP], s);
+    let s = this.coidScan;
+    const end = s + this.coidStep < this.orderTop ? s + this.coidStep : this.orderTop;
+    for (; s < end; s++) if (this.of[s * OW + F_ID] !== 0) t.add(this.oi[s * IW + I_COID_FP], s);
+    if (s === this.orderTop) {
+      this.coidOld = t;
+      this.coidScan = 0;
+    } else this.coidScan = s;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1713,16 +1801,42 @@ export class ZoneEngine {
   // -------------------------------------------------------------------------------------------
   // Growth
 
+  /** With the pool half full or more: takes the next pool and faults in one more page of it. */
+  private prepareOrders(): void {
+    if (this.nextOi === NO_I32) {
+      const n = this.oCap * 2;
+      this.nextOi = new Int32Array(n * IW);
+      this.nextExp = new Float64Array(n);
+      this.faultOi = 0;
+      this.faultExp = 0;
+    }
+    // 72 bytes a slot of the next pool (n = 2 × oCap slots): ~n / 57 pages, over the oCap / 2 new
+    // slots to come, one a slot is done in time.
+    if (this.faultOi < this.nextOi.length) {
+      this.nextOi[this.faultOi] = 0;
+      this.faultOi += PAGE_BYTES >> 2;
+    } else if (this.faultExp < this.nextExp.length) {
+      this.nextExp[this.faultExp] = 0;
+      this.faultExp += PAGE_BYTES >> 3;
+    }
+  }
+
+  /**
+   * The pool is full: copies it into the next one (taken and faulted in since it was half full:
+   * orderTop only ever steps by one through allocOrder), and starts doubling the id ring if the
+   * pool outgrows it. The copy is the one O(n) step left: 72 bytes a slot at memory speed.
+   */
   private growOrders(): void {
-    const n = this.oCap * 2;
-    const buf = new ArrayBuffer(n * ORDER_BYTES);
+    const buf = this.nextOi.buffer;
     new Uint8Array(buf).set(new Uint8Array(this.of.buffer));
     this.of = new Float64Array(buf);
     this.oi = new Int32Array(buf);
-    this.oi.fill(0, this.oCap * IW); // pre-fault the new half
-    this.oExp = growF64(this.oExp, n);
-    this.oCap = n;
-    if (this.idRing.length < n) this.rebuildIdRing(n);
+    this.nextExp.set(this.oExp);
+    this.oExp = this.nextExp;
+    this.nextOi = NO_I32;
+    this.nextExp = NO_F64;
+    this.oCap *= 2;
+    if (this.idRing.length < this.oCap) this.growIdRing();
   }
 
   private growLevels(): void {
