@@ -271,7 +271,7 @@ export class ZoneEngine {
   private oExp: Float64Array;
   // The next pool, taken while the pool fills its second half and faulted in one page per new
   // slot: growing is then one copy into memory already mapped (first touches of fresh pages cost
-  // ~10 µs each on our VMs: faulting a 64 MB pool in one go took ~180 ms).
+  // ~10-20 µs each on our VMs: faulting a 64 MB pool in one go took ~180 ms).
   private nextOi: Int32Array = NO_I32;
   private nextExp: Float64Array = NO_F64;
   /** Where the next page of nextOi, then of nextExp, to touch starts. */
@@ -1100,12 +1100,17 @@ export class ZoneEngine {
 
   /** Slot of the user's open order with this client order id (fp = coidFp(user, id)), or NONE. */
   private findCoid(fp: number, uid: number, coid: string): number {
-    const slot = this.findCoidIn(this.coidTable, fp, uid, coid);
-    if (slot !== NONE || this.coidOld === this.coidTable) return slot;
-    return this.findCoidIn(this.coidOld, fp, uid, coid);
+    const t = this.coidTable;
+    for (let c = t.find(fp); c >= 0; c = t.find(fp, c)) {
+      const slot = t.slotAt(c);
+      if (this.of[slot * OW + F_ID] !== 0 && this.uId[this.oi[slot * IW + I_USLOT]] === uid && this.oCoid[slot] === coid) return slot;
+    }
+    return this.coidOld === t ? NONE : this.findCoidOld(fp, uid, coid);
   }
 
-  private findCoidIn(t: FpSlotTable, fp: number, uid: number, coid: string): number {
+  /** findCoid in the table being retired (during a rebuild: open orders in slots not scanned yet). */
+  private findCoidOld(fp: number, uid: number, coid: string): number {
+    const t = this.coidOld;
     for (let c = t.find(fp); c >= 0; c = t.find(fp, c)) {
       const slot = t.slotAt(c);
       if (this.of[slot * OW + F_ID] !== 0 && this.uId[this.oi[slot * IW + I_USLOT]] === uid && this.oCoid[slot] === coid) return slot;
