@@ -1127,8 +1127,9 @@ export class ZoneEngine {
     this.coidOld = this.coidTable;
     this.coidTable = new FpSlotTable((this.openCount + 1) * 4 > cap ? cap : cap >> 1);
     // coidOld is half full; it takes at most orderTop / (step - 1) more entries (those of the new
-    // orders in slots not scanned yet) before the scan ends: an eighth of its cells at most.
-    this.coidStep = 2 + Math.ceil((this.orderTop * 8) / cap);
+    // orders in slots not scanned yet) before the scan ends: a sixteenth of its cells at most. A
+    // short scan also keeps short the stretch where a lookup that misses probes both tables.
+    this.coidStep = 2 + Math.ceil((this.orderTop * 16) / cap);
     this.scanCoids();
   }
 
