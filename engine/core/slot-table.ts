@@ -122,6 +122,17 @@ export class FpSlotTable {
     return true;
   }
 
+  /**
+   * Empties cells [from, to) (cell indexes) and, when that reaches the end, the table: a table kept
+   * for reuse is emptied a few cells at a time, so neither a pass over it nor fresh memory (page
+   * faults) lands on one command.
+   */
+  clearCells(from: number, to: number): void {
+    const cells = this.cells;
+    for (let i = 2 * from; i < 2 * to; i++) cells[i] = 0;
+    if (to > this.mask) this.size = 0;
+  }
+
   private grow(): void {
     const old = this.cells;
     this.cells = new Int32Array(old.length * 2);
