@@ -444,12 +444,16 @@ export class ZoneEngine {
     this.idOldMask = this.idMask;
     this.coidTable = new FpSlotTable(options.client_order_id_cells ?? n >> 1);
     this.coidOld = this.coidTable;
+    // the first rebuild that keeps the table's size takes this one (touched below)
+    this.coidSpare = new FpSlotTable(options.client_order_id_cells ?? n >> 1);
+    this.coidCleared = this.coidSpare.mask + 1;
     this.evCap = Math.max(64, options.initial_event_slots ?? 1024);
     this.ev = new Float64Array(this.evCap * EVENT_WIDTH);
     // Touch every page of the pools now: a first touch in the matching loop is a page fault, a
     // multi-microsecond stall that lands in the latency tail (thousands of them while a pool fills).
     this.oi.fill(0);
     this.coidTable.cells.fill(0);
+    this.coidSpare.cells.fill(0);
     const coids: string[] = [];
     for (let i = 0; i < n; i++) coids.push('');
     this.oCoid = coids;
