@@ -4,7 +4,9 @@
 //   mixed  60% limit adds, 30% cancels, 10% IOC/market takers, 1,000,000 commands;
 //   deep   100,000 resting orders over 2,000 levels, then 1,000,000 mixed commands;
 //   sweep  50,000 orders resting at one price, then one order that takes them all;
-//   checkpoint  what a runtime checkpoint costs on the deep book (hash + snapshot), new against before.
+//   checkpoint  what a runtime checkpoint costs on the deep book (hash + snapshot), new against before;
+//   growth 1,000,000 orders coming to rest (none crossing) in an engine of the default size, so
+//          its pools and indexes grow all the way: the slowest commands are the growth pauses.
 // Throughput runs time the whole loop (median of 3 for kwx); latency is a separate pass that times
 // each command with process.hrtime.bigint() into an HDR histogram (timer overhead included and
 // reported; the young generation grown first, see warmYoungGeneration). kwx throughput counts execute() one command at a time (events left in the engine's
@@ -149,8 +151,66 @@ export function genDeep(resting: number, count: number): Workload {
   return { name: 'deep', prefill, kwx: g.kwx, peer: g.peer };
 }
 
+/**
+ * Per-command latency while `count` orders come to rest (1,000 levels a side, none crossing) in an
+ * engine created as the runtime creates one (default options): the tail is where the pools and
+ * indexes grow. Each command is built just before it runs, in one reused object (only its client
+ * order id string is new, and the engine keeps that): a pre-generated stream of a million command
+ * objects would make every major GC of the run mark them, pauses that are the harness's, not the
+ * engine's. The slowest commands are listed with their index, so a pause can be matched to a
+ * growth (pool sizes are powers of two), with the GC pauses of the run.
+ */
+async function growthLatency(count: number): Promise<{ p50: number; p99: number; p999: number; max: number; slowest: { at: number; ms: number }[]; resting: number; gc: GcTally }> {
+  const e = configure(new ZoneEngine(ZONE));
+  const h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 1e10, numberOfSignificantValueDigits: 3, useWebAssembly: false });
+  const slow: { at: number; ns: number }[] = [];
+  const rnd = mulberry32(5);
+  const mid = 100_000;
+  const c: PlaceCommand = {
+    type: 'PLACE', ts_ms: 1, order_id: 0, user_id: 1, client_order_id: '', zone_id: ZONE, interval_id: IV,
+    side: 'BUY', source: 'ANY', order_type: 'LIMIT', price_ticks: 0, qty_wh: 1,
+  };
+  fullGc();
+  warmYoungGeneration();
+  const gc = watchGc();
+  const from = performance.now();
+  for (let i = 0; i < count; i++) {
+    const id = i + 1;
+    const buy = rnd() < 0.5;
+    const off = 1 + Math.floor(rnd() * 1000);
+    c.order_id = id;
+    c.user_id = 1 + (id % USERS);
+    c.client_order_id = `c${id}`;
+    c.side = buy ? 'BUY' : 'SELL';
+    c.source = buy ? 'ANY' : 'SOLAR';
+    c.price_ticks = buy ? mid - off : mid + off;
+    c.qty_wh = 1 + Math.floor(rnd() * 100);
+    const t0 = process.hrtime.bigint();
+    e.execute(c);
+    const ns = Number(process.hrtime.bigint() - t0);
+    h.recordValue(ns);
+    if (ns > 200_000) slow.push({ at: i, ns });
+  }
+  gc.windows.push([from, performance.now()]);
+  await settle();
+  gc.stop();
+  slow.sort((a, b) => b.ns - a.ns);
+  return {
+    p50: h.getValueAtPercentile(50),
+    p99: h.getValueAtPercentile(99),
+    p999: h.getValueAtPercentile(99.9),
+    max: h.maxValue,
+    slowest: slow.slice(0, 8).map((x) => ({ at: x.at, ms: Math.round(x.ns / 1e3) / 1e3 })),
+    resting: e.openOrderCount,
+    gc: gc.tally,
+  };
+}
+
 export function newEngine(): ZoneEngine {
-  const e = new ZoneEngine(ZONE, { initial_order_slots: 1 << 20, initial_event_slots: 1 << 17 }); // sized at start, as a zone worker would be
+  return configure(new ZoneEngine(ZONE, { initial_order_slots: 1 << 20, initial_event_slots: 1 << 17 })); // sized at start, as a zone worker would be
+}
+
+function configure(e: ZoneEngine): ZoneEngine {
   e.execute({
     type: 'CONFIGURE_ZONE',
     ts_ms: 0,
@@ -390,6 +450,17 @@ export async function run(args: string[]): Promise<void> {
   const PEER_SWEEP = Math.round(5_000 * Math.min(1, scale * 10));
   const loadStart = loadavg()[0];
   console.log(`engine bench: ${N.toLocaleString('en-US')} commands per workload (scale ${scale}), node ${process.version}, load average ${loadStart.toFixed(2)}`);
+
+  if (only === undefined || only === 'growth') {
+    const lat = await growthLatency(N);
+    printTable('growth: latency per command while orders come to rest in a default-sized engine (ns, HDR, hrtime timer included)', [
+      { orders: N, resting_after: lat.resting, p50: lat.p50, p99: lat.p99, p999: lat.p999, max: lat.max, gc_pauses: lat.gc.count, gc_max_ms: Math.round(lat.gc.maxMs * 100) / 100 },
+    ]);
+    console.log(`slowest commands (index: ms): ${lat.slowest.map((x) => `${x.at}: ${x.ms}`).join(', ')}`);
+    const gm = { growth_p50_ns: lat.p50, growth_p99_ns: lat.p99, growth_p999_ns: lat.p999, growth_max_ns: lat.max, growth_gc_max_ms: Math.round(lat.gc.maxMs * 100) / 100 };
+    writeResults('engine-growth', gm, { scale, orders: N, slowest: lat.slowest, load_avg_1m_start: loadStart, load_avg_1m_end: loadavg()[0] });
+    if (only === 'growth') return;
+  }
 
   const rows: Row[] = [];
   const metrics: Record<string, number> = {};

@@ -178,6 +178,18 @@ const PREFETCH_GROUP = 8;
 const lvCacheCell = (subIdx: number, price: number): number => ((price | 0) + Math.imul(subIdx, 40503)) & (LV_CACHE_CELLS - 1);
 const SUBS_PER_BOOK = 10; // side * 5 + source; (SELL, ANY) unused
 const NONE = -1;
+/** Cells of the old order id ring moved per new order while the ring doubles. */
+const ID_CELLS_PER_STEP = 2;
+const PAGE_BYTES = 4096;
+/**
+ * Cells of a spare client order id table emptied per new order: the next rebuild of the same size
+ * is at least a quarter of its cells in new orders away (the table starts with the open orders, a
+ * quarter of its cells at most, and is rebuilt at half), so 4 would do; 16 (two cache lines) leaves
+ * a margin.
+ */
+const COID_CLEAR_STEP = 16;
+const NO_I32 = new Int32Array(0);
+const NO_F64 = new Float64Array(0);
 
 class SubBook {
   /** Priority key per level, ascending; the best level is at index n - 1. BUY: price, SELL: -price. */
@@ -264,6 +276,14 @@ export class ZoneEngine {
   private oCoid: string[] = [];
   /** Good-till time per slot (0 = none); read only for orders flagged as having one. */
   private oExp: Float64Array;
+  // The next pool, taken while the pool fills its second half and faulted in one page per new
+  // slot: growing is then one copy into memory already mapped (first touches of fresh pages cost
+  // ~10-20 µs each on our VMs: faulting a 64 MB pool in one go took ~180 ms).
+  private nextOi: Int32Array = NO_I32;
+  private nextExp: Float64Array = NO_F64;
+  /** Where the next page of nextOi, then of nextExp, to touch starts. */
+  private faultOi = 0;
+  private faultExp = 0;
   private orderFree = NONE;
   private orderTop = 0;
   private openCount = 0;
@@ -273,6 +293,12 @@ export class ZoneEngine {
   private idRing: Int32Array;
   private idMask: number;
   private idOverflow = new IntMap(64);
+  // The ring doubles with the pool, its cells moved over a few per new order instead of in one
+  // pass: until then the old ring's cells from idMoved on are still the live ones. When not
+  // growing, idOld is idRing and idMoved is 0, so lookups need no other branch.
+  private idOld: Int32Array;
+  private idOldMask: number;
+  private idMoved = 0;
 
   // price levels
   private lvCap = 1024;
@@ -312,8 +338,21 @@ export class ZoneEngine {
   // verified against the slot's own record (open, same user, same id). Entries are not removed when
   // an order closes (that would be one more random memory access per fill and cancel): a stale
   // entry costs nothing unless its fingerprint matches, and the table is rebuilt from the open
-  // orders when stale entries fill it.
+  // orders when stale entries fill it. The rebuild runs a few slots per new order: until it has
+  // scanned them all, open orders in slots from coidScan on are in coidOld (the full table, which
+  // takes their new entries too), the others in coidTable; lookups check both. When not
+  // rebuilding, coidOld is coidTable and coidScan is 0.
   private coidTable: FpSlotTable;
+  private coidOld: FpSlotTable;
+  private coidScan = 0;
+  /** Slots scanned per new order during a rebuild: enough that it ends before coidOld fills. */
+  private coidStep = 0;
+  // The table a rebuild retired, when the next rebuild may use one of its size: emptied
+  // COID_CLEAR_STEP cells per new order (cells below coidCleared are empty) and taken by that
+  // rebuild once empty, so a rebuild at a steady size neither faults in fresh memory (~20 µs a
+  // page on our VMs: 2,048 pages for 1 M cells) nor clears on one command.
+  private coidSpare: FpSlotTable | null = null;
+  private coidCleared = 0;
 
   // sellers: per (user, book) limit, sold and open sell Wh
   private sCap = 256;
@@ -401,13 +440,20 @@ export class ZoneEngine {
     while (ring < (options.order_id_ring_cells ?? n)) ring *= 2;
     this.idRing = new Int32Array(ring).fill(NONE);
     this.idMask = ring - 1;
+    this.idOld = this.idRing;
+    this.idOldMask = this.idMask;
     this.coidTable = new FpSlotTable(options.client_order_id_cells ?? n >> 1);
+    this.coidOld = this.coidTable;
+    // the first rebuild that keeps the table's size takes this one (touched below)
+    this.coidSpare = new FpSlotTable(options.client_order_id_cells ?? n >> 1);
+    this.coidCleared = this.coidSpare.mask + 1;
     this.evCap = Math.max(64, options.initial_event_slots ?? 1024);
     this.ev = new Float64Array(this.evCap * EVENT_WIDTH);
     // Touch every page of the pools now: a first touch in the matching loop is a page fault, a
     // multi-microsecond stall that lands in the latency tail (thousands of them while a pool fills).
     this.oi.fill(0);
     this.coidTable.cells.fill(0);
+    this.coidSpare.cells.fill(0);
     const coids: string[] = [];
     for (let i = 0; i < n; i++) coids.push('');
     this.oCoid = coids;
@@ -455,6 +501,9 @@ export class ZoneEngine {
       // 1. the client order id fingerprints of the group's PLACEs, the ring cells of its CANCELs
       const ring = this.idRing;
       const rmask = this.idMask;
+      const old = this.idOld;
+      const omask = this.idOldMask;
+      const moved = this.idMoved;
       for (let k = g; k < end; k++) {
         const c = cmds[k] as Partial<PlaceCommand> & { type: string };
         const j = k - g;
@@ -469,7 +518,10 @@ export class ZoneEngine {
           }
         } else if (c.type === 'CANCEL') {
           const id = c.order_id;
-          if (typeof id === 'number') pfSlot[j] = ring[(id | 0) & rmask];
+          if (typeof id === 'number') {
+            const oc = (id | 0) & omask;
+            pfSlot[j] = oc < moved ? ring[(id | 0) & rmask] : old[oc];
+          }
         }
       }
       // 2. their client order id table cells, back to back (independent loads: they overlap)
@@ -918,7 +970,9 @@ export class ZoneEngine {
   private rest(): void {
     let slot = this.tkSlot;
     if (slot === NONE) {
-      if ((this.coidTable.size + 1) * 2 > this.coidTable.mask + 1) this.rebuildCoidTable();
+      if (this.coidOld !== this.coidTable) this.scanCoids();
+      else if ((this.coidTable.size + 1) * 2 > this.coidTable.mask + 1) this.startCoidRebuild();
+      else if (this.coidSpare !== null && this.coidCleared <= this.coidSpare.mask) this.clearCoidSpare();
       slot = this.allocOrder();
     }
     const of = this.of; // after allocOrder: growing the pool replaces the views
@@ -936,7 +990,8 @@ export class ZoneEngine {
       oi[o + I_COID_FP] = this.tkCoidFp;
       this.oCoid[slot] = this.tkCoid;
       this.indexId(this.tkId, slot);
-      this.coidTable.add(this.tkCoidFp, slot);
+      if (slot < this.coidScan) this.coidTable.add(this.tkCoidFp, slot);
+      else this.coidOld.put(this.tkCoidFp, slot);
       this.uOpen[us]++;
       this.openCount++;
       this.bookOpen[this.tkBook]++;
@@ -976,6 +1031,7 @@ export class ZoneEngine {
       return slot;
     }
     if (this.orderTop === this.oCap) this.growOrders();
+    else if (this.orderTop >= this.oCap >> 1) this.prepareOrders();
     return this.orderTop++;
   }
 
@@ -998,7 +1054,8 @@ export class ZoneEngine {
 
   /** Slot of the open order with this id, or NONE. */
   private slotOfId(id: number): number {
-    const s = this.idRing[(id | 0) & this.idMask];
+    const oc = (id | 0) & this.idOldMask;
+    const s = oc < this.idMoved ? this.idRing[(id | 0) & this.idMask] : this.idOld[oc];
     if (s !== NONE && this.of[s * OW + F_ID] === id) return s;
     if (this.idOverflow.size === 0) return NONE;
     return this.idOverflow.get(id);
@@ -1006,27 +1063,54 @@ export class ZoneEngine {
 
   /** Indexes a new open order (its record already holds its id). */
   private indexId(id: number, slot: number): void {
-    const c = (id | 0) & this.idMask;
-    const held = this.idRing[c];
+    const oc = (id | 0) & this.idOldMask;
+    const ring = oc < this.idMoved ? this.idRing : this.idOld;
+    const c = oc < this.idMoved ? (id | 0) & this.idMask : oc;
+    const held = ring[c];
     // Ring cells only ever point at open orders: an older one still open moves to the overflow.
     if (held !== NONE) this.idOverflow.set(this.of[held * OW + F_ID], held);
-    this.idRing[c] = slot;
+    ring[c] = slot;
+    if (this.idOld !== this.idRing) this.moveIdCells();
   }
 
   private unindexId(id: number, slot: number): void {
-    const c = (id | 0) & this.idMask;
-    if (this.idRing[c] === slot) this.idRing[c] = NONE;
+    const oc = (id | 0) & this.idOldMask;
+    const ring = oc < this.idMoved ? this.idRing : this.idOld;
+    const c = oc < this.idMoved ? (id | 0) & this.idMask : oc;
+    if (ring[c] === slot) ring[c] = NONE;
     else this.idOverflow.delete(id);
   }
 
-  private rebuildIdRing(cells: number): void {
-    this.idRing = new Int32Array(cells).fill(NONE);
-    this.idMask = cells - 1;
-    this.idOverflow = new IntMap(64);
-    for (let s = 0; s < this.orderTop; s++) {
-      const id = this.of[s * OW + F_ID];
-      if (id !== 0) this.indexId(id, s);
+  /** Starts doubling the ring (when the pool outgrows it); indexId moves the cells over. */
+  private growIdRing(): void {
+    while (this.idOld !== this.idRing) this.moveIdCells(); // never in practice: a move ends long before the next growth
+    // Fresh (zeroed) memory: every cell of it is written by moveIdCells before it is read.
+    this.idRing = new Int32Array(this.idOld.length * 2);
+    this.idMask = this.idRing.length - 1;
+  }
+
+  /**
+   * Moves ID_CELLS_PER_STEP cells of the old ring into the new one. Old cell c holds ids whose new
+   * cell is c or c + old length, so a move never collides. The pool doubles when the ring does, so
+   * the next growth is at least old-length new orders away: a move of 2 cells per order ends first.
+   */
+  private moveIdCells(): void {
+    const old = this.idOld;
+    const ring = this.idRing;
+    const n = old.length;
+    let c = this.idMoved;
+    const end = c + ID_CELLS_PER_STEP < n ? c + ID_CELLS_PER_STEP : n;
+    for (; c < end; c++) {
+      const s = old[c];
+      ring[c] = NONE;
+      ring[c + n] = NONE;
+      if (s !== NONE) ring[(this.of[s * OW + F_ID] | 0) & this.idMask] = s;
     }
+    if (c === n) {
+      this.idOld = ring;
+      this.idOldMask = this.idMask;
+      this.idMoved = 0;
+    } else this.idMoved = c;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1039,16 +1123,60 @@ export class ZoneEngine {
       const slot = t.slotAt(c);
       if (this.of[slot * OW + F_ID] !== 0 && this.uId[this.oi[slot * IW + I_USLOT]] === uid && this.oCoid[slot] === coid) return slot;
     }
+    return this.coidOld === t ? NONE : this.findCoidOld(fp, uid, coid);
+  }
+
+  /** findCoid in the table being retired (during a rebuild: open orders in slots not scanned yet). */
+  private findCoidOld(fp: number, uid: number, coid: string): number {
+    const t = this.coidOld;
+    for (let c = t.find(fp); c >= 0; c = t.find(fp, c)) {
+      const slot = t.slotAt(c);
+      if (this.of[slot * OW + F_ID] !== 0 && this.uId[this.oi[slot * IW + I_USLOT]] === uid && this.oCoid[slot] === coid) return slot;
+    }
     return NONE;
   }
 
-  /** Drops the stale entries: re-indexes the open orders (in a table twice as big if they fill a quarter of it). */
-  private rebuildCoidTable(): void {
+  /**
+   * Starts dropping the stale entries: a new table (twice as big if the open orders fill a quarter
+   * of this one) that scanCoids fills from the open orders, a few slots per new order.
+   */
+  private startCoidRebuild(): void {
+    const cap = this.coidTable.mask + 1;
+    const grow = (this.openCount + 1) * 4 > cap;
+    const spare = this.coidSpare;
+    this.coidOld = this.coidTable;
+    if (!grow && spare !== null && this.coidCleared > spare.mask) this.coidTable = spare;
+    else this.coidTable = new FpSlotTable(grow ? cap : cap >> 1);
+    this.coidSpare = null;
+    // coidOld is half full; it takes at most orderTop / (step - 1) more entries (those of the new
+    // orders in slots not scanned yet) before the scan ends: a sixteenth of its cells at most. A
+    // short scan also keeps short the stretch where a lookup that misses probes both tables.
+    this.coidStep = 2 + Math.ceil((this.orderTop * 16) / cap);
+    this.scanCoids();
+  }
+
+  /** Indexes the open orders of the next coidStep slots in the new table; the end of the scan retires the old one. */
+  private scanCoids(): void {
     const t = this.coidTable;
-    const cap = t.mask + 1;
-    if ((this.openCount + 1) * 4 > cap) this.coidTable = new FpSlotTable(cap);
-    else t.clear();
-    for (let s = 0; s < this.orderTop; s++) if (this.of[s * OW + F_ID] !== 0) this.coidTable.add(this.oi[s * IW + I_COID_FP], s);
+    let s = this.coidScan;
+    const end = s + this.coidStep < this.orderTop ? s + this.coidStep : this.orderTop;
+    for (; s < end; s++) if (this.of[s * OW + F_ID] !== 0) t.add(this.oi[s * IW + I_COID_FP], s);
+    if (s === this.orderTop) {
+      // a table of the new one's size is what the next rebuild needs unless that one doubles
+      if (this.coidOld.mask === t.mask) {
+        this.coidSpare = this.coidOld;
+        this.coidCleared = 0;
+      }
+      this.coidOld = t;
+      this.coidScan = 0;
+    } else this.coidScan = s;
+  }
+
+  private clearCoidSpare(): void {
+    const t = this.coidSpare as FpSlotTable;
+    const to = this.coidCleared + COID_CLEAR_STEP <= t.mask + 1 ? this.coidCleared + COID_CLEAR_STEP : t.mask + 1;
+    t.clearCells(this.coidCleared, to);
+    this.coidCleared = to;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -1713,16 +1841,42 @@ export class ZoneEngine {
   // -------------------------------------------------------------------------------------------
   // Growth
 
+  /** With the pool half full or more: takes the next pool and faults in one more page of it. */
+  private prepareOrders(): void {
+    if (this.nextOi === NO_I32) {
+      const n = this.oCap * 2;
+      this.nextOi = new Int32Array(n * IW);
+      this.nextExp = new Float64Array(n);
+      this.faultOi = 0;
+      this.faultExp = 0;
+    }
+    // 72 bytes a slot of the next pool (n = 2 × oCap slots): ~n / 57 pages, over the oCap / 2 new
+    // slots to come, one a slot is done in time.
+    if (this.faultOi < this.nextOi.length) {
+      this.nextOi[this.faultOi] = 0;
+      this.faultOi += PAGE_BYTES >> 2;
+    } else if (this.faultExp < this.nextExp.length) {
+      this.nextExp[this.faultExp] = 0;
+      this.faultExp += PAGE_BYTES >> 3;
+    }
+  }
+
+  /**
+   * The pool is full: copies it into the next one (taken and faulted in since it was half full:
+   * orderTop only ever steps by one through allocOrder), and starts doubling the id ring if the
+   * pool outgrows it. The copy is the one O(n) step left: 72 bytes a slot at memory speed.
+   */
   private growOrders(): void {
-    const n = this.oCap * 2;
-    const buf = new ArrayBuffer(n * ORDER_BYTES);
+    const buf = this.nextOi.buffer;
     new Uint8Array(buf).set(new Uint8Array(this.of.buffer));
     this.of = new Float64Array(buf);
     this.oi = new Int32Array(buf);
-    this.oi.fill(0, this.oCap * IW); // pre-fault the new half
-    this.oExp = growF64(this.oExp, n);
-    this.oCap = n;
-    if (this.idRing.length < n) this.rebuildIdRing(n);
+    this.nextExp.set(this.oExp);
+    this.oExp = this.nextExp;
+    this.nextOi = NO_I32;
+    this.nextExp = NO_F64;
+    this.oCap *= 2;
+    if (this.idRing.length < this.oCap) this.growIdRing();
   }
 
   private growLevels(): void {

@@ -6,8 +6,7 @@
  * Fingerprint -> slot multimap (the client order id index): cells of [fingerprint, slot + 1]
  * interleaved (slot + 1 = 0 marks a free cell), Robin Hood linear probing from fp & mask,
  * backward-shift deletion, no tombstones. Several entries may share a fingerprint (different keys
- * that hash alike): a lookup walks them and the caller checks each slot. Entries are removed
- * eagerly, so the table holds the live orders only and stays small enough to stay in cache.
+ * that hash alike): a lookup walks them and the caller checks each slot.
  */
 export class FpSlotTable {
   cells: Int32Array;
@@ -53,6 +52,15 @@ export class FpSlotTable {
 
   add(fp: number, slot: number): void {
     if ((this.size + 1) * 2 > this.mask + 1) this.grow();
+    this.insert(fp, slot + 1);
+    this.size++;
+  }
+
+  /**
+   * add() without growing past half full: for a table being retired, which must not pay an O(n)
+   * growth. The caller keeps it well below full (a full table would probe forever).
+   */
+  put(fp: number, slot: number): void {
     this.insert(fp, slot + 1);
     this.size++;
   }
@@ -114,9 +122,15 @@ export class FpSlotTable {
     return true;
   }
 
-  clear(): void {
-    this.cells.fill(0);
-    this.size = 0;
+  /**
+   * Empties cells [from, to) (cell indexes) and, when that reaches the end, the table: a table kept
+   * for reuse is emptied a few cells at a time, so neither a pass over it nor fresh memory (page
+   * faults) lands on one command.
+   */
+  clearCells(from: number, to: number): void {
+    const cells = this.cells;
+    for (let i = 2 * from; i < 2 * to; i++) cells[i] = 0;
+    if (to > this.mask) this.size = 0;
   }
 
   private grow(): void {

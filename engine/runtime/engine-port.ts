@@ -1,5 +1,6 @@
 // The runtime's view of the engine core: the few things it needs from a zone engine. Kept
 // narrow so the runtime does not depend on the core's internals (engine/core/engine.ts).
+import { workerData } from 'node:worker_threads';
 import { ZoneEngine, type SnapshotEncoder } from '../index.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
 import type { EngineEventSource } from './codec.js';
@@ -23,10 +24,16 @@ export interface RuntimeZoneEngine extends EngineEventSource {
   intervals(): IntervalView[];
 }
 
-export function createZoneEngine(zone_id: number): RuntimeZoneEngine {
-  return new ZoneEngine(zone_id);
+/**
+ * RuntimeOptions.engine_order_slots, which the runtime hands to each zone worker as workerData
+ * (0: the engine's default). Read here so that every engine a worker creates or restores gets it.
+ */
+const ORDER_SLOTS: number = (workerData as { engine_order_slots?: number } | null)?.engine_order_slots ?? 0;
+
+export function createZoneEngine(zone_id: number, order_slots = ORDER_SLOTS): RuntimeZoneEngine {
+  return new ZoneEngine(zone_id, order_slots > 0 ? { initial_order_slots: order_slots } : {});
 }
 
-export function restoreZoneEngine(snapshot: EngineSnapshot): RuntimeZoneEngine {
-  return ZoneEngine.restore(snapshot);
+export function restoreZoneEngine(snapshot: EngineSnapshot, order_slots = ORDER_SLOTS): RuntimeZoneEngine {
+  return ZoneEngine.restore(snapshot, order_slots > snapshot.orders.length ? { initial_order_slots: order_slots } : {});
 }

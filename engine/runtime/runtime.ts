@@ -69,6 +69,13 @@ export interface RuntimeOptions {
    * Default 100,000; on a deep book, SNAPSHOT_OPEN_FACTOR × its open orders when that is more.
    */
   snapshot_every?: number;
+  /**
+   * Open orders each zone's engine is sized for at start (its order pool and indexes; they still
+   * grow past it, in steps spread over the orders that come). Default: the engine's (1,024). A
+   * zone expected to hold a deep book is best sized for it up front: ~100 bytes a slot, touched
+   * at start (1,000,000 slots: ~100 MB per zone).
+   */
+  engine_order_slots?: number;
   /** Zones to run (default: every row of grid_zones). */
   zones?: number[];
   /** Drive delivery intervals from the clock (gate opening and closure). Default true. */
@@ -483,7 +490,8 @@ class RuntimeImpl implements Runtime {
   // Workers
 
   private spawnWorker(index: number): WorkerSlot {
-    const worker = new Worker(workerEntry());
+    // engine-port.ts reads engine_order_slots from workerData: it sizes every engine the worker creates
+    const worker = new Worker(workerEntry(), { workerData: { engine_order_slots: this.opts.engine_order_slots ?? 0 } });
     const slot: WorkerSlot = { index, worker, alive: true, outbox: new CommandBatchWriter(64 * 1024), scheduled: false, requests: new Map() };
     worker.on('message', (m: FromWorker) => this.onWorkerMessage(slot, m));
     worker.on('error', (err) => this.opts.log?.error('zone worker failed', { worker: index, error: err.message }));
