@@ -19,7 +19,7 @@
 // its bytes). Orders are in the engine's slot order (no sort on the matching thread); decoding puts
 // them in seq order, which is what ZoneEngine.restore() expects.
 import { ORDER_TYPES, SIDES, SOURCES, STP_MODES } from './codes.js';
-import type { EngineSnapshot, IntervalView, OrderView, SellerView, ZoneConfig } from './types.js';
+import type { EngineSnapshot, OrderView } from './types.js';
 
 export const SNAPSHOT_MAGIC = 0x3253574b; // "KWS2" read as a little-endian u32
 /** Bytes before the header JSON. */
@@ -28,17 +28,7 @@ export const SNAPSHOT_PREFIX = 16;
 export const CHECKPOINT_HASH_PREFIX = 'v2:';
 
 /** Everything in EngineSnapshot except the orders. */
-export interface SnapshotHeader {
-  version: 1;
-  zone_id: number;
-  config: ZoneConfig | null;
-  next_seq: number;
-  event_seq: number;
-  trade_seq: number;
-  last_ts_ms: number;
-  intervals: IntervalView[];
-  sellers: SellerView[];
-}
+export type SnapshotHeader = Omit<EngineSnapshot, 'orders'>;
 
 /** Whether these bytes are a binary snapshot (else they are the older msgpack of serialize()). */
 export function isBinarySnapshot(bytes: Uint8Array): boolean {

@@ -626,23 +626,27 @@ export function decodeCheckpointPayload(payload: Uint8Array): string {
  * would go as hex text, twice its size, built on the main thread).
  */
 export function snapshotCopyChunks(zone_id: number, seq: number, state: Uint8Array, state_hash: string): Uint8Array[] {
-  const head = new Uint8Array(COPY_HEADER.length + 2 + 12 + 12 + 4);
+  const head = new Uint8Array(COPY_HEADER.length + 30);
   head.set(COPY_HEADER, 0);
   const v = new DataView(head.buffer);
-  let o = COPY_HEADER.length;
-  v.setInt16(o, 4);
-  v.setInt32(o + 2, 8);
-  setInt64(v, o + 6, zone_id);
-  v.setInt32(o + 14, 8);
-  setInt64(v, o + 18, seq);
-  v.setInt32(o + 26, state.length);
-  o += 30;
+  const o = tupleKey(v, COPY_HEADER.length, 4, zone_id, seq);
+  v.setInt32(o, state.length);
   const hash = new TextEncoder().encode(state_hash);
   const tail = new Uint8Array(4 + hash.length + COPY_TRAILER.length);
   new DataView(tail.buffer).setInt32(0, hash.length);
   tail.set(hash, 4);
   tail.set(COPY_TRAILER, 4 + hash.length);
-  return [head.subarray(0, o), state, tail];
+  return [head, state, tail];
+}
+
+/** A binary COPY tuple's field count, then (zone_id, seq) as its two int8 fields; returns the offset after them. */
+function tupleKey(v: DataView, o: number, fields: number, zone_id: number, seq: number): number {
+  v.setInt16(o, fields);
+  v.setInt32(o + 2, 8);
+  setInt64(v, o + 6, zone_id);
+  v.setInt32(o + 14, 8);
+  setInt64(v, o + 18, seq);
+  return o + 26;
 }
 
 /** Snapshots written before 2026-12-03 are msgpack of the engine's serialize() output (now: engine/core/snapshot.ts). */
@@ -756,15 +760,10 @@ export class CopyTupleWriter extends ByteWriter {
   private begin(zone_id: number, seq: number, kind: number): void {
     this.ensure(36);
     const v = this.view;
-    const o = this.len;
-    v.setInt16(o, 5);
-    v.setInt32(o + 2, 8);
-    setInt64(v, o + 6, zone_id);
-    v.setInt32(o + 14, 8);
-    setInt64(v, o + 18, seq);
-    v.setInt32(o + 26, 2);
-    v.setInt16(o + 30, kind);
-    this.len = o + 36;
+    const o = tupleKey(v, this.len, 5, zone_id, seq);
+    v.setInt32(o, 2);
+    v.setInt16(o + 4, kind);
+    this.len = o + 10;
     this.payloadAt = this.len;
   }
 

@@ -3,7 +3,7 @@
 // same events and hash as never stopping.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ZoneEngine } from '../../engine/index.js';
+import { decodeSnapshot, ZoneEngine } from '../../engine/index.js';
 import type { Command, EngineEvent, EngineSnapshot } from '../../engine/index.js';
 import { streamArb, ZONE } from './stream.js';
 
@@ -26,7 +26,11 @@ describe('determinism', () => {
     );
   });
 
-  it('serialise -> restore -> continue gives the same events and hash as never stopping', () => {
+  // through JSON (serialize) and through the binary checkpoint snapshot (snapshotBytes)
+  it.each([
+    ['serialise -> JSON', (e: ZoneEngine): EngineSnapshot => JSON.parse(JSON.stringify(e.serialize())) as EngineSnapshot, 40],
+    ['binary snapshot (checkpoints)', (e: ZoneEngine): EngineSnapshot => decodeSnapshot(e.snapshotBytes()), 30],
+  ] as const)('%s -> restore -> continue gives the same events and hashes as never stopping', (_route, snapshot, numRuns) => {
     fc.assert(
       fc.property(streamArb(300, 1000), fc.double({ min: 0, max: 1, noNaN: true }), (stream, at) => {
         const cut = Math.floor(at * stream.commands.length);
@@ -35,14 +39,15 @@ describe('determinism', () => {
 
         const first = new ZoneEngine(ZONE);
         runAll(first, stream.commands.slice(0, cut));
-        const snap = JSON.parse(JSON.stringify(first.serialize())) as EngineSnapshot;
-        const restored = ZoneEngine.restore(snap);
+        const restored = ZoneEngine.restore(snapshot(first));
         expect(restored.stateHash()).toBe(first.stateHash());
+        expect(restored.checkpointHash()).toBe(first.checkpointHash());
         const rest = runAll(restored, stream.commands.slice(cut));
         expect(JSON.stringify(rest)).toBe(JSON.stringify(all.slice(cut)));
         expect(restored.stateHash()).toBe(whole.stateHash());
+        expect(restored.checkpointHash()).toBe(whole.checkpointHash());
       }),
-      { numRuns: 40 },
+      { numRuns },
     );
   });
 

@@ -5,18 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { ZoneEngine } from '../../engine/index.js';
 import type { Command, Side } from '../../engine/index.js';
+import { mulberry32 } from '../../bench/prng.js';
 import { DEFAULT_CONFIG, IV, IV2, ZONE } from './helpers.js';
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * A book that fills to `peak` open orders in waves, interleaving places (mostly resting, some
@@ -25,7 +15,7 @@ function prng(seed: number): () => number {
  * orders live in the id overflow.
  */
 function growthStream(seed: number, commands: number, peak: number): Command[] {
-  const r = prng(seed);
+  const r = mulberry32(seed);
   const out: Command[] = [{ ...DEFAULT_CONFIG, max_open_orders_per_user: 100_000, ts_ms: 0 } as Command];
   for (const iv of [IV, IV2]) out.push({ type: 'OPEN_INTERVAL', ts_ms: 0, interval_id: iv, capacity_wh: 1e12 });
   const open: { id: number; user: number; coid: string }[] = [];
