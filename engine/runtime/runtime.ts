@@ -17,7 +17,7 @@ import { PROJECT_ROOT } from '../../schema/paths.js';
 import type { Logger } from '../../schema/log.js';
 import type { Command, EngineEvent, EngineSnapshot, IntervalView } from '../core/types.js';
 import { JournalWriter, type JournalState } from './journal.js';
-import { connectNoDelay } from './pg.js';
+import { connectNoDelay, withDeadline } from './pg.js';
 import { ROW_FIELDS, type FromWorker, type SnapshotOut, type ToWorker } from './protocol.js';
 import { withFields } from '../../schema/objects.js';
 import { CommandBatchWriter, decodeEventsAt, snapshotCopyChunks } from './codec.js';
@@ -41,6 +41,8 @@ export const WORKER_BATCH_MAX = 1024;
 export const SNAPSHOT_OPEN_FACTOR = 2;
 /** A snapshot goes to PostgreSQL in writes of this size. */
 const SNAPSHOT_WRITE_BYTES = 64 * 1024;
+/** A snapshot save not done after this counts as failed (recovery then starts from an older one). */
+const SNAPSHOT_SAVE_TIMEOUT_MS = 30_000;
 /** start() waits up to this many 10 ms polls for the gate openings it sequenced to commit. */
 const LIFECYCLE_CATCH_UP_POLLS = 1000;
 /** Advisory lock held by the one runtime that writes the journal of a database. */
@@ -783,7 +785,7 @@ class RuntimeImpl implements Runtime {
     try {
       // Binary COPY (a bytea parameter would travel as hex); a row already at this seq (the same
       // state: a seq is never reused) is replaced, as the insert … on conflict do nothing kept it.
-      await this.sql.begin(async (tx) => {
+      const save = this.sql.begin(async (tx) => {
         await tx`delete from engine_snapshots where zone_id = ${zone_id} and seq = ${seq}`;
         const w = await tx`copy engine_snapshots (zone_id, seq, state, state_hash) from stdin (format binary)`.writable();
         await new Promise<void>((resolve, reject) => {
@@ -799,6 +801,9 @@ class RuntimeImpl implements Runtime {
         await tx`delete from engine_snapshots where zone_id = ${zone_id} and seq < (
           select min(seq) from (select seq from engine_snapshots where zone_id = ${zone_id} order by seq desc limit 2) s)`;
       });
+      // postgres.js can leave a query on a dead connection pending forever: a checkpoint() waiting
+      // for this save is answered within the bound either way
+      await withDeadline(save, SNAPSHOT_SAVE_TIMEOUT_MS, `snapshot save took longer than ${SNAPSHOT_SAVE_TIMEOUT_MS} ms`);
       return true;
     } catch (err) {
       this.opts.log?.warn('snapshot not saved (recovery will replay more journal)', { zone_id, seq, error: (err as Error).message });
